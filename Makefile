@@ -1,0 +1,62 @@
+# lua-smtpd. `make run` and `make test` are all a newcomer needs: both
+# install the Debian packages they miss (as root) or print the command.
+
+LUA      ?= lua5.4
+PKGS      = lua5.4 liblua5.4-dev libuv1-dev lua-busted pkg-config gcc make
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARN      = -std=c99 -D_GNU_SOURCE -Wall -Wextra -Wshadow \
+            -Wmissing-prototypes -Wstrict-prototypes
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libuv 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
+SRC       = $(wildcard csrc/*.c)
+HDR       = $(wildcard csrc/*.h)
+BUILD    ?= build
+SO        = $(BUILD)/smtpd/core.so
+LUAENV    = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
+            LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
+BUSTED    = $(LUA) "$$(command -v busted)"
+
+.PHONY: all deps run test asan valgrind clean
+
+all: deps $(SO)
+
+# Installs what is missing (root) or says exactly what to run.
+deps:
+	@missing=""; for p in $(PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" \
+	    || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq $$missing) >/dev/null || exit 1; \
+	  else \
+	    echo "missing packages; run:"; \
+	    echo "  sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+$(SO): $(SRC) $(HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
+
+run: all
+	$(LUAENV) $(LUA) bin/lua-smtpd -n -c DebuggingServer localhost:8025
+
+test: all
+	$(LUAENV) $(LUA) spec/run.lua $(SPEC)
+
+# The whole suite under AddressSanitizer + UBSan.
+asan: deps
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" $(BUILD:build=build-asan)/smtpd/core.so
+	$(LUAENV:$(BUILD)=build-asan) LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  SMTPD_SANITIZED=1 $(LUA) spec/run.lua $(SPEC)
+
+valgrind: all
+	$(LUAENV) SMTPD_SANITIZED=1 valgrind --leak-check=full --error-exitcode=3 \
+	  --suppressions=spec/valgrind.supp $(LUA) spec/run.lua $(SPEC)
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,148 @@
+/*
+ * smtpd.core.engine(opts): the protocol engine with no socket and no Lua
+ * hooks, for specs that feed input split in every possible way. Each
+ * message is answered with opts.reply (default "250 OK").
+ *
+ *   local e = core.engine{data_size_limit = 100}
+ *   local out, msgs = e:feed("HELO x\r\n")
+ */
+#define SMTPD_GLUE
+#include <string.h>
+
+#include "smtpd.h"
+
+#define ENGINE_MT "smtpd.engine"
+
+typedef struct engine {
+  smtpd_session s;
+  smtpd_buf out;
+  char reply[512];
+  int closed;
+} engine;
+
+static engine *engine_check(lua_State *L) {
+  return luaL_checkudata(L, 1, ENGINE_MT);
+}
+
+static void engine_push_list(lua_State *L, const smtpd_strlist *l) {
+  size_t i;
+  lua_createtable(L, (int)l->n, 0);
+  for (i = 0; i < l->n; i++) {
+    lua_pushlstring(L, l->v[i].p, l->v[i].len);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+}
+
+static int engine_new(lua_State *L) {
+  engine *e;
+  const char *fqdn, *reply;
+  size_t n;
+  if (lua_isnoneornil(L, 1)) lua_newtable(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "fqdn");
+  fqdn = luaL_optlstring(L, -1, "test.example", &n);
+  e = lua_newuserdatauv(L, sizeof *e, 0);
+  memset(e, 0, sizeof *e);
+  smtpd_session_init(&e->s, &e->out, fqdn, n);
+  luaL_setmetatable(L, ENGINE_MT);
+  lua_getfield(L, 1, "data_size_limit");
+  if (!lua_isnil(L, -1))
+    e->s.data_size_limit = lua_toboolean(L, -1) ?
+                           (size_t)lua_tointeger(L, -1) : 0;
+  lua_getfield(L, 1, "enable_SMTPUTF8");
+  e->s.enable_smtputf8 = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "decode_data");
+  e->s.decode_data = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "reply");
+  reply = luaL_optstring(L, -1, "250 OK");
+  strncpy(e->reply, reply, sizeof e->reply - 1);
+  lua_pop(L, 4);
+  smtpd_session_sync(&e->s);
+  return 1;
+}
+
+/* feed(bytes) -> replies written, messages delivered, closed */
+static int engine_feed(lua_State *L) {
+  engine *e = engine_check(L);
+  size_t len, off = 0, used;
+  const char *buf = luaL_checklstring(L, 2, &len);
+  int nmsg = 0;
+  smtpd_session *s = &e->s;
+  lua_newtable(L);
+  while (off < len && !e->closed) {
+    int r = smtpd_parser_feed(&s->parser, buf + off, len - off, &used);
+    off += used;
+    if (r == SMTPD_PARSE_MORE) break;
+    if (r == SMTPD_PARSE_LINE) {
+      smtpd_command cmd;
+      if (!smtpd_session_line(s, &cmd)) continue;
+      if (cmd.verb >= 0)
+        smtpd_session_builtin(s, cmd.verb, cmd.arg, cmd.arg_len);
+      else
+        smtpd_session_unknown(s, cmd.name, cmd.name_len);
+      if (s->quit) e->closed = 1;
+    } else if (r == SMTPD_PARSE_DATA_END) {
+      smtpd_parser *p = &s->parser;
+      s->num_bytes = smtpd_parser_data_size(p);
+      if (p->data_over) {
+        smtpd_reply(s, "552 Error: Too much mail data", 29);
+      } else if (s->decode_data && !smtpd_utf8_valid(p->data.p, p->data.len)) {
+        smtpd_reply(s, "500 Error: message data is not valid UTF-8", 42);
+      } else {
+        lua_createtable(L, 0, 5);
+        if (s->has_mailfrom)
+          lua_pushlstring(L, s->mailfrom.p, s->mailfrom.len);
+        else
+          lua_pushnil(L);
+        lua_setfield(L, -2, "mailfrom");
+        engine_push_list(L, &s->rcpttos);
+        lua_setfield(L, -2, "rcpttos");
+        lua_pushlstring(L, p->data.p ? p->data.p : "", p->data.len);
+        lua_setfield(L, -2, "data");
+        engine_push_list(L, &s->mail_options);
+        lua_setfield(L, -2, "mail_options");
+        engine_push_list(L, &s->rcpt_options);
+        lua_setfield(L, -2, "rcpt_options");
+        lua_rawseti(L, -2, ++nmsg);
+        smtpd_reply(s, e->reply, strlen(e->reply));
+      }
+      smtpd_session_post_data(s);
+    } else {
+      return luaL_error(L, "out of memory");
+    }
+  }
+  lua_pushlstring(L, e->out.p ? e->out.p : "", e->out.len);
+  e->out.len = 0;
+  lua_insert(L, -2);
+  lua_pushboolean(L, e->closed);
+  return 3;
+}
+
+/* Memory the engine holds for the current line and message. */
+static int engine_buffered(lua_State *L) {
+  engine *e = engine_check(L);
+  lua_pushinteger(L, (lua_Integer)(e->s.parser.line.cap +
+                                   e->s.parser.data.cap));
+  return 1;
+}
+
+static int engine_gc(lua_State *L) {
+  engine *e = engine_check(L);
+  smtpd_session_free(&e->s);
+  smtpd_buf_free(&e->out);
+  return 0;
+}
+
+void smtpd_open_engine(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"feed", engine_feed}, {"buffered", engine_buffered}, {NULL, NULL}
+  };
+  luaL_newmetatable(L, ENGINE_MT);
+  lua_pushcfunction(L, engine_gc);
+  lua_setfield(L, -2, "__gc");
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, engine_new);
+  lua_setfield(L, -2, "engine");
+}

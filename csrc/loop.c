@@ -1,0 +1,273 @@
+/*
+ * Socket maps: each owns one uv_loop_t. loop() runs it the way asyncore's
+ * loop() runs a map; close_all() closes every server and channel in it.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#define SMTPD_GLUE
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+
+#include "smtpd.h"
+
+unsigned smtpd_class_gen = 1;
+unsigned long smtpd_lua_calls = 0;
+
+int smtpd_fail(lua_State *L, int err) {
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", uv_err_name(err), uv_strerror(err));
+  lua_pushstring(L, uv_err_name(err));
+  return 3;
+}
+
+void smtpd_log(smtpd_map *m, const char *fmt, ...) {
+  va_list ap;
+  (void)m;
+  va_start(ap, fmt);
+  fputs("smtpd: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  fflush(stderr);
+}
+
+void smtpd_push_addr(lua_State *L, const struct sockaddr *sa) {
+  char host[INET6_ADDRSTRLEN] = "";
+  int port = 0;
+  lua_createtable(L, 2, 0);
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    uv_ip4_name(a, host, sizeof host);
+    port = ntohs(a->sin_port);
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(a, host, sizeof host);
+    port = ntohs(a->sin6_port);
+  }
+  lua_pushstring(L, host);
+  lua_rawseti(L, -2, 1);
+  lua_pushinteger(L, port);
+  lua_rawseti(L, -2, 2);
+}
+
+/* Pushes the value the Lua side registered under key with core.setup. */
+int smtpd_setup_get(lua_State *L, const char *key) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "smtpd.setup");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return LUA_TNIL;
+  }
+  lua_getfield(L, -1, key);
+  lua_remove(L, -2);
+  return lua_type(L, -1);
+}
+
+/* The host's fully qualified name, found once per process the way Python's
+ * socket.getfqdn() finds it: the first of the canonical name and its
+ * aliases that has a dot, else the canonical name, else the host name. */
+const char *smtpd_fqdn(void) {
+  static char fqdn[256];
+  static int done = 0;
+  char host[256];
+  struct addrinfo hints, *res = NULL;
+  size_t size = sizeof host;
+  if (done) return fqdn;
+  done = 1;
+  if (uv_os_gethostname(host, &size) != 0) strcpy(host, "localhost");
+  snprintf(fqdn, sizeof fqdn, "%s", host);
+  memset(&hints, 0, sizeof hints);
+  hints.ai_socktype = SOCK_STREAM;
+  if (getaddrinfo(host, NULL, &hints, &res) == 0 && res) {
+    char buf[8192];
+    struct hostent he, *hp = NULL;
+    int herr = 0;
+    const void *addr;
+    socklen_t alen;
+    int fam = res->ai_family;
+    if (fam == AF_INET) {
+      addr = &((struct sockaddr_in *)res->ai_addr)->sin_addr;
+      alen = sizeof(struct in_addr);
+    } else {
+      addr = &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr;
+      alen = sizeof(struct in6_addr);
+    }
+    if (gethostbyaddr_r(addr, alen, fam, &he, buf, sizeof buf, &hp,
+                        &herr) == 0 && hp) {
+      const char *pick = hp->h_name;
+      if (!strchr(pick, '.')) {
+        char **a;
+        for (a = hp->h_aliases; a && *a; a++) {
+          if (strchr(*a, '.')) { pick = *a; break; }
+        }
+      }
+      snprintf(fqdn, sizeof fqdn, "%s", pick);
+    }
+    freeaddrinfo(res);
+  }
+  return fqdn;
+}
+
+smtpd_map *smtpd_check_map(lua_State *L, int idx) {
+  smtpd_map **pm = luaL_checkudata(L, idx, SMTPD_MAP_MT);
+  if (*pm == NULL) luaL_argerror(L, idx, "map is closed");
+  return *pm;
+}
+
+/* A map stays alive while any server or channel is open in it. */
+void smtpd_map_ref(smtpd_map *m) {
+  (void)m;
+  m->handles++;
+}
+
+void smtpd_map_unref(smtpd_map *m) {
+  m->handles--;
+}
+
+static int map_new(lua_State *L) {
+  smtpd_map **pm = lua_newuserdatauv(L, sizeof *pm, 1);
+  smtpd_map *m = calloc(1, sizeof *m);
+  int err;
+  *pm = NULL;
+  if (m == NULL) return luaL_error(L, "out of memory");
+  err = uv_loop_init(&m->loop);
+  if (err) {
+    free(m);
+    return smtpd_fail(L, err);
+  }
+  uv_timer_init(&m->loop, &m->timer);
+  m->timer.data = NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  m->L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  m->self_ref = LUA_NOREF;
+  m->loop.data = m;
+  *pm = m;
+  luaL_setmetatable(L, SMTPD_MAP_MT);
+  return 1;
+}
+
+static void map_walk_close(uv_handle_t *h, void *arg) {
+  int *kind = h->data;
+  (void)arg;
+  if (uv_is_closing(h) || kind == NULL) return;
+  if (*kind == SMTPD_H_CHANNEL) {
+    smtpd_channel_close((smtpd_channel *)h);
+  } else if (*kind == SMTPD_H_SERVER) {
+    smtpd_server *s = (smtpd_server *)h;
+    lua_State *L = s->map->L;
+    /* Let the Lua object's close() do it: it releases its references. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->obj_ref);
+    if (lua_getfield(L, -1, "close") == LUA_TFUNCTION) {
+      lua_pushvalue(L, -2);
+      if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        smtpd_log(s->map, "close: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 1);
+    } else {
+      lua_pop(L, 2);
+    }
+  }
+}
+
+static int map_close_all(lua_State *L) {
+  smtpd_map *m = smtpd_check_map(L, 1);
+  uv_walk(&m->loop, map_walk_close, NULL);
+  /* Run the close callbacks so memory is freed now. */
+  if (!m->running) uv_run(&m->loop, UV_RUN_NOWAIT);
+  return 0;
+}
+
+static void map_on_timer(uv_timer_t *t) {
+  (void)t;
+}
+
+/* loop(map, timeout, count): count nil runs until nothing is left. */
+static int map_loop(lua_State *L) {
+  smtpd_map *m = smtpd_check_map(L, 1);
+  double timeout = luaL_optnumber(L, 2, 30.0);
+  lua_Integer count = luaL_optinteger(L, 3, -1);
+  if (m->running) return luaL_error(L, "loop: this map is already running "
+                                       "(a hook must not call loop)");
+  m->running = 1;
+  if (count < 0) {
+    uv_run(&m->loop, UV_RUN_DEFAULT);
+  } else {
+    while (count-- > 0 && m->handles > 0) {
+      if (timeout <= 0) {
+        uv_run(&m->loop, UV_RUN_NOWAIT);
+      } else {
+        uv_timer_start(&m->timer, map_on_timer, (uint64_t)(timeout * 1000),
+                       0);
+        uv_run(&m->loop, UV_RUN_ONCE);
+        uv_timer_stop(&m->timer);
+      }
+    }
+    /* Close callbacks of what closed in the last iteration. */
+    uv_run(&m->loop, UV_RUN_NOWAIT);
+  }
+  m->running = 0;
+  return 0;
+}
+
+static int map_count(lua_State *L) {
+  smtpd_map *m = smtpd_check_map(L, 1);
+  lua_pushinteger(L, (lua_Integer)m->handles);
+  return 1;
+}
+
+static void map_walk_force(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h) && h->data == NULL) uv_close(h, NULL);
+}
+
+static int map_gc(lua_State *L) {
+  smtpd_map **pm = luaL_checkudata(L, 1, SMTPD_MAP_MT);
+  smtpd_map *m = *pm;
+  if (m == NULL) return 0;
+  *pm = NULL;
+  uv_walk(&m->loop, map_walk_close, NULL);
+  uv_walk(&m->loop, map_walk_force, NULL);
+  uv_run(&m->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&m->loop) == 0) free(m);
+  /* else a handle is still open: leak the loop rather than free it live */
+  return 0;
+}
+
+static int map_tostring(lua_State *L) {
+  smtpd_map **pm = luaL_checkudata(L, 1, SMTPD_MAP_MT);
+  if (*pm == NULL) lua_pushstring(L, "smtpd.map (closed)");
+  else lua_pushfstring(L, "smtpd.map (%d open)", (int)(*pm)->handles);
+  return 1;
+}
+
+static int map_set_debug(lua_State *L) {
+  smtpd_map *m = smtpd_check_map(L, 1);
+  m->debug = lua_toboolean(L, 2);
+  return 0;
+}
+
+void smtpd_open_map(lua_State *L) {
+  static const luaL_Reg meta[] = {
+    {"__gc", map_gc}, {"__close", map_gc}, {"__tostring", map_tostring},
+    {NULL, NULL}
+  };
+  static const luaL_Reg methods[] = {
+    {"loop", map_loop}, {"close_all", map_close_all}, {"count", map_count},
+    {"set_debug", map_set_debug}, {NULL, NULL}
+  };
+  luaL_newmetatable(L, SMTPD_MAP_MT);
+  luaL_setfuncs(L, meta, 0);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, map_new);
+  lua_setfield(L, -2, "map");
+}

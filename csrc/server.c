@@ -1,0 +1,136 @@
+/* Listening sockets: bind, listen, accept into channels. */
+#define SMTPD_GLUE
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtpd.h"
+
+static smtpd_server *server_check(lua_State *L, int idx) {
+  smtpd_server **ps = luaL_checkudata(L, idx, SMTPD_SERVER_MT);
+  return *ps;
+}
+
+static void server_on_close(uv_handle_t *h) {
+  smtpd_server *s = (smtpd_server *)h;
+  smtpd_str_free(&s->fqdn);
+  free(s);
+}
+
+/* Idempotent: stops listening and releases the Lua object. */
+static void server_destroy(lua_State *L, smtpd_server **ps) {
+  smtpd_server *s = *ps;
+  if (s == NULL) return;
+  *ps = NULL;
+  if (s->closing) return;
+  s->closing = 1;
+  luaL_unref(L, LUA_REGISTRYINDEX, s->obj_ref);
+  s->obj_ref = LUA_NOREF;
+  smtpd_map_unref(s->map);
+  uv_close((uv_handle_t *)&s->tcp, server_on_close);
+}
+
+/* listen(map, obj, host, port, opts) -> handle | nil, err, name */
+static int server_listen(lua_State *L) {
+  smtpd_map *m = smtpd_check_map(L, 1);
+  const char *host = luaL_checkstring(L, 3);
+  int port = (int)luaL_checkinteger(L, 4);
+  struct sockaddr_storage ss;
+  smtpd_server *s, **ps;
+  int err;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 5, LUA_TTABLE);
+  luaL_argcheck(L, port >= 0 && port <= 65535, 4, "port out of range");
+  if (strchr(host, ':')) err = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
+  else err = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+  if (err) return smtpd_fail(L, err);
+  s = calloc(1, sizeof *s);
+  if (s == NULL) return luaL_error(L, "out of memory");
+  s->kind = SMTPD_H_SERVER;
+  s->map = m;
+  s->obj_ref = LUA_NOREF;
+  lua_getfield(L, 5, "data_size_limit");
+  s->data_size_limit = lua_toboolean(L, -1) ? (size_t)lua_tointeger(L, -1) : 0;
+  lua_getfield(L, 5, "enable_SMTPUTF8");
+  s->enable_smtputf8 = lua_toboolean(L, -1);
+  lua_getfield(L, 5, "decode_data");
+  s->decode_data = lua_toboolean(L, -1);
+  lua_getfield(L, 5, "fqdn");
+  {
+    size_t n;
+    const char *f = lua_tolstring(L, -1, &n);
+    if (f == NULL) { f = smtpd_fqdn(); n = strlen(f); }
+    smtpd_str_set(&s->fqdn, f, n);
+  }
+  lua_pop(L, 4);
+  uv_tcp_init(&m->loop, &s->tcp);
+  s->tcp.data = &s->kind;
+  err = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
+  if (!err) err = uv_listen((uv_stream_t *)&s->tcp, 128,
+                            smtpd_server_on_connection);
+  if (err) {
+    s->closing = 1;
+    uv_close((uv_handle_t *)&s->tcp, server_on_close);
+    return smtpd_fail(L, err);
+  }
+  lua_pushvalue(L, 2);
+  s->obj_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  smtpd_map_ref(m);
+  ps = lua_newuserdatauv(L, sizeof *ps, 0);
+  *ps = s;
+  luaL_setmetatable(L, SMTPD_SERVER_MT);
+  return 1;
+}
+
+static int server_close(lua_State *L) {
+  smtpd_server **ps = luaL_checkudata(L, 1, SMTPD_SERVER_MT);
+  server_destroy(L, ps);
+  return 0;
+}
+
+static int server_getsockname(lua_State *L) {
+  smtpd_server *s = server_check(L, 1);
+  struct sockaddr_storage ss;
+  int len = sizeof ss, err;
+  if (s == NULL) return smtpd_fail(L, UV_EBADF);
+  err = uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &len);
+  if (err) return smtpd_fail(L, err);
+  smtpd_push_addr(L, (struct sockaddr *)&ss);
+  lua_rawgeti(L, -1, 1);
+  lua_rawgeti(L, -2, 2);
+  return 2;
+}
+
+static int server_set_fqdn(lua_State *L) {
+  smtpd_server *s = server_check(L, 1);
+  size_t n;
+  const char *f = luaL_checklstring(L, 2, &n);
+  if (s) smtpd_str_set(&s->fqdn, f, n);
+  return 0;
+}
+
+static int server_is_open(lua_State *L) {
+  lua_pushboolean(L, server_check(L, 1) != NULL);
+  return 1;
+}
+
+/* Closing happens through close(); a collected handle was closed already
+ * (the registry anchors the object of an open server). */
+static int server_gc(lua_State *L) {
+  (void)L;
+  return 0;
+}
+
+void smtpd_open_server(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"close", server_close}, {"getsockname", server_getsockname},
+    {"set_fqdn", server_set_fqdn}, {"is_open", server_is_open}, {NULL, NULL}
+  };
+  luaL_newmetatable(L, SMTPD_SERVER_MT);
+  lua_pushcfunction(L, server_gc);
+  lua_setfield(L, -2, "__gc");
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, server_listen);
+  lua_setfield(L, -2, "listen");
+}

@@ -1,0 +1,740 @@
+/*
+ * The SMTP state machine: per-connection protocol state and the built-in
+ * commands, with CPython smtpd's replies byte for byte. No Lua, no libuv:
+ * replies are appended to s->out.
+ *
+ * Where smtpd crashes or breaks RFC 5321 we follow the RFC (see API.md):
+ * invalid UTF-8, bare CR/LF/NUL in a command line, a SIZE without a value
+ * and addresses outside RFC 5321's path syntax get a 500/501 reply.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtpd.h"
+
+const char *const smtpd_verb_names[SMTPD_NVERBS] = {
+  "HELO", "EHLO", "NOOP", "QUIT", "MAIL", "RCPT", "RSET", "DATA", "HELP",
+  "VRFY", "EXPN"
+};
+
+int smtpd_session_init(smtpd_session *s, smtpd_buf *out, const char *fqdn,
+                       size_t fqdn_len) {
+  memset(s, 0, sizeof *s);
+  smtpd_parser_init(&s->parser, SMTPD_LINE_KEEP);
+  s->out = out;
+  s->data_size_limit = SMTPD_DATA_SIZE_DEFAULT;
+  s->command_size_limit = SMTPD_COMMAND_SIZE_LIMIT;
+  return smtpd_str_set(&s->fqdn, fqdn, fqdn_len);
+}
+
+void smtpd_session_free(smtpd_session *s) {
+  smtpd_parser_free(&s->parser);
+  smtpd_str_free(&s->greeting);
+  smtpd_str_free(&s->mailfrom);
+  smtpd_strlist_clear(&s->rcpttos);
+  smtpd_strlist_clear(&s->mail_options);
+  smtpd_strlist_clear(&s->rcpt_options);
+  smtpd_str_free(&s->fqdn);
+}
+
+int smtpd_reply(smtpd_session *s, const char *line, size_t len) {
+  if (smtpd_buf_reserve(s->out, len + 2)) return -1;
+  smtpd_buf_append(s->out, line, len);
+  return smtpd_buf_append(s->out, "\r\n", 2);
+}
+
+int smtpd_replyf(smtpd_session *s, const char *fmt, ...) {
+  char tmp[1024];
+  int n;
+  va_list ap;
+  va_start(ap, fmt);
+  n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0) return -1;
+  if ((size_t)n >= sizeof tmp) n = sizeof tmp - 1;
+  return smtpd_reply(s, tmp, (size_t)n);
+}
+
+#define REPLY(s, lit) smtpd_reply((s), lit, sizeof(lit) - 1)
+
+/* Appends text that echoes client input into a reply: anything that is not
+ * printable ASCII becomes '?', so a reply can never be split or smuggled. */
+static int session_reply_echo(smtpd_session *s, const char *pre,
+                              const char *p, size_t n, const char *post) {
+  size_t i, lp = strlen(pre), lq = strlen(post);
+  if (n > 1000) n = 1000;
+  if (smtpd_buf_reserve(s->out, lp + n + lq + 2)) return -1;
+  smtpd_buf_append(s->out, pre, lp);
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)p[i];
+    smtpd_buf_appendc(s->out, (c >= 0x20 && c < 0x7f) ? (char)c : '?');
+  }
+  smtpd_buf_append(s->out, post, lq);
+  return smtpd_buf_append(s->out, "\r\n", 2);
+}
+
+/* Clears the transaction, as smtpd's _set_post_data_state. */
+void smtpd_session_post_data(smtpd_session *s) {
+  s->state = SMTPD_COMMAND;
+  smtpd_str_free(&s->mailfrom);
+  s->has_mailfrom = 0;
+  smtpd_strlist_clear(&s->rcpttos);
+  s->require_smtputf8 = 0;
+  s->num_bytes = 0;
+  if (s->parser.data_mode) smtpd_parser_end_data(&s->parser);
+}
+
+/* As smtpd's _set_rset_state: everything but the greeting. */
+void smtpd_session_rset(smtpd_session *s) {
+  smtpd_session_post_data(s);
+  s->rset_gen++;
+}
+
+void smtpd_session_sync(smtpd_session *s) {
+  s->parser.line_keep = s->command_size_limit + s->mail_extra + 1;
+  if (s->state == SMTPD_DATA && !s->parser.data_mode) {
+    smtpd_parser_begin_data(&s->parser, s->data_size_limit);
+  } else if (s->state != SMTPD_DATA && s->parser.data_mode) {
+    smtpd_parser_end_data(&s->parser);
+  }
+}
+
+/* ---- text helpers ------------------------------------------------------ */
+
+int smtpd_utf8_valid(const char *p, size_t n) {
+  const unsigned char *s = (const unsigned char *)p;
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i];
+    size_t k;
+    unsigned cp, min;
+    if (c < 0x80) { i++; continue; }
+    if (c >= 0xc2 && c <= 0xdf) { k = 1; cp = c & 0x1f; min = 0x80; }
+    else if (c >= 0xe0 && c <= 0xef) { k = 2; cp = c & 0x0f; min = 0x800; }
+    else if (c >= 0xf0 && c <= 0xf4) { k = 3; cp = c & 0x07; min = 0x10000; }
+    else return 0;
+    if (n - i <= k) return 0;
+    for (size_t j = 1; j <= k; j++) {
+      if ((s[i + j] & 0xc0) != 0x80) return 0;
+      cp = (cp << 6) | (s[i + j] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    i += k + 1;
+  }
+  return 1;
+}
+
+/* Length of the whitespace character (as Python's str.isspace) at p[0],
+ * or 0. Input is valid UTF-8. */
+static size_t space_at(const unsigned char *p, size_t n) {
+  if (n == 0) return 0;
+  if (p[0] == ' ' || (p[0] >= 0x09 && p[0] <= 0x0d) ||
+      (p[0] >= 0x1c && p[0] <= 0x1f))
+    return 1;
+  if (n >= 2 && p[0] == 0xc2 && (p[1] == 0x85 || p[1] == 0xa0)) return 2;
+  if (n >= 3) {
+    if (p[0] == 0xe1 && p[1] == 0x9a && p[2] == 0x80) return 3;
+    if (p[0] == 0xe2 && p[1] == 0x80 &&
+        (p[2] <= 0x8a || p[2] == 0xa8 || p[2] == 0xa9 || p[2] == 0xaf))
+      return 3;
+    if (p[0] == 0xe2 && p[1] == 0x81 && p[2] == 0x9f) return 3;
+    if (p[0] == 0xe3 && p[1] == 0x80 && p[2] == 0x80) return 3;
+  }
+  return 0;
+}
+
+/* Length of the whitespace character ending at p[n-1], or 0. */
+static size_t space_before(const unsigned char *p, size_t n) {
+  size_t k;
+  for (k = 1; k <= 3 && k <= n; k++) {
+    if (space_at(p + n - k, k) == k) return k;
+  }
+  return 0;
+}
+
+/* Python's str.strip() over UTF-8. */
+static void ustrip(const char **pp, size_t *pn) {
+  const unsigned char *p = (const unsigned char *)*pp;
+  size_t n = *pn, k;
+  while ((k = space_at(p, n)) > 0) { p += k; n -= k; }
+  while ((k = space_before(p, n)) > 0) n -= k;
+  *pp = (const char *)p;
+  *pn = n;
+}
+
+static int is_alnum(unsigned char c) {
+  return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
+         (c >= 'a' && c <= 'z');
+}
+
+static char upper(char c) {
+  return (c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
+}
+
+int smtpd_verb_lookup(const char *name, size_t len) {
+  int i;
+  if (len != 4) return -1;
+  for (i = 0; i < SMTPD_NVERBS; i++) {
+    if (memcmp(name, smtpd_verb_names[i], 4) == 0) return i;
+  }
+  return -1;
+}
+
+/* A reply a handler may send: a 2xx-5xx code, then nothing, SP or '-' and
+ * text, with no CR, LF or NUL, within RFC 5321's 512 bytes with CRLF. */
+int smtpd_valid_reply(const char *p, size_t n) {
+  size_t i;
+  if (n < 3 || n > 510) return 0;
+  if (p[0] < '2' || p[0] > '5' || p[1] < '0' || p[1] > '9' || p[2] < '0' ||
+      p[2] > '9')
+    return 0;
+  if (n > 3 && p[3] != ' ' && p[3] != '-') return 0;
+  for (i = 0; i < n; i++) {
+    if (p[i] == '\r' || p[i] == '\n' || p[i] == '\0') return 0;
+  }
+  return 1;
+}
+
+/* ---- addresses --------------------------------------------------------- */
+
+/* Characters Python's email parser does not take as atext. */
+static int atom_end(unsigned char c) {
+  return c == ' ' || c == '\t' || strchr("()<>@,:;.\\\"[]", c) != NULL ||
+         c == '\0';
+}
+
+typedef struct addr_out {
+  char buf[1100];
+  size_t len;
+} addr_out;
+
+static int addr_put(addr_out *o, const char *p, size_t n) {
+  if (o->len + n >= sizeof o->buf) return -1;
+  memcpy(o->buf + o->len, p, n);
+  o->len += n;
+  return 0;
+}
+
+/* dot-atom: 1*atext *("." 1*atext). Returns bytes used, 0 if none. */
+static size_t addr_dot_atom(const char *p, size_t n) {
+  size_t i = 0;
+  for (;;) {
+    size_t start = i;
+    while (i < n && !atom_end((unsigned char)p[i])) i++;
+    if (i == start) return 0;
+    if (i < n && p[i] == '.') { i++; continue; }
+    return i;
+  }
+}
+
+/* local-part = dot-atom / quoted-string, written to o the way Python's
+ * AddrSpec.addr_spec spells it: quotes kept only where they are needed. */
+static size_t addr_local(const char *p, size_t n, addr_out *o) {
+  size_t i, k;
+  char raw[600];
+  size_t rn = 0;
+  int needq = 0;
+  if (n == 0) return 0;
+  if (p[0] != '"') {
+    k = addr_dot_atom(p, n);
+    if (k == 0 || addr_put(o, p, k)) return 0;
+    return k;
+  }
+  for (i = 1; i < n && p[i] != '"'; i++) {
+    if (p[i] == '\\') {
+      if (++i >= n) return 0;
+    }
+    if (rn >= sizeof raw) return 0;
+    raw[rn++] = p[i];
+  }
+  if (i >= n) return 0;  /* no closing quote */
+  for (k = 0; k < rn; k++) {
+    unsigned char c = (unsigned char)raw[k];
+    if (c != '.' && atom_end(c)) needq = 1;
+  }
+  if (!needq) {
+    if (rn == 0 || addr_put(o, raw, rn)) return rn == 0 ? 0 : 0;
+    return i + 1;
+  }
+  if (addr_put(o, "\"", 1)) return 0;
+  for (k = 0; k < rn; k++) {
+    if ((raw[k] == '"' || raw[k] == '\\') && addr_put(o, "\\", 1)) return 0;
+    if (addr_put(o, raw + k, 1)) return 0;
+  }
+  if (addr_put(o, "\"", 1)) return 0;
+  return i + 1;
+}
+
+/* domain = dot-atom / "[" dtext "]" */
+static size_t addr_domain(const char *p, size_t n, addr_out *o) {
+  size_t i;
+  if (n && p[0] == '[') {
+    for (i = 1; i < n && p[i] != ']'; i++) {
+      if (p[i] == '[' || p[i] == '\\' || p[i] == ' ' || p[i] == '\t')
+        return 0;
+    }
+    if (i >= n) return 0;
+    if (addr_put(o, p, i + 1)) return 0;
+    return i + 1;
+  }
+  i = addr_dot_atom(p, n);
+  if (i == 0 || addr_put(o, p, i)) return 0;
+  return i;
+}
+
+/* addr-spec = local-part ["@" domain] (smtpd also takes a bare local part,
+ * e.g. "postmaster"). */
+static size_t addr_spec(const char *p, size_t n, addr_out *o) {
+  size_t i = addr_local(p, n, o), k;
+  if (i == 0) return 0;
+  if (i < n && p[i] == '@') {
+    if (addr_put(o, "@", 1)) return 0;
+    k = addr_domain(p + i + 1, n - i - 1, o);
+    if (k == 0) return 0;
+    i += 1 + k;
+  }
+  return i;
+}
+
+/* Python's _getaddr for RFC 5321 paths: "<" [route ":"] addr-spec ">",
+ * "<>", or a bare addr-spec; then the rest (the parameters) with leading
+ * blanks removed. Returns 1 and fills o/rest, or 0 when there is no
+ * address we accept. */
+static int session_getaddr(const char *p, size_t n, addr_out *o,
+                           const char **rest, size_t *rest_n) {
+  size_t i = 0, k;
+  o->len = 0;
+  while (i < n && (p[i] == ' ' || p[i] == '\t')) i++;
+  if (i == n) return 0;
+  if (p[i] == '<') {
+    i++;
+    if (i < n && p[i] == '>') {
+      addr_put(o, "<>", 2);
+      i++;
+    } else {
+      /* Source route: "@" domain *("," "@" domain) ":", dropped. */
+      if (i < n && p[i] == '@') {
+        for (;;) {
+          addr_out junk = {{0}, 0};
+          if (i >= n || p[i] != '@') return 0;
+          k = addr_domain(p + i + 1, n - i - 1, &junk);
+          if (k == 0) return 0;
+          i += 1 + k;
+          if (i < n && p[i] == ',') { i++; continue; }
+          if (i < n && p[i] == ':') { i++; break; }
+          return 0;
+        }
+      }
+      k = addr_spec(p + i, n - i, o);
+      if (k == 0) return 0;
+      i += k;
+      if (i >= n || p[i] != '>') return 0;
+      i++;
+    }
+  } else {
+    k = addr_spec(p + i, n - i, o);
+    if (k == 0) return 0;
+    i += k;
+    /* A bare address must end where the parameters begin. */
+    if (i < n && p[i] != ' ' && p[i] != '\t') return 0;
+  }
+  while (i < n && (p[i] == ' ' || p[i] == '\t')) i++;
+  *rest = p + i;
+  *rest_n = n - i;
+  return 1;
+}
+
+/* Splits params on whitespace, upper-cased, into list (as
+ * params.upper().split()). */
+static int session_split_params(const char *p, size_t n, smtpd_strlist *l) {
+  size_t i = 0, k;
+  smtpd_strlist_clear(l);
+  for (;;) {
+    size_t start;
+    char *w;
+    while (i < n && (k = space_at((const unsigned char *)p + i, n - i)) > 0)
+      i += k;
+    if (i >= n) return 0;
+    start = i;
+    while (i < n && space_at((const unsigned char *)p + i, n - i) == 0) i++;
+    if (smtpd_strlist_push(l, p + start, i - start)) return -1;
+    w = l->v[l->n - 1].p;
+    for (k = 0; k < i - start; k++) w[k] = upper(w[k]);
+  }
+}
+
+/* Checks every option is keyword[=value] as _getparams does. */
+static int params_valid(const smtpd_strlist *l) {
+  size_t i, j;
+  for (i = 0; i < l->n; i++) {
+    const char *s = l->v[i].p;
+    size_t n = l->v[i].len;
+    const char *eq = memchr(s, '=', n);
+    size_t klen = eq ? (size_t)(eq - s) : n;
+    if (klen == 0) return 0;
+    for (j = 0; j < klen; j++)
+      if (!is_alnum((unsigned char)s[j])) return 0;
+    if (eq && eq + 1 == s + n) return 0;
+  }
+  return 1;
+}
+
+/* Finds the last option with keyword key (later ones win, as in a dict).
+ * Returns its index or -1; *val is NULL when it has no "=". */
+static long params_find(const smtpd_strlist *l, const char *key,
+                        const char **val, size_t *vlen) {
+  size_t i, kl = strlen(key);
+  long found = -1;
+  for (i = 0; i < l->n; i++) {
+    const char *s = l->v[i].p;
+    size_t n = l->v[i].len;
+    if (n >= kl && memcmp(s, key, kl) == 0 && (n == kl || s[kl] == '=')) {
+      found = (long)i;
+      *val = n == kl ? NULL : s + kl + 1;
+      *vlen = n == kl ? 0 : n - kl - 1;
+    }
+  }
+  return found;
+}
+
+/* Counts distinct keywords other than the given ones. */
+static int params_others(const smtpd_strlist *l, const char *const *known) {
+  size_t i, j;
+  for (i = 0; i < l->n; i++) {
+    const char *s = l->v[i].p;
+    const char *eq = memchr(s, '=', l->v[i].len);
+    size_t kl = eq ? (size_t)(eq - s) : l->v[i].len;
+    int ok = 0;
+    for (j = 0; known[j]; j++) {
+      if (strlen(known[j]) == kl && memcmp(s, known[j], kl) == 0) ok = 1;
+    }
+    if (!ok) return 1;
+  }
+  return 0;
+}
+
+/* ---- commands ---------------------------------------------------------- */
+
+static int arg_has_prefix(const char *arg, size_t n, const char *kw) {
+  size_t i, kl = strlen(kw);
+  if (n < kl) return 0;
+  for (i = 0; i < kl; i++)
+    if (upper(arg[i]) != kw[i]) return 0;
+  return 1;
+}
+
+/* _strip_command_keyword: the rest after "FROM:"/"TO:", stripped, or "". */
+static void strip_keyword(const char *kw, const char **arg, size_t *n) {
+  size_t kl = strlen(kw);
+  if (*arg && arg_has_prefix(*arg, *n, kw)) {
+    *arg += kl;
+    *n -= kl;
+    ustrip(arg, n);
+  } else {
+    *arg = "";
+    *n = 0;
+  }
+}
+
+static void cmd_greet(smtpd_session *s, const char *arg, size_t n, int ext) {
+  const char *fq = s->fqdn.p ? s->fqdn.p : "";
+  if (!arg || n == 0) {
+    if (ext) REPLY(s, "501 Syntax: EHLO hostname");
+    else REPLY(s, "501 Syntax: HELO hostname");
+    return;
+  }
+  if (s->greeting.len) {
+    REPLY(s, "503 Duplicate HELO/EHLO");
+    return;
+  }
+  smtpd_session_rset(s);
+  smtpd_str_set(&s->greeting, arg, n);
+  if (!ext) {
+    smtpd_replyf(s, "250 %s", fq);
+    return;
+  }
+  s->extended_smtp = 1;
+  smtpd_replyf(s, "250-%s", fq);
+  if (s->data_size_limit) {
+    smtpd_replyf(s, "250-SIZE %zu", s->data_size_limit);
+    s->mail_extra += 26;
+  }
+  if (!s->decode_data) REPLY(s, "250-8BITMIME");
+  if (s->enable_smtputf8) {
+    REPLY(s, "250-SMTPUTF8");
+    s->mail_extra += 10;
+  }
+  REPLY(s, "250 HELP");
+}
+
+static void cmd_help(smtpd_session *s, const char *arg, size_t n) {
+  static const char *const simple[][2] = {
+    {"EHLO", "250 Syntax: EHLO hostname"}, {"HELO", "250 Syntax: HELO hostname"},
+    {"DATA", "250 Syntax: DATA"}, {"RSET", "250 Syntax: RSET"},
+    {"NOOP", "250 Syntax: NOOP"}, {"QUIT", "250 Syntax: QUIT"},
+    {"VRFY", "250 Syntax: VRFY <address>"}
+  };
+  size_t i;
+  char up[8];
+  if (!arg || n == 0) {
+    REPLY(s, "250 Supported commands: EHLO HELO MAIL RCPT DATA RSET NOOP "
+             "QUIT VRFY");
+    return;
+  }
+  if (n == 4) {
+    for (i = 0; i < 4; i++) up[i] = upper(arg[i]);
+    up[4] = '\0';
+    for (i = 0; i < sizeof simple / sizeof simple[0]; i++) {
+      if (strcmp(up, simple[i][0]) == 0) {
+        smtpd_reply(s, simple[i][1], strlen(simple[i][1]));
+        return;
+      }
+    }
+    if (strcmp(up, "MAIL") == 0 || strcmp(up, "RCPT") == 0) {
+      smtpd_replyf(s, "250 Syntax: %s: <address>%s",
+                   up[0] == 'M' ? "MAIL FROM" : "RCPT TO",
+                   s->extended_smtp ? " [SP <mail-parameters>]" : "");
+      return;
+    }
+  }
+  REPLY(s, "501 Supported commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT "
+           "VRFY");
+}
+
+static void cmd_vrfy(smtpd_session *s, const char *arg, size_t n) {
+  addr_out o;
+  const char *rest;
+  size_t rn;
+  if (!arg || n == 0) {
+    REPLY(s, "501 Syntax: VRFY <address>");
+    return;
+  }
+  if (session_getaddr(arg, n, &o, &rest, &rn)) {
+    REPLY(s, "252 Cannot VRFY user, but will accept message and attempt "
+             "delivery");
+  } else {
+    session_reply_echo(s, "502 Could not VRFY ", arg, n, "");
+  }
+}
+
+static void syntaxerr(smtpd_session *s, const char *what) {
+  smtpd_replyf(s, "501 Syntax: %s: <address>%s", what,
+               s->extended_smtp ? " [SP <mail-parameters>]" : "");
+}
+
+static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
+  static const char *const known[] = {"BODY", "SMTPUTF8", "SIZE", NULL};
+  static const char *const known_nobody[] = {"SMTPUTF8", "SIZE", NULL};
+  static const char *const known_noutf8[] = {"BODY", "SIZE", NULL};
+  static const char *const known_none[] = {"SIZE", NULL};
+  const char *const *k;
+  addr_out o;
+  const char *rest, *val;
+  size_t rn, vlen;
+  if (!s->greeting.len) {
+    REPLY(s, "503 Error: send HELO first");
+    return;
+  }
+  if (!arg) {
+    syntaxerr(s, "MAIL FROM");
+    return;
+  }
+  strip_keyword("FROM:", &arg, &n);
+  if (!session_getaddr(arg, n, &o, &rest, &rn) ||
+      (!s->extended_smtp && rn)) {
+    syntaxerr(s, "MAIL FROM");
+    return;
+  }
+  if (s->has_mailfrom) {
+    REPLY(s, "503 Error: nested MAIL command");
+    return;
+  }
+  if (session_split_params(rest, rn, &s->mail_options)) return;
+  if (!params_valid(&s->mail_options)) {
+    syntaxerr(s, "MAIL FROM");
+    return;
+  }
+  if (!s->decode_data && params_find(&s->mail_options, "BODY", &val, &vlen) >= 0) {
+    if (!val || !((vlen == 4 && memcmp(val, "7BIT", 4) == 0) ||
+                  (vlen == 8 && memcmp(val, "8BITMIME", 8) == 0))) {
+      REPLY(s, "501 Error: BODY can only be one of 7BIT, 8BITMIME");
+      return;
+    }
+  }
+  if (s->enable_smtputf8 &&
+      params_find(&s->mail_options, "SMTPUTF8", &val, &vlen) >= 0) {
+    if (val) {
+      REPLY(s, "501 Error: SMTPUTF8 takes no arguments");
+      return;
+    }
+  }
+  if (params_find(&s->mail_options, "SIZE", &val, &vlen) >= 0) {
+    size_t i, size = 0;
+    int big = 0;
+    /* smtpd crashes on a SIZE with no value; that is a syntax error. */
+    if (!val) {
+      syntaxerr(s, "MAIL FROM");
+      return;
+    }
+    for (i = 0; i < vlen; i++) {
+      if (val[i] < '0' || val[i] > '9') {
+        syntaxerr(s, "MAIL FROM");
+        return;
+      }
+      if (size > ((size_t)-1 - 9) / 10) big = 1;
+      else size = size * 10 + (size_t)(val[i] - '0');
+    }
+    if (s->data_size_limit && (big || size > s->data_size_limit)) {
+      REPLY(s, "552 Error: message size exceeds fixed maximum message size");
+      return;
+    }
+  }
+  if (s->decode_data) k = s->enable_smtputf8 ? known_nobody : known_none;
+  else k = s->enable_smtputf8 ? known : known_noutf8;
+  if (params_others(&s->mail_options, k)) {
+    REPLY(s, "555 MAIL FROM parameters not recognized or not implemented");
+    return;
+  }
+  if (s->enable_smtputf8 &&
+      params_find(&s->mail_options, "SMTPUTF8", &val, &vlen) >= 0)
+    s->require_smtputf8 = 1;
+  smtpd_str_set(&s->mailfrom, o.buf, o.len);
+  s->has_mailfrom = 1;
+  REPLY(s, "250 OK");
+}
+
+static void cmd_rcpt(smtpd_session *s, const char *arg, size_t n) {
+  addr_out o;
+  const char *rest;
+  size_t rn;
+  smtpd_strlist opts = {NULL, 0, 0};
+  if (!s->greeting.len) {
+    REPLY(s, "503 Error: send HELO first");
+    return;
+  }
+  if (!s->has_mailfrom) {
+    REPLY(s, "503 Error: need MAIL command");
+    return;
+  }
+  if (!arg) {
+    syntaxerr(s, "RCPT TO");
+    return;
+  }
+  strip_keyword("TO:", &arg, &n);
+  /* A null reverse-path is not a recipient (RFC 5321 4.1.1.3). */
+  if (!session_getaddr(arg, n, &o, &rest, &rn) ||
+      (o.len == 2 && memcmp(o.buf, "<>", 2) == 0) ||
+      (!s->extended_smtp && rn)) {
+    syntaxerr(s, "RCPT TO");
+    return;
+  }
+  if (session_split_params(rest, rn, &opts)) return;
+  if (!params_valid(&opts)) {
+    smtpd_strlist_clear(&opts);
+    syntaxerr(s, "RCPT TO");
+    return;
+  }
+  if (opts.n > 0) {
+    smtpd_strlist_clear(&opts);
+    REPLY(s, "555 RCPT TO parameters not recognized or not implemented");
+    return;
+  }
+  /* Only an accepted RCPT sets rcpt_options (smtpd leaks refused ones). */
+  smtpd_strlist_clear(&s->rcpt_options);
+  s->rcpt_options = opts;
+  smtpd_strlist_push(&s->rcpttos, o.buf, o.len);
+  REPLY(s, "250 OK");
+}
+
+void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
+                           size_t n) {
+  switch (verb) {
+  case SMTPD_VERB_HELO: cmd_greet(s, arg, n, 0); break;
+  case SMTPD_VERB_EHLO: cmd_greet(s, arg, n, 1); break;
+  case SMTPD_VERB_NOOP:
+    if (arg && n) REPLY(s, "501 Syntax: NOOP");
+    else REPLY(s, "250 OK");
+    break;
+  case SMTPD_VERB_QUIT:
+    REPLY(s, "221 Bye");
+    s->quit = 1;
+    break;
+  case SMTPD_VERB_MAIL: cmd_mail(s, arg, n); break;
+  case SMTPD_VERB_RCPT: cmd_rcpt(s, arg, n); break;
+  case SMTPD_VERB_RSET:
+    if (arg && n) {
+      REPLY(s, "501 Syntax: RSET");
+      break;
+    }
+    smtpd_session_rset(s);
+    REPLY(s, "250 OK");
+    break;
+  case SMTPD_VERB_DATA:
+    if (!s->greeting.len) {
+      REPLY(s, "503 Error: send HELO first");
+    } else if (s->rcpttos.n == 0) {
+      REPLY(s, "503 Error: need RCPT command");
+    } else if (arg && n) {
+      REPLY(s, "501 Syntax: DATA");
+    } else {
+      s->state = SMTPD_DATA;
+      REPLY(s, "354 End data with <CR><LF>.<CR><LF>");
+    }
+    break;
+  case SMTPD_VERB_HELP: cmd_help(s, arg, n); break;
+  case SMTPD_VERB_VRFY: cmd_vrfy(s, arg, n); break;
+  case SMTPD_VERB_EXPN: REPLY(s, "502 EXPN not implemented"); break;
+  default: break;
+  }
+  smtpd_session_sync(s);
+}
+
+void smtpd_session_unknown(smtpd_session *s, const char *name, size_t len) {
+  session_reply_echo(s, "500 Error: command \"", name, len,
+                     "\" not recognized");
+}
+
+int smtpd_session_line(smtpd_session *s, smtpd_command *cmd) {
+  smtpd_parser *p = &s->parser;
+  const char *line = p->line.p ? p->line.p : "";
+  size_t kept = p->line.len, len = p->line_len, i, max;
+  const char *sp;
+  s->num_bytes = len;
+  if (len == 0) {
+    REPLY(s, "500 Error: bad syntax");
+    return 0;
+  }
+  sp = memchr(line, ' ', kept);
+  cmd->name_len = sp ? (size_t)(sp - line) : kept;
+  /* The verb is upper-cased in place: only the argument is used as sent. */
+  for (i = 0; i < cmd->name_len; i++) p->line.p[i] = upper(line[i]);
+  cmd->name = line;
+  cmd->verb = smtpd_verb_lookup(cmd->name, cmd->name_len);
+  max = s->command_size_limit;
+  if (s->extended_smtp && cmd->verb == SMTPD_VERB_MAIL) max += s->mail_extra;
+  if (len > max) {
+    REPLY(s, "500 Error: line too long");
+    return 0;
+  }
+  /* A bare CR or LF must not split a command, and a NUL must not cut it. */
+  if (memchr(line, '\r', len) || memchr(line, '\n', len) ||
+      memchr(line, '\0', len)) {
+    REPLY(s, "500 Error: bad syntax");
+    return 0;
+  }
+  if (!smtpd_utf8_valid(line, len)) {
+    REPLY(s, "500 Error: command line is not valid UTF-8");
+    return 0;
+  }
+  if (sp) {
+    cmd->arg = sp + 1;
+    cmd->arg_len = len - (size_t)(sp + 1 - line);
+    ustrip(&cmd->arg, &cmd->arg_len);
+  } else {
+    cmd->arg = NULL;
+    cmd->arg_len = 0;
+  }
+  return 1;
+}

@@ -1,0 +1,121 @@
+-- SMTPChannel: one client connection as a Lua object.
+--
+-- The protocol state lives in the C core; the fields below read and write
+-- it through the connection handle `conn`. A connection of the plain
+-- SMTPChannel class gets its Lua object only when a hook needs it.
+
+local core = require "smtpd.core"
+local Object = require("smtpd.class").Object
+
+-- Fields backed by C state: read through conn:get, written through conn:set.
+local CFIELDS = {
+  smtp_state = true, seen_greeting = true, mailfrom = true, rcpttos = true,
+  received_data = true, received_lines = true, fqdn = true, peer = "ro",
+  addr = "ro", mail_options = true, rcpt_options = true,
+  extended_smtp = true, require_SMTPUTF8 = true, enable_SMTPUTF8 = true,
+  data_size_limit = true, num_bytes = true, command_size_limit = true,
+}
+
+local VERBS = {"HELO", "EHLO", "NOOP", "QUIT", "MAIL", "RCPT", "RSET",
+               "DATA", "HELP", "VRFY", "EXPN"}
+
+-- The built-in commands, one level below SMTPChannel, so that assigning
+-- SMTPChannel.smtp_X is seen as a change like any other class's.
+local Builtins = Object:extend("SMTPChannel")
+local builtin_funcs = {}
+for _, verb in ipairs(VERBS) do
+  local f = function(self, arg)
+    return rawget(self, "conn"):builtin(verb, arg)
+  end
+  Builtins["smtp_" .. verb] = f
+  builtin_funcs[verb] = f
+end
+
+local SMTPChannel = Builtins:extend("SMTPChannel")
+SMTPChannel.super = Object
+SMTPChannel.COMMAND = 0
+SMTPChannel.DATA = 1
+
+function SMTPChannel.__index(t, k)
+  if CFIELDS[k] then
+    local conn = rawget(t, "conn")
+    if conn and conn:is_open() then return conn:get(k) end
+    return nil
+  end
+  return getmetatable(t)[k]
+end
+
+function SMTPChannel.__newindex(t, k, v)
+  if CFIELDS[k] == true then
+    rawget(t, "conn"):set(k, v)
+  else
+    rawset(t, k, v)
+  end
+end
+
+function SMTPChannel:__tostring()
+  local conn = rawget(self, "conn")
+  local name = getmetatable(self).__name or "SMTPChannel"
+  if not (conn and conn:is_open()) then
+    return name .. "(closed)"
+  end
+  local peer = conn:getpeername()
+  local state = conn:get("smtp_state") == 1 and "DATA" or "COMMAND"
+  return ("%s(peer=%s:%d, state=%s, greeting=%q, mailfrom=%s, rcpts=%d)")
+    :format(name, peer[1], peer[2], state, conn:get("seen_greeting"),
+            tostring(conn:get("mailfrom")), #conn:get("rcpttos"))
+end
+
+-- channel_class(server, conn, addr, opts)
+function SMTPChannel:initialize(server, conn, addr, opts)
+  rawset(self, "smtp_server", server)
+  rawset(self, "conn", conn)
+  rawset(self, "_opts", opts)
+end
+
+-- Sends one reply line (CRLF is added).
+function SMTPChannel:push(line)
+  return rawget(self, "conn"):push(line)
+end
+
+-- Closes once the queued replies are written.
+function SMTPChannel:close_when_done()
+  return rawget(self, "conn"):close_when_done()
+end
+
+function SMTPChannel:close()
+  return rawget(self, "conn"):close()
+end
+
+-- Wiring used by the C core.
+local function scan(cls)
+  -- Does the class (or an ancestor below Builtins) add an smtp_ command?
+  local c = cls
+  while c and c ~= Builtins and c ~= Object do
+    for k in pairs(c) do
+      if type(k) == "string" and k:sub(1, 5) == "smtp_"
+          and not builtin_funcs[k:sub(6)] then
+        return true
+      end
+    end
+    c = rawget(c, "super")
+  end
+  return false
+end
+
+local function command(self, verb, arg)
+  local m = self["smtp_" .. verb]
+  if m == nil then return rawget(self, "conn"):unknown(verb) end
+  return m(self, arg)
+end
+
+local function make(cls, server, conn)
+  return cls(server, conn, conn:getpeername(), rawget(server, "_opts"))
+end
+
+core.setup {
+  base = SMTPChannel, builtins = builtin_funcs, scan = scan,
+  command = command, make = make,
+}
+
+return SMTPChannel

@@ -1,0 +1,47 @@
+-- lua-smtpd: an SMTP server library with a C core on libuv, the successor
+-- for Lua of Python's smtpd module.
+
+local core = require "smtpd.core"
+local server = require "smtpd.server"
+
+local smtpd = {
+  core = core,
+  __version__ = core.version,
+  DATA_SIZE_DEFAULT = server.DATA_SIZE_DEFAULT,
+  socket_map = server.socket_map,
+  Object = require("smtpd.class").Object,
+  SMTPChannel = require "smtpd.channel",
+  SMTPServer = server.SMTPServer,
+}
+smtpd.DebuggingServer = require "smtpd.debugging"
+
+-- A new, independent socket map (tests use one each).
+function smtpd.new_map()
+  return core.map()
+end
+
+-- smtpd.loop(timeout, use_poll, map, count) or smtpd.loop{timeout=, map=,
+-- count=}: runs the map's loop like asyncore.loop. Without count it runs
+-- until nothing is left in the map; with count, that many iterations, each
+-- waiting at most timeout seconds (default 30). use_poll is ignored.
+function smtpd.loop(timeout, use_poll, map, count)
+  if type(timeout) == "table" then
+    local t = timeout
+    timeout, map, count = t.timeout, t.map, t.count
+  end
+  map = map or smtpd.socket_map
+  if timeout ~= nil and type(timeout) ~= "number" then
+    error("loop: timeout must be a number", 2)
+  end
+  if count ~= nil and math.type(count) ~= "integer" then
+    error("loop: count must be an integer", 2)
+  end
+  return map:loop(timeout, count)
+end
+
+-- Closes every server and channel in the map.
+function smtpd.close_all(map)
+  return (map or smtpd.socket_map):close_all()
+end
+
+return smtpd

@@ -1,0 +1,114 @@
+-- SMTPServer: listens, makes a channel per connection, and hands each
+-- message to process_message.
+
+local core = require "smtpd.core"
+local Object = require("smtpd.class").Object
+local SMTPChannel = require "smtpd.channel"
+
+local M = {}
+
+M.DATA_SIZE_DEFAULT = core.DATA_SIZE_DEFAULT
+M.socket_map = core.map()
+
+-- {host, port}, "host:port", "[v6]:port" -> {host, port}
+function M.parse_addr(addr, what)
+  what = what or "address"
+  local host, port
+  if type(addr) == "table" then
+    host, port = addr[1] or addr.host, addr[2] or addr.port
+  elseif type(addr) == "string" then
+    host, port = addr:match("^%[(.*)%]:(%d+)$")
+    if not host then host, port = addr:match("^(.*):(%d+)$") end
+    if not host then
+      error(("bad %s %q: expected \"host:port\""):format(what, addr), 3)
+    end
+  else
+    error(("bad %s: expected {host, port} or \"host:port\", got %s")
+          :format(what, type(addr)), 3)
+  end
+  port = math.tointeger(tonumber(port))
+  if type(host) ~= "string" or not port or port < 0 or port > 65535 then
+    error(("bad %s: host must be a string and port 0..65535"):format(what), 3)
+  end
+  return {host, port}
+end
+
+local SMTPServer = Object:extend("SMTPServer")
+SMTPServer.channel_class = SMTPChannel
+
+-- SMTPServer(localaddr, remoteaddr, opts)
+function SMTPServer:initialize(localaddr, remoteaddr, opts)
+  if type(opts) == "number" or opts == false then
+    opts = {data_size_limit = opts}   -- smtpd's positional data_size_limit
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("opts must be a table, got " .. type(opts), 3)
+  end
+  local limit = opts.data_size_limit
+  if limit == nil then limit = M.DATA_SIZE_DEFAULT end
+  if limit and (math.type(limit) ~= "integer" or limit < 0) then
+    error("data_size_limit must be a non-negative integer, 0 or false", 3)
+  end
+  if limit == 0 then limit = false end
+  if opts.enable_SMTPUTF8 and opts.decode_data then
+    error("decode_data and enable_SMTPUTF8 cannot be set to true at the "
+          .. "same time", 3)
+  end
+  local map = opts.map or M.socket_map
+  local laddr = M.parse_addr(localaddr, "localaddr")
+  self._localaddr = laddr
+  self._remoteaddr = remoteaddr ~= nil and M.parse_addr(remoteaddr,
+                                                        "remoteaddr") or nil
+  self.data_size_limit = limit
+  self.enable_SMTPUTF8 = opts.enable_SMTPUTF8 and true or false
+  self._decode_data = opts.decode_data and true or false
+  self._opts = opts
+  self._map = map
+  local ip, err = core.resolve(laddr[1])
+  if not ip then
+    error(("cannot resolve %s: %s"):format(laddr[1], err), 3)
+  end
+  local handle
+  handle, err = core.listen(map, self, ip, laddr[2], {
+    data_size_limit = limit or 0,
+    enable_SMTPUTF8 = self.enable_SMTPUTF8,
+    decode_data = self._decode_data,
+    fqdn = opts.fqdn,
+  })
+  if not handle then
+    error(("cannot listen on %s:%d: %s"):format(laddr[1], laddr[2], err), 3)
+  end
+  self._handle = handle
+end
+
+function SMTPServer:process_message(peer, mailfrom, rcpttos, data, kwargs)
+  error("process_message is not implemented: subclass SMTPServer and "
+        .. "override it", 2)
+end
+
+-- Returns host, port of the listening socket.
+function SMTPServer:getsockname()
+  if not self._handle:is_open() then return nil, "server is closed" end
+  return self._handle:getsockname()
+end
+
+-- Stops listening; open connections carry on.
+function SMTPServer:close()
+  self._handle:close()
+end
+
+function SMTPServer:__tostring()
+  local name = getmetatable(self).__name or "SMTPServer"
+  if not (self._handle and self._handle:is_open()) then
+    return name .. "(closed)"
+  end
+  local host, port = self._handle:getsockname()
+  if host and host:find(":") then host = "[" .. host .. "]" end
+  local r = self._remoteaddr
+  return ("%s(%s:%s%s, listening)"):format(name, host, port,
+    r and (" -> " .. r[1] .. ":" .. r[2]) or "")
+end
+
+M.SMTPServer = SMTPServer
+return M
