@@ -1,0 +1,204 @@
+-- Shared test helpers: a private map per test, servers on 127.0.0.1:0,
+-- clients on the same loop, and every wait bounded by a timeout.
+
+local smtpd = require "smtpd"
+local core = smtpd.core
+
+local H = {}
+H.smtpd = smtpd
+H.core = core
+
+-- Runs the map until pred() is true; raises after timeout seconds.
+function H.run_until(map, pred, timeout, what)
+  local deadline = os.clock() + 0 -- placeholder for cpu-time tools
+  local t0 = H.now()
+  timeout = timeout or 5
+  while not pred() do
+    if H.now() - t0 > timeout then
+      error("timed out after " .. timeout .. "s waiting for " .. (what or
+            "a condition"), 2)
+    end
+    map:loop(0.01, 1)
+  end
+  return deadline
+end
+
+-- Wall clock in seconds (os.time is too coarse, os.clock counts CPU).
+local uvnow = io.popen ~= nil
+function H.now()
+  local f = io.open("/proc/uptime")
+  local t = f and f:read("n")
+  if f then f:close() end
+  return t or os.time()
+end
+
+-- A server of class cls on 127.0.0.1:0 in a fresh map.
+function H.server(cls, opts, map)
+  map = map or (opts and opts.map) or core.map()
+  opts = opts or {}
+  opts.map = map
+  local srv = cls({"127.0.0.1", 0}, nil, opts)
+  local host, port = srv:getsockname()
+  return srv, map, host, port
+end
+
+-- A recording server class: messages land in srv.messages.
+H.Recorder = smtpd.SMTPServer:extend("Recorder")
+function H.Recorder:process_message(peer, mailfrom, rcpttos, data, kwargs)
+  self.messages = self.messages or {}
+  self.messages[#self.messages + 1] = {
+    peer = peer, mailfrom = mailfrom, rcpttos = rcpttos, data = data,
+    kwargs = kwargs,
+  }
+  if self.reply then return self.reply end
+end
+
+local Client = {}
+Client.__index = Client
+
+function H.connect(map, host, port)
+  local c = assert(core.tcp_connect(map, host, port))
+  return setmetatable({map = map, tcp = c, buf = ""}, Client)
+end
+
+function Client:pump()
+  self.buf = self.buf .. self.tcp:read()
+end
+
+function Client:closed()
+  local _, eof = self.tcp:status()
+  return eof
+end
+
+-- Sends data, split into pieces of at most `split` bytes, letting the loop
+-- run between pieces so they arrive as separate reads.
+function Client:send(data, split)
+  split = split or #data
+  if split < 1 then split = 1 end
+  for i = 1, #data, split do
+    self.tcp:write(data:sub(i, i + split - 1))
+    if split < #data then self.map:loop(0, 1) end
+  end
+  self.map:loop(0, 1)
+end
+
+-- Waits for n complete reply lines (a multi-line reply counts each line).
+function Client:lines(n, timeout)
+  H.run_until(self.map, function()
+    self:pump()
+    local count = select(2, self.buf:gsub("\r\n", ""))
+    return count >= n or self:closed()
+  end, timeout or 5, n .. " reply lines")
+  self:pump()
+  local out = {}
+  for line in self.buf:gmatch("(.-)\r\n") do
+    if #out < n then out[#out + 1] = line end
+  end
+  -- keep what is beyond the n lines
+  local consumed = 0
+  for i = 1, #out do consumed = consumed + #out[i] + 2 end
+  self.buf = self.buf:sub(consumed + 1)
+  return out
+end
+
+-- Waits for one whole reply (all continuation lines), returns its lines.
+function Client:reply(timeout)
+  local lines = {}
+  repeat
+    local l = self:lines(1, timeout)[1]
+    if not l then error("connection closed while waiting for a reply", 2) end
+    lines[#lines + 1] = l
+  until not l:match("^%d%d%d%-")
+  return lines
+end
+
+-- Waits until the server closes the connection; returns all it sent.
+function Client:wait_closed(timeout)
+  H.run_until(self.map, function()
+    self:pump()
+    return self:closed()
+  end, timeout or 5, "the server to close the connection")
+  self:pump()
+  local rest = self.buf
+  self.buf = ""
+  return rest
+end
+
+function Client:close()
+  self.tcp:close()
+  self.map:loop(0, 1)
+end
+
+-- Splits "a\r\nb\r\n" into {"a", "b"}.
+function H.split_lines(s)
+  local out = {}
+  for line in s:gmatch("(.-)\r\n") do out[#out + 1] = line end
+  return out
+end
+
+-- Runs a whole conversation (ending in QUIT or a close) against host:port:
+-- returns every reply line after the greeting, and the greeting.
+function H.converse(map, host, port, input, split)
+  local c = H.connect(map, host, port)
+  local greeting = c:lines(1)[1]
+  c:send(input, split)
+  local rest = c:wait_closed(10)
+  c:close()
+  return H.split_lines(rest), greeting
+end
+
+-- Closes everything in the map and runs the close callbacks.
+function H.cleanup(map)
+  smtpd.close_all(map)
+  map:loop(0, 2)
+end
+
+-- Starts a shell command in the background; returns its pid and the file
+-- its output goes to. H.kill(pid) ends it.
+function H.spawn(cmd)
+  local out = os.tmpname()
+  local p = io.popen(("(%s) >%s 2>&1 & echo $!"):format(cmd, out))
+  local pid = p:read("n")
+  p:close()
+  return pid, out
+end
+
+function H.alive(pid)
+  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+end
+
+function H.kill(pid)
+  if pid then os.execute("kill " .. pid .. " 2>/dev/null; sleep 0.05; kill -9 "
+                         .. pid .. " 2>/dev/null") end
+end
+
+function H.readfile(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function H.have(cmd)
+  return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == true
+end
+
+-- Python 3 with the smtpd module (3.11 and earlier).
+function H.python_with_smtpd()
+  for _, py in ipairs({"python3", "/usr/bin/python3", "python3.11"}) do
+    if os.execute(py .. " -W ignore -c 'import smtpd' >/dev/null 2>&1")
+        == true then
+      return py
+    end
+  end
+  return nil
+end
+
+-- Prints why a test is skipped (busted's pending shows as skipped).
+function H.skip(reason)
+  io.stderr:write("SKIP: " .. reason .. "\n")
+  pending(reason)
+end
+
+return H
