@@ -1,6 +1,7 @@
 /* luaopen_smtpd_core: the C core as the module smtpd.core. */
 #define SMTPD_GLUE
 #include <pwd.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -80,6 +81,8 @@ int luaopen_smtpd_core(lua_State *L) {
     {"setuid_nobody", core_setuid_nobody}, {"resolve", core_resolve},
     {NULL, NULL}
   };
+  /* A peer that closes while we write must give EPIPE, not kill us. */
+  signal(SIGPIPE, SIG_IGN);
   luaL_newlib(L, funcs);
   smtpd_open_map(L);
   smtpd_open_server(L);
