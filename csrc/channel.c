@@ -195,9 +195,16 @@ static void channel_message_result(smtpd_channel *ch, lua_State *co,
   } else if (r && smtpd_valid_reply(r, n)) {
     smtpd_reply(&ch->s, r, n);
   } else {
-    smtpd_log(ch->map, "process_message returned a malformed reply (%s%s%s);"
-              " answering 451", r ? "\"" : luaL_typename(co, -nres),
-              r ? r : "", r ? "\"" : "");
+    char shown[84];
+    size_t i, k = 0;
+    for (i = 0; r && i < n && k < 80; i++) {
+      unsigned char c = (unsigned char)r[i];
+      shown[k++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+    }
+    shown[k] = '\0';
+    smtpd_log(ch->map, "process_message returned a malformed reply (%s%s%s%s)"
+              "; answering 451", r ? "\"" : luaL_typename(co, -nres),
+              r ? shown : "", r && n > 80 ? "..." : "", r ? "\"" : "");
     smtpd_reply(&ch->s, ERR_REPLY, sizeof ERR_REPLY - 1);
   }
 }

@@ -701,7 +701,7 @@ int smtpd_session_line(smtpd_session *s, smtpd_command *cmd) {
   const char *line = p->line.p ? p->line.p : "";
   size_t kept = p->line.len, len = p->line_len, i, max;
   const char *sp;
-  s->num_bytes = len;
+  s->num_bytes = 0;  /* as smtpd: the count restarts with each line */
   if (len == 0) {
     REPLY(s, "500 Error: bad syntax");
     return 0;
