@@ -1,0 +1,218 @@
+-- lua-smtpd: the command line, with python -m smtpd's options.
+
+local smtpd = require "smtpd"
+
+local M = {}
+
+M.USAGE = [==[
+Usage: %s [options] [localhost:localport [remotehost:remoteport]]
+
+An SMTP server (by default a relay, PureProxy) with a C core on libuv.
+
+Options:
+
+    --nosetuid
+    -n
+        Do not setuid to `nobody'. Without this flag the server tries to
+        become `nobody' after binding, which needs root.
+
+    --version
+    -V
+        Print the version and exit.
+
+    --class CLASS
+    -c CLASS
+        The server class: a class of the smtpd module (DebuggingServer,
+        PureProxy, MailmanProxy), `module.Class' found on package.path,
+        or path/to/file.lua returning a class. Default: PureProxy.
+
+    --size LIMIT
+    -s LIMIT
+        Refuse messages larger than LIMIT bytes (RFC 1870 SIZE). Default
+        33554432; 0 means no limit.
+
+    --smtputf8
+    -u
+        Enable the SMTPUTF8 extension (RFC 6531).
+
+    --debug
+    -d
+        Print debugging lines to stderr.
+
+    --help
+    -h
+        Print this message and exit.
+
+Version: %s
+
+localhost defaults to `localhost' and localport to 8025; remotehost to
+`localhost' and remoteport to 25. IPv6 addresses go in brackets:
+[::1]:8025.
+]==]
+
+local function usage(prog, code, msg)
+  io.stderr:write(M.USAGE:format(prog, smtpd.__version__))
+  if msg then io.stderr:write(msg, "\n") end
+  os.exit(code)
+end
+
+local LONG = {
+  nosetuid = "n", version = "V", class = "c", size = "s", smtputf8 = "u",
+  debug = "d", help = "h",
+}
+local TAKES_ARG = {c = true, s = true}
+
+-- getopt-style parsing: clusters (-nd), -cX, -c X, --class=X, --class X.
+function M.parse(argv, prog)
+  local opts = {setuid = true, classname = "PureProxy", size_limit = nil,
+                enable_SMTPUTF8 = false, debug = false}
+  local args = {}
+  local i = 1
+  local function fail(msg) usage(prog, 1, msg) end
+  local function apply(o, val)
+    if o == "h" then usage(prog, 0)
+    elseif o == "V" then print(smtpd.__version__); os.exit(0)
+    elseif o == "n" then opts.setuid = false
+    elseif o == "c" then opts.classname = val
+    elseif o == "d" then opts.debug = true
+    elseif o == "u" then opts.enable_SMTPUTF8 = true
+    elseif o == "s" then
+      local n = math.tointeger(tonumber(val))
+      if not n or n < 0 then
+        io.stderr:write("Invalid size: " .. tostring(val) .. "\n")
+        os.exit(1)
+      end
+      opts.size_limit = n
+    end
+  end
+  while i <= #argv do
+    local a = argv[i]
+    if a == "--" then
+      for j = i + 1, #argv do args[#args + 1] = argv[j] end
+      break
+    elseif a:sub(1, 2) == "--" then
+      local name, val = a:match("^%-%-([^=]+)=(.*)$")
+      name = name or a:sub(3)
+      local o = LONG[name]
+      if not o then fail("option --" .. name .. " not recognized") end
+      if TAKES_ARG[o] and val == nil then
+        i = i + 1
+        val = argv[i]
+        if val == nil then fail("option --" .. name .. " requires argument") end
+      elseif not TAKES_ARG[o] and val ~= nil then
+        fail("option --" .. name .. " must not have an argument")
+      end
+      apply(o, val)
+    elseif a:sub(1, 1) == "-" and #a > 1 then
+      local j = 2
+      while j <= #a do
+        local o = a:sub(j, j)
+        if not (o == "n" or o == "V" or o == "c" or o == "s" or o == "u"
+                or o == "d" or o == "h") then
+          fail("option -" .. o .. " not recognized")
+        end
+        if TAKES_ARG[o] then
+          local val = a:sub(j + 1)
+          if val == "" then
+            i = i + 1
+            val = argv[i]
+            if val == nil then fail("option -" .. o .. " requires argument") end
+          end
+          apply(o, val)
+          break
+        end
+        apply(o)
+        j = j + 1
+      end
+    else
+      args[#args + 1] = a
+    end
+    i = i + 1
+  end
+  if #args > 2 then
+    fail("Invalid arguments: " .. table.concat(args, ", "))
+  end
+  local localspec = args[1] or "localhost:8025"
+  local remotespec = args[2] or "localhost:25"
+  local function split(spec, what)
+    local host, port = spec:match("^%[(.*)%]:(.*)$")
+    if not host then host, port = spec:match("^(.-):(.*)$") end
+    if not host then fail("Bad " .. what .. " spec: " .. spec) end
+    local p = math.tointeger(tonumber(port))
+    if not p or p < 0 or p > 65535 then
+      fail("Bad " .. what .. " port: " .. spec)
+    end
+    return host, p
+  end
+  opts.localhost, opts.localport = split(localspec, "local")
+  opts.remotehost, opts.remoteport = split(remotespec, "remote")
+  return opts
+end
+
+-- Finds the class named on the command line.
+function M.find_class(name)
+  if name:match("%.lua$") or name:find("/", 1, true) then
+    local chunk, err = loadfile(name)
+    if not chunk then return nil, err end
+    local ok, cls = pcall(chunk)
+    if not ok then return nil, name .. ": " .. tostring(cls) end
+    if type(cls) ~= "table" then
+      return nil, name .. " must return a server class, got " .. type(cls)
+    end
+    return cls
+  end
+  if name:find(".", 1, true) then
+    local modname, clsname = name:match("^(.*)%.([^.]+)$")
+    local ok, mod = pcall(require, modname)
+    if not ok then return nil, mod end
+    if type(mod) ~= "table" or mod[clsname] == nil then
+      return nil, ("module %s has no class %s"):format(modname, clsname)
+    end
+    return mod[clsname]
+  end
+  local cls = smtpd[name]
+  if type(cls) ~= "table" then
+    return nil, ("no class %s in the smtpd module"):format(name)
+  end
+  return cls
+end
+
+function M.main(argv, prog)
+  prog = prog or "lua-smtpd"
+  local opts = M.parse(argv, prog)
+  local cls, err = M.find_class(opts.classname)
+  if not cls then
+    io.stderr:write(prog, ": cannot load class ", opts.classname, ": ",
+                    tostring(err), "\n")
+    os.exit(1)
+  end
+  local size = opts.size_limit
+  if size == nil then size = smtpd.DATA_SIZE_DEFAULT end
+  local ok, server = pcall(cls, {opts.localhost, opts.localport},
+                           {opts.remotehost, opts.remoteport},
+                           {data_size_limit = size,
+                            enable_SMTPUTF8 = opts.enable_SMTPUTF8})
+  if not ok then
+    io.stderr:write(prog, ": ", tostring(server), "\n")
+    os.exit(1)
+  end
+  if opts.debug then
+    smtpd.socket_map:set_debug(true)
+    io.stderr:write(("%s started at %s\n\tLocal addr: %s:%d\n\t"
+                     .. "Remote addr: %s:%d\n"):format(
+      tostring(server), os.date(), opts.localhost, opts.localport,
+      opts.remotehost, opts.remoteport))
+  end
+  if opts.setuid then
+    local done = smtpd.core.setuid_nobody()
+    if not done then
+      io.stderr:write('Cannot setuid "nobody"; try running with -n option.\n')
+      os.exit(1)
+    end
+  end
+  io.stdout:setvbuf("line")
+  smtpd.loop()
+  return 0
+end
+
+return M

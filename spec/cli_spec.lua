@@ -1,0 +1,179 @@
+-- The lua-smtpd command line.
+local H = require "helper"
+local R = require "replies"
+
+local BIN = "bin/lua-smtpd"
+
+local function run(args)
+  local out = os.tmpname()
+  local ok, _, code = os.execute(("lua5.4 %s %s >%s 2>&1 </dev/null")
+                                 :format(BIN, args, out))
+  local text = H.readfile(out)
+  os.remove(out)
+  return code, text
+end
+
+-- A free port: bind one, read it, close it.
+local function free_port()
+  local map = H.core.map()
+  local srv = H.Recorder({"127.0.0.1", 0}, nil, {map = map})
+  local _, port = srv:getsockname()
+  H.cleanup(map)
+  return port
+end
+
+-- Starts the CLI; waits until it accepts; returns pid, port, output file.
+local function start(args)
+  local port = free_port()
+  local pid, out = H.spawn(("exec lua5.4 %s %s 127.0.0.1:%d </dev/null")
+                           :format(BIN, args, port))
+  local map = H.core.map()
+  local t0 = H.now()
+  while H.now() - t0 < 5 do
+    local c = H.core.tcp_connect(map, "127.0.0.1", port)
+    local connected, eof
+    H.run_until(map, function()
+      connected, eof = c:status()
+      return connected or eof
+    end, 2)
+    c:close()
+    map:loop(0, 1)
+    if connected then return pid, port, out end
+    os.execute("sleep 0.05")
+  end
+  H.kill(pid)
+  error("lua-smtpd did not start: " .. (H.readfile(out) or ""))
+end
+
+describe("lua-smtpd", function()
+  it("prints its version", function()
+    local code, text = run("-V")
+    assert.equal(0, code)
+    assert.equal("Lua SMTP proxy version 0.1\n", text)
+    code, text = run("--version")
+    assert.equal("Lua SMTP proxy version 0.1\n", text)
+  end)
+
+  it("prints usage for -h, exit 0", function()
+    local code, text = run("-h")
+    assert.equal(0, code)
+    assert.matches("Usage: lua%-smtpd %[options%]", text)
+    assert.matches("%-%-smtputf8", text)
+  end)
+
+  it("exits 1 with usage on bad options", function()
+    for _, bad in ipairs({"-x", "--bogus", "-c", "--size=abc",
+                          "a:1 b:2 c:3", "nocolon", "host:port"}) do
+      local code, text = run(bad)
+      assert.equal(1, code, bad)
+      assert.is_truthy(text:find("Usage:", 1, true) or
+                       text:find("Invalid size", 1, true), bad)
+    end
+  end)
+
+  it("exits 1 when the class cannot be found", function()
+    local code, text = run("-n -c NoSuchServer 127.0.0.1:0")
+    assert.equal(1, code)
+    assert.matches("cannot load class NoSuchServer", text)
+  end)
+
+  it("becomes nobody without -n, or says why it cannot", function()
+    local port = free_port()
+    local pid, out = H.spawn(("exec lua5.4 %s -c DebuggingServer "
+                              .. "127.0.0.1:%d </dev/null"):format(BIN, port))
+    local map = H.core.map()
+    local uid
+    H.run_until(map, function()
+      local status = H.readfile("/proc/" .. pid .. "/status")
+      if not status then return true end      -- exited
+      uid = tonumber(status:match("\nUid:%s+(%d+)"))
+      return uid ~= 0 and uid ~= nil and H.alive(pid)
+        and (H.readfile(out) or "") == ""
+    end, 5, "setuid or exit")
+    local alive = H.alive(pid)
+    H.kill(pid)
+    if alive then
+      local nobody = io.popen("id -u nobody"):read("n")
+      assert.equal(nobody, uid)
+    else
+      assert.matches('Cannot setuid "nobody"; try running with %-n option',
+                     H.readfile(out))
+    end
+  end)
+
+  it("runs a DebuggingServer that prints each message", function()
+    local pid, port, out = start("-n -c DebuggingServer")
+    local map = H.core.map()
+    local replies = H.converse(map, "127.0.0.1", port,
+      "HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: s\r\n"
+      .. "\r\nbody\r\n.\r\nQUIT\r\n")
+    assert.same({R.helo, R.ok, R.ok, R.data, R.ok, R.bye}, replies)
+    H.run_until(map, function()
+      return (H.readfile(out) or ""):find("END MESSAGE", 1, true)
+    end, 5, "the printed message")
+    H.kill(pid)
+    assert.matches("Subject: s\nX%-Peer: 127%.0%.0%.1\n\nbody\n",
+                   H.readfile(out))
+  end)
+
+  it("takes -s and -u", function()
+    local pid, port = start("-n -u -s 1000 -c DebuggingServer")
+    local map = H.core.map()
+    local replies = H.converse(map, "127.0.0.1", port, "EHLO x\r\nQUIT\r\n")
+    H.kill(pid)
+    assert.same({"250-" .. R.fqdn, "250-SIZE 1000", "250-8BITMIME",
+                 "250-SMTPUTF8", "250 HELP", R.bye}, replies)
+  end)
+
+  it("loads a class from a file and from module.Class", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    local f = io.open(dir .. "/handler.lua", "w")
+    f:write([[
+local smtpd = require "smtpd"
+local Reject = smtpd.SMTPServer:extend("Reject")
+function Reject:process_message(peer, mailfrom, rcpttos, data)
+  return "554 rejected " .. mailfrom
+end
+return Reject
+]])
+    f:close()
+    f = io.open(dir .. "/myhandlers.lua", "w")
+    f:write([[
+local smtpd = require "smtpd"
+local M = {}
+M.Tagged = smtpd.SMTPServer:extend("Tagged")
+function M.Tagged:process_message() return "250 tagged" end
+return M
+]])
+    f:close()
+    local msg = "HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n"
+                .. ".\r\nQUIT\r\n"
+    local pid, port = start("-n -c " .. dir .. "/handler.lua")
+    local map = H.core.map()
+    local replies = H.converse(map, "127.0.0.1", port, msg)
+    H.kill(pid)
+    assert.equal("554 rejected a@b", replies[5])
+    -- module.Class is looked up on package.path: run with LUA_PATH set.
+    local p2 = free_port()
+    local pid2, out2 = H.spawn(("LUA_PATH='%s/?.lua;'\"$LUA_PATH\" exec lua5.4"
+                                .. " %s -n -c myhandlers.Tagged 127.0.0.1:%d")
+                               :format(dir, BIN, p2))
+    local ok = pcall(H.run_until, map, function()
+      local c = H.core.tcp_connect(map, "127.0.0.1", p2)
+      local connected, eof
+      H.run_until(map, function()
+        connected, eof = c:status()
+        return connected or eof
+      end, 2)
+      c:close()
+      return connected
+    end, 5)
+    assert.is_true(ok, H.readfile(out2))
+    replies = H.converse(map, "127.0.0.1", p2, msg)
+    H.kill(pid2)
+    assert.equal("250 tagged", replies[5])
+    os.execute("rm -rf " .. dir)
+  end)
+end)
