@@ -51,12 +51,12 @@ test: all
 asan: deps
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" $(BUILD:build=build-asan)/smtpd/core.so
 	$(LUAENV:$(BUILD)=build-asan) LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  SMTPD_SANITIZED=1 $(LUA) spec/run.lua $(SPEC)
 
 valgrind: all
-	$(LUAENV) SMTPD_SANITIZED=1 valgrind --leak-check=full --error-exitcode=3 \
-	  --suppressions=spec/valgrind.supp $(LUA) spec/run.lua $(SPEC)
+	$(LUAENV) SMTPD_SANITIZED=1 valgrind --leak-check=full --error-exitcode=3 --errors-for-leak-kinds=definite \
+	  $(LUA) spec/run.lua $(SPEC)
 
 clean:
 	rm -rf build build-asan

@@ -157,6 +157,12 @@ end
 -- its output goes to. H.kill(pid) ends it.
 function H.spawn(cmd)
   local out = os.tmpname()
+  -- Sanitizer runtimes preloaded for our interpreter stay out of other
+  -- programs (curl, swaks, python): only lua5.4 children keep them.
+  if os.getenv("LD_PRELOAD") and not cmd:match("^exec lua5%.4 ")
+      and not cmd:match("^LUA_PATH=.-exec lua5%.4 ") then
+    cmd = "unset LD_PRELOAD; " .. cmd
+  end
   local p = io.popen(("(%s) >%s 2>&1 & echo $!"):format(cmd, out))
   local pid = p:read("n")
   p:close()
