@@ -13,8 +13,11 @@ SRC       = $(wildcard csrc/*.c)
 HDR       = $(wildcard csrc/*.h)
 BUILD    ?= build
 SO        = $(BUILD)/smtpd/core.so
-LUAENV    = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
-            LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
+luaenv    = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
+            LUA_CPATH="$(CURDIR)/$(1)/?.so;;"
+LUAENV    = $(call luaenv,$(BUILD))
+ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+              -fno-sanitize-recover=undefined
 BUSTED    = $(LUA) "$$(command -v busted)"
 
 .PHONY: all deps run test asan valgrind clean
@@ -49,13 +52,15 @@ test: all
 
 # The whole suite under AddressSanitizer + UBSan.
 asan: deps
-	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" $(BUILD:build=build-asan)/smtpd/core.so
-	$(LUAENV:$(BUILD)=build-asan) LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  SMTPD_SANITIZED=1 $(LUA) spec/run.lua $(SPEC)
+	$(MAKE) BUILD=build-asan CFLAGS="$(ASAN_CFLAGS)" build-asan/smtpd/core.so
+	$(call luaenv,build-asan) \
+	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(LUA) spec/run.lua $(SPEC)
 
 valgrind: all
-	$(LUAENV) SMTPD_SANITIZED=1 valgrind --leak-check=full --error-exitcode=3 --errors-for-leak-kinds=definite \
+	$(LUAENV) valgrind --leak-check=full --error-exitcode=3 --errors-for-leak-kinds=definite \
 	  $(LUA) spec/run.lua $(SPEC)
 
 clean:

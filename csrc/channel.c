@@ -269,15 +269,6 @@ static int channel_lua_command(lua_State *L) {
   return 0;
 }
 
-static void channel_push_list(lua_State *L, const smtpd_strlist *l) {
-  size_t i;
-  lua_createtable(L, (int)l->n, 0);
-  for (i = 0; i < l->n; i++) {
-    lua_pushlstring(L, l->v[i].p, l->v[i].len);
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
-}
-
 static int channel_lua_message(lua_State *L) {
   smtpd_channel *ch = lua_touserdata(L, 1);
   smtpd_session *s = &ch->s;
@@ -288,7 +279,7 @@ static int channel_lua_message(lua_State *L) {
   smtpd_push_addr(L, (struct sockaddr *)&ch->peer);
   if (s->has_mailfrom) lua_pushlstring(L, s->mailfrom.p, s->mailfrom.len);
   else lua_pushnil(L);
-  channel_push_list(L, &s->rcpttos);
+  smtpd_push_strlist(L, &s->rcpttos);
   /* The one copy of the message bytes: into the Lua string. */
   lua_pushlstring(L, d->p ? d->p : "", d->len);
   smtpd_parser_end_data(&s->parser);
@@ -302,9 +293,9 @@ static int channel_lua_message(lua_State *L) {
     lua_createtable(L, 0, 0);
   } else {
     lua_createtable(L, 0, 2);
-    channel_push_list(L, &s->mail_options);
+    smtpd_push_strlist(L, &s->mail_options);
     lua_setfield(L, -2, "mail_options");
-    channel_push_list(L, &s->rcpt_options);
+    smtpd_push_strlist(L, &s->rcpt_options);
     lua_setfield(L, -2, "rcpt_options");
   }
   channel_start_hook(ch, HOOK_MESSAGE, 6);
@@ -343,30 +334,12 @@ static void channel_on_line(smtpd_channel *ch) {
 }
 
 static void channel_on_data_end(smtpd_channel *ch) {
-  smtpd_session *s = &ch->s;
-  smtpd_parser *p = &s->parser;
-  s->num_bytes = smtpd_parser_data_size(p);
-  if (s->state != SMTPD_DATA) {
-    /* A hook changed smtp_state under the parser. */
-    smtpd_reply(s, "451 Internal confusion", 22);
-    smtpd_session_post_data(s);
-    return;
-  }
-  if (p->data_over) {
-    smtpd_reply(s, "552 Error: Too much mail data", 29);
-    smtpd_session_post_data(s);
-    return;
-  }
-  if (s->decode_data && !smtpd_utf8_valid(p->data.p, p->data.len)) {
-    smtpd_reply(s, "500 Error: message data is not valid UTF-8", 42);
-    smtpd_session_post_data(s);
-    return;
-  }
+  if (!smtpd_session_data_end(&ch->s)) return;
   if (channel_pcall(ch, channel_lua_message, ch, NULL)) {
     ch->hook = 0;
     channel_unref(ch->map->L, &ch->thread_ref);
-    smtpd_session_post_data(s);
-    smtpd_reply(s, ERR_REPLY, sizeof ERR_REPLY - 1);
+    smtpd_session_post_data(&ch->s);
+    smtpd_reply(&ch->s, ERR_REPLY, sizeof ERR_REPLY - 1);
   }
 }
 

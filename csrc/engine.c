@@ -24,15 +24,6 @@ static engine *engine_check(lua_State *L) {
   return luaL_checkudata(L, 1, ENGINE_MT);
 }
 
-static void engine_push_list(lua_State *L, const smtpd_strlist *l) {
-  size_t i;
-  lua_createtable(L, (int)l->n, 0);
-  for (i = 0; i < l->n; i++) {
-    lua_pushlstring(L, l->v[i].p, l->v[i].len);
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
-}
-
 static int engine_new(lua_State *L) {
   engine *e;
   const char *fqdn, *reply;
@@ -83,29 +74,23 @@ static int engine_feed(lua_State *L) {
       if (s->quit) e->closed = 1;
     } else if (r == SMTPD_PARSE_DATA_END) {
       smtpd_parser *p = &s->parser;
-      s->num_bytes = smtpd_parser_data_size(p);
-      if (p->data_over) {
-        smtpd_reply(s, "552 Error: Too much mail data", 29);
-      } else if (s->decode_data && !smtpd_utf8_valid(p->data.p, p->data.len)) {
-        smtpd_reply(s, "500 Error: message data is not valid UTF-8", 42);
-      } else {
-        lua_createtable(L, 0, 5);
-        if (s->has_mailfrom)
-          lua_pushlstring(L, s->mailfrom.p, s->mailfrom.len);
-        else
-          lua_pushnil(L);
-        lua_setfield(L, -2, "mailfrom");
-        engine_push_list(L, &s->rcpttos);
-        lua_setfield(L, -2, "rcpttos");
-        lua_pushlstring(L, p->data.p ? p->data.p : "", p->data.len);
-        lua_setfield(L, -2, "data");
-        engine_push_list(L, &s->mail_options);
-        lua_setfield(L, -2, "mail_options");
-        engine_push_list(L, &s->rcpt_options);
-        lua_setfield(L, -2, "rcpt_options");
-        lua_rawseti(L, -2, ++nmsg);
-        smtpd_reply(s, e->reply, strlen(e->reply));
-      }
+      if (!smtpd_session_data_end(s)) continue;
+      lua_createtable(L, 0, 5);
+      if (s->has_mailfrom)
+        lua_pushlstring(L, s->mailfrom.p, s->mailfrom.len);
+      else
+        lua_pushnil(L);
+      lua_setfield(L, -2, "mailfrom");
+      smtpd_push_strlist(L, &s->rcpttos);
+      lua_setfield(L, -2, "rcpttos");
+      lua_pushlstring(L, p->data.p ? p->data.p : "", p->data.len);
+      lua_setfield(L, -2, "data");
+      smtpd_push_strlist(L, &s->mail_options);
+      lua_setfield(L, -2, "mail_options");
+      smtpd_push_strlist(L, &s->rcpt_options);
+      lua_setfield(L, -2, "rcpt_options");
+      lua_rawseti(L, -2, ++nmsg);
+      smtpd_reply(s, e->reply, strlen(e->reply));
       smtpd_session_post_data(s);
     } else {
       return luaL_error(L, "out of memory");

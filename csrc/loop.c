@@ -56,6 +56,16 @@ void smtpd_push_addr(lua_State *L, const struct sockaddr *sa) {
   lua_rawseti(L, -2, 2);
 }
 
+/* Pushes a copy of a string list as a Lua array. */
+void smtpd_push_strlist(lua_State *L, const smtpd_strlist *l) {
+  size_t i;
+  lua_createtable(L, (int)l->n, 0);
+  for (i = 0; i < l->n; i++) {
+    lua_pushlstring(L, l->v[i].p, l->v[i].len);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+}
+
 /* Pushes the value the Lua side registered under key with core.setup. */
 int smtpd_setup_get(lua_State *L, const char *key) {
   lua_getfield(L, LUA_REGISTRYINDEX, "smtpd.setup");
@@ -241,6 +251,14 @@ static int map_gc(lua_State *L) {
   return 0;
 }
 
+/* close(): closes everything in the map and the loop itself. */
+static int map_close(lua_State *L) {
+  smtpd_map **pm = luaL_checkudata(L, 1, SMTPD_MAP_MT);
+  if (*pm && (*pm)->running)
+    return luaL_error(L, "close: the map is running");
+  return map_gc(L);
+}
+
 static int map_tostring(lua_State *L) {
   smtpd_map **pm = luaL_checkudata(L, 1, SMTPD_MAP_MT);
   if (*pm == NULL) lua_pushstring(L, "smtpd.map (closed)");
@@ -261,7 +279,7 @@ void smtpd_open_map(lua_State *L) {
   };
   static const luaL_Reg methods[] = {
     {"loop", map_loop}, {"close_all", map_close_all}, {"count", map_count},
-    {"set_debug", map_set_debug}, {NULL, NULL}
+    {"set_debug", map_set_debug}, {"close", map_close}, {NULL, NULL}
   };
   luaL_newmetatable(L, SMTPD_MAP_MT);
   luaL_setfuncs(L, meta, 0);

@@ -691,6 +691,25 @@ void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
   smtpd_session_sync(s);
 }
 
+/* After DATA_END: 1 when the message goes to the handler, else 0 with the
+ * reply sent and the transaction cleared. */
+int smtpd_session_data_end(smtpd_session *s) {
+  smtpd_parser *p = &s->parser;
+  s->num_bytes = smtpd_parser_data_size(p);
+  if (s->state != SMTPD_DATA) {
+    /* A hook changed smtp_state under the parser. */
+    REPLY(s, "451 Internal confusion");
+  } else if (p->data_over) {
+    REPLY(s, "552 Error: Too much mail data");
+  } else if (s->decode_data && !smtpd_utf8_valid(p->data.p, p->data.len)) {
+    REPLY(s, "500 Error: message data is not valid UTF-8");
+  } else {
+    return 1;
+  }
+  smtpd_session_post_data(s);
+  return 0;
+}
+
 void smtpd_session_unknown(smtpd_session *s, const char *name, size_t len) {
   session_reply_echo(s, "500 Error: command \"", name, len,
                      "\" not recognized");

@@ -143,6 +143,7 @@ int smtpd_session_line(smtpd_session *s, smtpd_command *cmd);
 void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
                            size_t arg_len);
 void smtpd_session_unknown(smtpd_session *s, const char *name, size_t len);
+int smtpd_session_data_end(smtpd_session *s);
 int smtpd_verb_lookup(const char *name, size_t len);
 /* Makes the parser follow smtp_state after a command ran. */
 void smtpd_session_sync(smtpd_session *s);
@@ -238,6 +239,7 @@ void smtpd_map_ref(smtpd_map *m);
 void smtpd_map_unref(smtpd_map *m);
 int smtpd_fail(lua_State *L, int err);
 void smtpd_push_addr(lua_State *L, const struct sockaddr *sa);
+void smtpd_push_strlist(lua_State *L, const smtpd_strlist *l);
 void smtpd_log(smtpd_map *m, const char *fmt, ...);
 void smtpd_server_on_connection(uv_stream_t *srv, int status);
 void smtpd_channel_close(smtpd_channel *ch);

@@ -27,20 +27,7 @@ local function start(args)
   local port = free_port()
   local pid, out = H.spawn(("exec lua5.4 %s %s 127.0.0.1:%d </dev/null")
                            :format(BIN, args, port))
-  local map = H.core.map()
-  local t0 = H.now()
-  while H.now() - t0 < 5 do
-    local c = H.core.tcp_connect(map, "127.0.0.1", port)
-    local connected, eof
-    H.run_until(map, function()
-      connected, eof = c:status()
-      return connected or eof
-    end, 2)
-    c:close()
-    map:loop(0, 1)
-    if connected then return pid, port, out end
-    os.execute("sleep 0.05")
-  end
+  if H.wait_listening(port) then return pid, port, out end
   H.kill(pid)
   error("lua-smtpd did not start: " .. (H.readfile(out) or ""))
 end
@@ -160,16 +147,7 @@ return M
     local pid2, out2 = H.spawn(("LUA_PATH='%s/?.lua;'\"$LUA_PATH\" exec lua5.4"
                                 .. " %s -n -c myhandlers.Tagged 127.0.0.1:%d")
                                :format(dir, BIN, p2))
-    local ok = pcall(H.run_until, map, function()
-      local c = H.core.tcp_connect(map, "127.0.0.1", p2)
-      local connected, eof
-      H.run_until(map, function()
-        connected, eof = c:status()
-        return connected or eof
-      end, 2)
-      c:close()
-      return connected
-    end, 5)
+    local ok = H.wait_listening(p2)
     assert.is_true(ok, H.readfile(out2))
     replies = H.converse(map, "127.0.0.1", p2, msg)
     H.kill(pid2)

@@ -8,6 +8,22 @@ local H = {}
 H.smtpd = smtpd
 H.core = core
 
+-- Under `make asan` the sanitizer runtimes are preloaded into lua5.4; keep
+-- them out of every other program the specs run (python, curl, cp, ...),
+-- which would otherwise abort on their own leaks.
+if os.getenv("LD_PRELOAD") and not rawget(_G, "SMTPD_SHELL_WRAPPED") then
+  rawset(_G, "SMTPD_SHELL_WRAPPED", true)
+  local function clean(cmd)
+    if cmd and not cmd:find("lua5.4 ", 1, true) then
+      return "unset LD_PRELOAD; " .. cmd
+    end
+    return cmd
+  end
+  local execute, popen = os.execute, io.popen
+  os.execute = function(cmd) return execute(clean(cmd)) end
+  io.popen = function(cmd, mode) return popen(clean(cmd), mode) end
+end
+
 -- Runs the map until pred() is true; raises after timeout seconds.
 function H.run_until(map, pred, timeout, what)
   local deadline = os.clock() + 0 -- placeholder for cpu-time tools
@@ -151,22 +167,36 @@ end
 function H.cleanup(map)
   smtpd.close_all(map)
   map:loop(0, 2)
+  map:close()
 end
 
 -- Starts a shell command in the background; returns its pid and the file
 -- its output goes to. H.kill(pid) ends it.
 function H.spawn(cmd)
   local out = os.tmpname()
-  -- Sanitizer runtimes preloaded for our interpreter stay out of other
-  -- programs (curl, swaks, python): only lua5.4 children keep them.
-  if os.getenv("LD_PRELOAD") and not cmd:match("^exec lua5%.4 ")
-      and not cmd:match("^LUA_PATH=.-exec lua5%.4 ") then
-    cmd = "unset LD_PRELOAD; " .. cmd
-  end
   local p = io.popen(("(%s) >%s 2>&1 & echo $!"):format(cmd, out))
   local pid = p:read("n")
   p:close()
   return pid, out
+end
+
+-- Waits until something accepts connections on 127.0.0.1:port.
+function H.wait_listening(port, timeout)
+  local map = H.core.map()
+  local t0 = H.now()
+  while H.now() - t0 < (timeout or 5) do
+    local c = H.core.tcp_connect(map, "127.0.0.1", port)
+    local connected, eof
+    H.run_until(map, function()
+      connected, eof = c:status()
+      return connected or eof
+    end, 2)
+    c:close()
+    map:loop(0, 1)
+    if connected then return true end
+    os.execute("sleep 0.05")
+  end
+  return false
 end
 
 function H.alive(pid)
