@@ -66,6 +66,10 @@ void smtpd_channel_close(smtpd_channel *ch) {
   uv_close((uv_handle_t *)&ch->tcp, channel_on_close);
 }
 
+static void channel_close_hdr(smtpd_hdr *h) {
+  smtpd_channel_close(SMTPD_OWNER(smtpd_channel, h));
+}
+
 /* ---- Lua helpers (all run protected) ----------------------------------- */
 
 static void channel_push_ud(lua_State *L, smtpd_channel *ch) {
@@ -246,10 +250,30 @@ static int channel_resume(smtpd_channel *ch, lua_State *co, int nargs) {
   return 1;
 }
 
+/* hooks[thread] = conn while a hook runs, so the waiting helpers find the
+ * connection of the coroutine they run in (core.hook(co)). Weak keys. */
+static void channel_push_hooks(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "smtpd.hooks") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "smtpd.hooks");
+  }
+}
+
 /* Starts a hook: stack of L holds the function and nargs arguments. */
 static void channel_start_hook(smtpd_channel *ch, int kind, int nargs) {
   lua_State *L = ch->map->L;
   lua_State *co = lua_newthread(L);
+  channel_push_hooks(L);
+  lua_pushvalue(L, -2);
+  channel_push_ud(L, ch);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
   ch->thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_xmove(L, co, nargs + 1);
   ch->hook = kind;
@@ -479,12 +503,13 @@ void smtpd_server_on_connection(uv_stream_t *st, int status) {
   }
   ch = calloc(1, sizeof *ch);
   if (ch == NULL) return;
-  ch->kind = SMTPD_H_CHANNEL;
+  ch->hdr.kind = SMTPD_H_CHANNEL;
+  ch->hdr.close = channel_close_hdr;
   ch->map = m;
   ch->server_ref = ch->obj_ref = ch->ud_ref = ch->class_ref = LUA_NOREF;
   ch->thread_ref = ch->received_ref = LUA_NOREF;
   uv_tcp_init(&m->loop, &ch->tcp);
-  ch->tcp.data = &ch->kind;
+  ch->tcp.data = &ch->hdr;
   smtpd_map_ref(m);
   if (smtpd_session_init(&ch->s, &ch->out, srv->fqdn.p, srv->fqdn.len) ||
       uv_accept(st, (uv_stream_t *)&ch->tcp) ||
@@ -840,11 +865,17 @@ static int conn_wait_token(lua_State *L) {
   return 1;
 }
 
-/* wake(conn, ...): resumes the hook parked on conn with these values. */
+/* wake(conn, ...): resumes the hook parked on conn with these values.
+ * Returns false when the connection closed meanwhile (nothing to resume). */
 static int conn_wake(lua_State *L) {
-  smtpd_channel *ch = conn_check(L, 1);
+  smtpd_conn_ud *ud = luaL_checkudata(L, 1, SMTPD_CONN_MT);
+  smtpd_channel *ch = ud->ch;
   lua_State *co;
   int nargs = lua_gettop(L) - 1;
+  if (ch == NULL || ch->closing) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
   if (!ch->parked || ch->thread_ref == LUA_NOREF)
     return luaL_error(L, "wake: no hook is waiting on this connection");
   lua_rawgeti(L, LUA_REGISTRYINDEX, ch->thread_ref);
@@ -855,7 +886,29 @@ static int conn_wake(lua_State *L) {
   if (channel_resume(ch, co, nargs) && !ch->closing) {
     channel_process_input(ch);
   }
-  return 0;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* hook(co) -> conn, server object | nil: the connection whose hook runs
+ * in coroutine co. */
+static int conn_hook(lua_State *L) {
+  smtpd_conn_ud *ud;
+  luaL_checktype(L, 1, LUA_TTHREAD);
+  channel_push_hooks(L);
+  lua_pushvalue(L, 1);
+  lua_rawget(L, -2);
+  ud = lua_touserdata(L, -1);
+  if (ud == NULL || ud->ch == NULL || ud->ch->closing) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ud->ch->server_ref);
+  return 2;
+}
+
+/* server(conn) -> the Lua server object */
+static int conn_server(lua_State *L) {
+  smtpd_channel *ch = conn_check(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ch->server_ref);
+  return 1;
 }
 
 static int conn_tostring(lua_State *L) {
@@ -872,7 +925,8 @@ void smtpd_open_channel(lua_State *L) {
     {"close", conn_close}, {"builtin", conn_builtin},
     {"unknown", conn_unknown}, {"get", conn_get}, {"set", conn_set},
     {"is_open", conn_is_open}, {"getpeername", conn_getpeername},
-    {"getsockname", conn_getsockname}, {"wake", conn_wake}, {NULL, NULL}
+    {"getsockname", conn_getsockname}, {"wake", conn_wake},
+    {"server", conn_server}, {NULL, NULL}
   };
   static const luaL_Reg listmeta[] = {
     {"__index", list_index}, {"__newindex", list_newindex},
@@ -891,4 +945,6 @@ void smtpd_open_channel(lua_State *L) {
   lua_pushcfunction(L, conn_wait_token);
   lua_call(L, 0, 1);
   lua_setfield(L, -2, "WAIT");
+  lua_pushcfunction(L, conn_hook);
+  lua_setfield(L, -2, "hook");
 }

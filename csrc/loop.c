@@ -164,13 +164,11 @@ static int map_new(lua_State *L) {
 }
 
 static void map_walk_close(uv_handle_t *h, void *arg) {
-  int *kind = h->data;
+  smtpd_hdr *hdr = h->data;
   (void)arg;
-  if (uv_is_closing(h) || kind == NULL) return;
-  if (*kind == SMTPD_H_CHANNEL) {
-    smtpd_channel_close((smtpd_channel *)h);
-  } else if (*kind == SMTPD_H_SERVER) {
-    smtpd_server *s = (smtpd_server *)h;
+  if (uv_is_closing(h) || hdr == NULL) return;
+  if (hdr->kind == SMTPD_H_SERVER) {
+    smtpd_server *s = SMTPD_OWNER(smtpd_server, hdr);
     lua_State *L = s->map->L;
     /* Let the Lua object's close() do it: it releases its references. */
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->obj_ref);
@@ -184,6 +182,8 @@ static void map_walk_close(uv_handle_t *h, void *arg) {
     } else {
       lua_pop(L, 2);
     }
+  } else if (hdr->close) {
+    hdr->close(hdr);
   }
 }
 

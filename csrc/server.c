@@ -45,7 +45,7 @@ static int server_listen(lua_State *L) {
   if (err) return smtpd_fail(L, err);
   s = calloc(1, sizeof *s);
   if (s == NULL) return luaL_error(L, "out of memory");
-  s->kind = SMTPD_H_SERVER;
+  s->hdr.kind = SMTPD_H_SERVER;
   s->map = m;
   s->obj_ref = LUA_NOREF;
   lua_getfield(L, 5, "data_size_limit");
@@ -63,7 +63,7 @@ static int server_listen(lua_State *L) {
   }
   lua_pop(L, 4);
   uv_tcp_init(&m->loop, &s->tcp);
-  s->tcp.data = &s->kind;
+  s->tcp.data = &s->hdr;
   err = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
   if (!err) err = uv_listen((uv_stream_t *)&s->tcp, 128,
                             smtpd_server_on_connection);

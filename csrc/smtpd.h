@@ -164,8 +164,18 @@ int smtpd_utf8_valid(const char *p, size_t n);
 #define SMTPD_LIST_MT "smtpd.strlist"
 #define SMTPD_VERSION "Lua SMTP proxy version 0.1"
 
-/* Marks our handles so close_all can tell them apart from the map's own. */
+/* Every uv handle of ours has data pointing at one of these, so a map can
+ * close what it holds (close_all, map:close()) through each owner's own
+ * idempotent close. The map's own timer has data NULL. */
 enum { SMTPD_H_SERVER = 1, SMTPD_H_CHANNEL, SMTPD_H_OTHER };
+
+typedef struct smtpd_hdr {
+  int kind;
+  void (*close)(struct smtpd_hdr *h);
+} smtpd_hdr;
+
+#define SMTPD_OWNER(type, hdrp) \
+  ((type *)(void *)((char *)(hdrp) - offsetof(type, hdr)))
 
 typedef struct smtpd_map {
   uv_loop_t loop;
@@ -189,7 +199,7 @@ typedef struct smtpd_cls_cache {
 
 typedef struct smtpd_server {
   uv_tcp_t tcp;            /* first: the handle's address is the struct's */
-  int kind;
+  smtpd_hdr hdr;
   smtpd_map *map;
   int obj_ref;             /* the Lua server object */
   int closing;
@@ -202,7 +212,7 @@ typedef struct smtpd_server {
 
 typedef struct smtpd_channel {
   uv_tcp_t tcp;
-  int kind;
+  smtpd_hdr hdr;
   smtpd_map *map;
   int server_ref;          /* the Lua server object */
   int obj_ref;             /* the Lua channel object, once made */
@@ -249,5 +259,7 @@ void smtpd_open_server(lua_State *L);
 void smtpd_open_channel(lua_State *L);
 void smtpd_open_engine(lua_State *L);
 void smtpd_open_tcp(lua_State *L);
+void smtpd_open_client(lua_State *L);
+void smtpd_open_timer(lua_State *L);
 const char *smtpd_fqdn(void);
 #endif

@@ -16,7 +16,7 @@
 
 typedef struct tcp_client {
   uv_tcp_t tcp;
-  int kind;
+  smtpd_hdr hdr;
   smtpd_map *map;
   uv_connect_t creq;
   smtpd_buf in;
@@ -55,6 +55,10 @@ static void tcp_close(tcp_client *c) {
   if (c->closing) return;
   c->closing = 1;
   uv_close((uv_handle_t *)&c->tcp, tcp_on_close);
+}
+
+static void tcp_close_hdr(smtpd_hdr *h) {
+  tcp_close(SMTPD_OWNER(tcp_client, h));
 }
 
 static void tcp_on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
@@ -106,11 +110,12 @@ static int tcp_connect(lua_State *L) {
   if (err) return smtpd_fail(L, err);
   c = calloc(1, sizeof *c);
   if (c == NULL) return luaL_error(L, "out of memory");
-  c->kind = SMTPD_H_OTHER;
+  c->hdr.kind = SMTPD_H_OTHER;
+  c->hdr.close = tcp_close_hdr;
   c->map = m;
   c->refs = 2;
   uv_tcp_init(&m->loop, &c->tcp);
-  c->tcp.data = NULL;
+  c->tcp.data = &c->hdr;
   smtpd_map_ref(m);
   c->creq.data = c;
   err = uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&ss,

@@ -31,7 +31,7 @@ build = {
       sources = {
         "csrc/buffer.c", "csrc/parser.c", "csrc/session.c", "csrc/loop.c",
         "csrc/server.c", "csrc/channel.c", "csrc/engine.c", "csrc/tcp.c",
-        "csrc/core.c",
+        "csrc/client.c", "csrc/timer.c", "csrc/core.c",
       },
       defines = {"_GNU_SOURCE"},
       incdirs = {"$(LIBUV_INCDIR)"},
@@ -44,6 +44,8 @@ build = {
     ["smtpd.server"] = "lua/smtpd/server.lua",
     ["smtpd.debugging"] = "lua/smtpd/debugging.lua",
     ["smtpd.cli"] = "lua/smtpd/cli.lua",
+    ["smtpd.wait"] = "lua/smtpd/wait.lua",
+    ["smtpd.proxy"] = "lua/smtpd/proxy.lua",
   },
   install = {
     bin = {

@@ -13,14 +13,7 @@ local function run(args)
   return code, text
 end
 
--- A free port: bind one, read it, close it.
-local function free_port()
-  local map = H.core.map()
-  local srv = H.Recorder({"127.0.0.1", 0}, nil, {map = map})
-  local _, port = srv:getsockname()
-  H.cleanup(map)
-  return port
-end
+local free_port = H.free_port
 
 -- Starts the CLI; waits until it accepts; returns pid, port, output file.
 local function start(args)
@@ -101,6 +94,23 @@ describe("lua-smtpd", function()
     H.kill(pid)
     assert.matches("Subject: s\nX%-Peer: 127%.0%.0%.1\n\nbody\n",
                    H.readfile(out))
+  end)
+
+  it("relays as a PureProxy when no class is given", function()
+    local map = H.core.map()
+    local up = H.Recorder({"127.0.0.1", 0}, nil, {map = map})
+    local _, upport = up:getsockname()
+    local port = free_port()
+    local pid, out = H.spawn(("exec lua5.4 %s -n 127.0.0.1:%d 127.0.0.1:%d "
+                              .. "</dev/null"):format(BIN, port, upport))
+    assert.is_true(H.wait_listening(port), H.readfile(out))
+    local replies = H.converse(map, "127.0.0.1", port,
+      "HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: s\r\n"
+      .. "\r\nbody\r\n.\r\nQUIT\r\n")
+    H.kill(pid)
+    assert.same({R.helo, R.ok, R.ok, R.data, R.ok, R.bye}, replies)
+    assert.equal("Subject: s\nX-Peer: 127.0.0.1\n\nbody", up.messages[1].data)
+    H.cleanup(map)
   end)
 
   it("takes -s and -u", function()

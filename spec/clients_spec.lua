@@ -14,15 +14,7 @@ local function client(map, cmd, timeout)
   return text
 end
 
--- Installs a Debian package when root and it is missing.
-local function ensure(cmd, pkg)
-  if H.have(cmd) then return true end
-  if io.popen("id -u"):read("n") == 0 then
-    os.execute("(apt-get install -y -qq " .. pkg .. " || (apt-get update -qq"
-               .. " && apt-get install -y -qq " .. pkg .. ")) >/dev/null 2>&1")
-  end
-  return H.have(cmd)
-end
+local ensure = H.ensure
 
 describe("real clients", function()
   it("swaks", function()

@@ -199,6 +199,27 @@ function H.wait_listening(port, timeout)
   return false
 end
 
+-- A port that was free a moment ago (bind 0, read it, close).
+function H.free_port()
+  local map = H.core.map()
+  local srv = H.Recorder({"127.0.0.1", 0}, nil, {map = map})
+  local _, port = srv:getsockname()
+  H.cleanup(map)
+  return port
+end
+
+-- Installs a Debian package when root and `cmd` is missing; true if the
+-- command is there afterwards.
+function H.ensure(cmd, pkg)
+  if H.have(cmd) then return true end
+  if io.popen("id -u"):read("n") == 0 then
+    os.execute("(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " .. pkg
+               .. " || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+               .. "apt-get install -y -qq " .. pkg .. ")) >/dev/null 2>&1")
+  end
+  return H.have(cmd)
+end
+
 function H.alive(pid)
   return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
 end

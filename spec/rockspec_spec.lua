@@ -4,14 +4,8 @@ local H = require "helper"
 
 describe("rockspec", function()
   it("luarocks make installs a working module and CLI", function()
-    if not H.have("luarocks") then
-      if io.popen("id -u"):read("n") == 0 then
-        os.execute("(apt-get install -y -qq luarocks || (apt-get update -qq &&"
-                   .. " apt-get install -y -qq luarocks)) >/dev/null 2>&1")
-      end
-      if not H.have("luarocks") then
-        return H.skip("luarocks is not installed and cannot be installed")
-      end
+    if not H.ensure("luarocks", "luarocks") then
+      return H.skip("luarocks is not installed and cannot be installed")
     end
     -- Build from a copy so the checkout stays clean.
     local dir = os.tmpname()

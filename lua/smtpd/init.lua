@@ -14,6 +14,11 @@ local smtpd = {
   SMTPServer = server.SMTPServer,
 }
 smtpd.DebuggingServer = require "smtpd.debugging"
+smtpd.PureProxy = require "smtpd.proxy"
+
+local wait = require "smtpd.wait"
+smtpd.sleep = wait.sleep
+smtpd.sendmail = wait.sendmail
 
 -- A new, independent socket map (tests use one each).
 function smtpd.new_map()

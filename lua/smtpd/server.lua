@@ -87,6 +87,11 @@ function SMTPServer:process_message(peer, mailfrom, rcpttos, data, kwargs)
         .. "override it", 2)
 end
 
+-- Writes one line to stderr (a subclass may send it elsewhere).
+function SMTPServer:log(fmt, ...)
+  io.stderr:write("smtpd: ", fmt:format(...), "\n")
+end
+
 -- Returns host, port of the listening socket.
 function SMTPServer:getsockname()
   if not self._handle:is_open() then return nil, "server is closed" end

@@ -1,0 +1,831 @@
+/*
+ * The outgoing SMTP/LMTP client used by the relays: one transaction per
+ * client, on a map's loop, with a timeout on every step.
+ *
+ *   core.client_send(map, {host=, port=, mailfrom=, rcpttos={...}, data=,
+ *                          helo=, lmtp=false, timeout=60,
+ *                          connect_timeout=30, mail_options={...}},
+ *                    function(result) ... end) -> handle
+ *
+ * The callback gets one table: ok (the message was taken for at least one
+ * recipient), refused (recipient -> {code, message}), code and message of
+ * the last reply, and on failure stage, error and timeout.
+ *
+ * The data is sent with every line ending made CRLF (a bare CR or LF never
+ * reaches the upstream as such: that is how SMTP smuggling crosses relays)
+ * and lines starting with "." doubled, as RFC 5321 4.5.2 asks.
+ */
+#define SMTPD_GLUE
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtpd.h"
+
+#define CLIENT_MT "smtpd.client"
+
+enum {
+  ST_RESOLVE, ST_CONNECT, ST_GREETING, ST_EHLO, ST_HELO, ST_MAIL, ST_RCPT,
+  ST_DATA, ST_BODY, ST_QUIT, ST_DONE
+};
+
+static const char *const client_stage[] = {
+  "resolve", "connect", "greeting", "ehlo", "helo", "mail", "rcpt", "data",
+  "message", "quit", "done"
+};
+
+typedef struct client_rcpt {
+  int code;               /* RCPT reply, then (LMTP) the data reply */
+  char *msg;
+  int accepted;
+} client_rcpt;
+
+typedef struct smtpd_client {
+  uv_tcp_t tcp;
+  smtpd_hdr hdr;
+  smtpd_map *map;
+  uv_timer_t timer;
+  uv_getaddrinfo_t gai;
+  uv_connect_t creq;
+  struct addrinfo *ai, *cur;  /* resolved addresses, the one being tried */
+  int handles;             /* handles open: memory goes when this is 0 */
+  int tcp_open;
+  int resolving;           /* uv_getaddrinfo in flight */
+  int ud_ref;              /* the Lua handle, invalidated on close */
+  int state;
+  int lmtp;
+  int cb_ref;              /* the Lua callback */
+  int data_ref;            /* keeps the data string alive */
+  int reported;
+  int closing;
+  uint64_t timeout_ms, connect_timeout_ms;
+  char *host;
+  int port;
+  char *helo;
+  char *mailfrom;
+  smtpd_strlist rcpts;
+  smtpd_strlist mail_options;
+  client_rcpt *r;
+  size_t rcpt_i;           /* next RCPT to send / next LMTP reply */
+  size_t accepted;
+  const char *data;
+  size_t data_len;
+  /* what the upstream offered */
+  int esmtp, has_size, has_8bitmime, has_smtputf8;
+  /* reply being read */
+  smtpd_buf in;
+  smtpd_buf reply;         /* text of the lines so far, joined by \n */
+  int reply_lines;
+  /* outcome */
+  int code;
+  int failed;
+  int timed_out;
+  char err[256];
+} smtpd_client;
+
+typedef struct client_ud {
+  struct smtpd_client *c;
+} client_ud;
+
+typedef struct client_write {
+  uv_write_t req;
+  char *buf;
+} client_write;
+
+static void client_fail(smtpd_client *c, int code, const char *fmt, ...);
+
+/* ---- lifetime ---------------------------------------------------------- */
+
+static void client_free(smtpd_client *c) {
+  size_t i;
+  for (i = 0; i < c->rcpts.n; i++) free(c->r[i].msg);
+  free(c->r);
+  smtpd_strlist_clear(&c->rcpts);
+  smtpd_strlist_clear(&c->mail_options);
+  smtpd_buf_free(&c->in);
+  smtpd_buf_free(&c->reply);
+  free(c->host);
+  free(c->helo);
+  free(c->mailfrom);
+  if (c->ai) uv_freeaddrinfo(c->ai);
+  free(c);
+}
+
+static smtpd_client *client_of(uv_handle_t *h) {
+  return SMTPD_OWNER(smtpd_client, (smtpd_hdr *)h->data);
+}
+
+static void client_release(smtpd_client *c) {
+  if (--c->handles == 0 && !c->resolving) {
+    smtpd_map_unref(c->map);
+    client_free(c);
+  }
+}
+
+static void client_on_close(uv_handle_t *h) {
+  client_release(client_of(h));
+}
+
+/* Closes the handles; memory goes in the last close callback. */
+static void client_close(smtpd_client *c) {
+  lua_State *L = c->map->L;
+  if (c->closing) return;
+  c->closing = 1;
+  if (c->ud_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ud_ref);
+    ((client_ud *)lua_touserdata(L, -1))->c = NULL;
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->ud_ref);
+    c->ud_ref = LUA_NOREF;
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, c->cb_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->data_ref);
+  c->cb_ref = c->data_ref = LUA_NOREF;
+  c->data = NULL;
+  if (c->resolving) uv_cancel((uv_req_t *)&c->gai);
+  uv_close((uv_handle_t *)&c->timer, client_on_close);
+  if (c->tcp_open) {
+    c->tcp_open = 0;
+    uv_close((uv_handle_t *)&c->tcp, client_on_close);
+  }
+}
+
+static void client_close_hdr(smtpd_hdr *h) {
+  smtpd_client *c = SMTPD_OWNER(smtpd_client, h);
+  c->reported = 1;   /* closed by the map: nobody to tell */
+  client_close(c);
+}
+
+/* ---- reporting --------------------------------------------------------- */
+
+static void client_push_result(lua_State *L, smtpd_client *c) {
+  size_t i;
+  lua_createtable(L, 0, 8);
+  lua_pushboolean(L, !c->failed);
+  lua_setfield(L, -2, "ok");
+  lua_pushinteger(L, c->code);
+  lua_setfield(L, -2, "code");
+  lua_pushlstring(L, c->reply.p ? c->reply.p : "", c->reply.len);
+  lua_setfield(L, -2, "message");
+  lua_pushinteger(L, (lua_Integer)c->accepted);
+  lua_setfield(L, -2, "accepted");
+  lua_newtable(L);
+  for (i = 0; i < c->rcpts.n; i++) {
+    const client_rcpt *r = &c->r[i];
+    if (r->accepted && !c->failed) continue;
+    lua_createtable(L, 2, 0);
+    if (!r->accepted && r->code) {
+      /* Refused on its own: at RCPT, or (LMTP) after the data. */
+      lua_pushinteger(L, r->code);
+      lua_rawseti(L, -2, 1);
+      lua_pushstring(L, r->msg ? r->msg : "");
+    } else {
+      /* The whole transaction failed: smtpd's -1 when there is no code. */
+      lua_pushinteger(L, c->code ? c->code : -1);
+      lua_rawseti(L, -2, 1);
+      lua_pushstring(L, c->err);
+    }
+    lua_rawseti(L, -2, 2);
+    lua_setfield(L, -2, c->rcpts.v[i].p);
+  }
+  lua_setfield(L, -2, "refused");
+  if (c->failed) {
+    lua_pushstring(L, client_stage[c->state]);
+    lua_setfield(L, -2, "stage");
+    lua_pushstring(L, c->err);
+    lua_setfield(L, -2, "error");
+    lua_pushboolean(L, c->timed_out);
+    lua_setfield(L, -2, "timeout");
+  }
+}
+
+static int client_lua_report(lua_State *L) {
+  smtpd_client *c = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->cb_ref);
+  client_push_result(L, c);
+  smtpd_lua_calls++;
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+/* Calls the Lua callback once, protected. */
+static void client_report(smtpd_client *c) {
+  lua_State *L = c->map->L;
+  if (c->reported) return;
+  c->reported = 1;
+  if (c->cb_ref == LUA_NOREF) return;
+  lua_pushcfunction(L, client_lua_report);
+  lua_pushlightuserdata(L, c);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    smtpd_log(c->map, "error in a relay callback: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+static void client_fail(smtpd_client *c, int code, const char *fmt, ...) {
+  va_list ap;
+  if (c->closing) return;
+  c->failed = 1;
+  if (code) c->code = code;
+  va_start(ap, fmt);
+  vsnprintf(c->err, sizeof c->err, fmt, ap);
+  va_end(ap);
+  client_report(c);
+  client_close(c);
+}
+
+/* ---- I/O --------------------------------------------------------------- */
+
+static void client_on_timer(uv_timer_t *t) {
+  smtpd_client *c = client_of((uv_handle_t *)t);
+  if (c->failed) {
+    /* A failure found while starting, reported from the loop. */
+    client_report(c);
+    client_close(c);
+    return;
+  }
+  c->timed_out = 1;
+  client_fail(c, 0, "%s: timed out after %.1f s", client_stage[c->state],
+              (double)(c->state <= ST_CONNECT ? c->connect_timeout_ms
+                                              : c->timeout_ms) / 1000.0);
+}
+
+static void client_arm(smtpd_client *c) {
+  uint64_t ms = c->state <= ST_CONNECT ? c->connect_timeout_ms
+                                       : c->timeout_ms;
+  uv_timer_start(&c->timer, client_on_timer, ms, 0);
+}
+
+static void client_on_write(uv_write_t *req, int status) {
+  client_write *w = (client_write *)req;
+  smtpd_client *c = client_of((uv_handle_t *)req->handle);
+  free(w->buf);
+  free(w);
+  if (status < 0 && !c->closing)
+    client_fail(c, 0, "%s: write failed: %s", client_stage[c->state],
+                uv_strerror(status));
+}
+
+/* Sends buf (taken over) and waits for the reply with a fresh timeout. */
+static void client_send_buf(smtpd_client *c, char *buf, size_t len) {
+  client_write *w = malloc(sizeof *w);
+  uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+  int err;
+  if (w == NULL) {
+    free(buf);
+    client_fail(c, 0, "out of memory");
+    return;
+  }
+  w->buf = buf;
+  err = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, client_on_write);
+  if (err) {
+    free(buf);
+    free(w);
+    client_fail(c, 0, "%s: write failed: %s", client_stage[c->state],
+                uv_strerror(err));
+    return;
+  }
+  c->reply.len = 0;
+  c->reply_lines = 0;
+  client_arm(c);
+}
+
+static void client_sendf(smtpd_client *c, const char *fmt, ...) {
+  va_list ap;
+  int n;
+  char *buf;
+  va_start(ap, fmt);
+  n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  buf = malloc((size_t)n + 1);
+  if (buf == NULL) {
+    client_fail(c, 0, "out of memory");
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(buf, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  client_send_buf(c, buf, (size_t)n);
+}
+
+/* The message in wire form: CRLF line ends only, dots doubled, ended by
+ * CRLF "." CRLF. */
+static char *client_wire(const char *d, size_t n, size_t *outlen) {
+  size_t i, k = 0, cap = n + n / 8 + 8;
+  int bol = 1;
+  char *o = malloc(cap);
+  if (o == NULL) return NULL;
+  for (i = 0; i < n; i++) {
+    char ch = d[i];
+    if (k + 5 > cap) {
+      char *g;
+      cap = cap * 2;
+      g = realloc(o, cap);
+      if (g == NULL) { free(o); return NULL; }
+      o = g;
+    }
+    if (bol && ch == '.') o[k++] = '.';
+    bol = 0;
+    if (ch == '\r') {
+      if (i + 1 < n && d[i + 1] == '\n') i++;
+      o[k++] = '\r'; o[k++] = '\n';
+      bol = 1;
+    } else if (ch == '\n') {
+      o[k++] = '\r'; o[k++] = '\n';
+      bol = 1;
+    } else {
+      o[k++] = ch;
+    }
+  }
+  if (k + 5 > cap) {
+    char *g = realloc(o, k + 5);
+    if (g == NULL) { free(o); return NULL; }
+    o = g;
+  }
+  if (!bol) { o[k++] = '\r'; o[k++] = '\n'; }
+  memcpy(o + k, ".\r\n", 3);
+  *outlen = k + 3;
+  return o;
+}
+
+static int has_8bit(const char *d, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if ((unsigned char)d[i] & 0x80) return 1;
+  return 0;
+}
+
+static int kw_is(const char *line, size_t n, const char *kw) {
+  size_t i, kl = strlen(kw);
+  if (n < kl) return 0;
+  for (i = 0; i < kl; i++) {
+    char ch = line[i];
+    if (ch >= 'a' && ch <= 'z') ch = (char)(ch - 32);
+    if (ch != kw[i]) return 0;
+  }
+  return n == kl || line[kl] == ' ' || line[kl] == '=';
+}
+
+/* Notes what an EHLO reply line offers. */
+static void client_ehlo_line(smtpd_client *c, const char *t, size_t n) {
+  if (kw_is(t, n, "SIZE")) c->has_size = 1;
+  else if (kw_is(t, n, "8BITMIME")) c->has_8bitmime = 1;
+  else if (kw_is(t, n, "SMTPUTF8")) c->has_smtputf8 = 1;
+}
+
+static void client_send_rcpt(smtpd_client *c) {
+  client_sendf(c, "RCPT TO:<%s>\r\n", c->rcpts.v[c->rcpt_i].p);
+}
+
+static void client_send_mail(smtpd_client *c) {
+  smtpd_buf b = {NULL, 0, 0};
+  size_t i;
+  char tmp[64];
+  c->state = ST_MAIL;
+  smtpd_buf_append(&b, "MAIL FROM:<", 11);
+  if (strcmp(c->mailfrom, "<>") != 0)
+    smtpd_buf_append(&b, c->mailfrom, strlen(c->mailfrom));
+  smtpd_buf_append(&b, ">", 1);
+  if (c->esmtp && c->has_size) {
+    snprintf(tmp, sizeof tmp, " SIZE=%zu", c->data_len);
+    smtpd_buf_append(&b, tmp, strlen(tmp));
+  }
+  if (c->esmtp && c->has_8bitmime && has_8bit(c->data, c->data_len))
+    smtpd_buf_append(&b, " BODY=8BITMIME", 14);
+  for (i = 0; c->esmtp && i < c->mail_options.n; i++) {
+    smtpd_buf_append(&b, " ", 1);
+    smtpd_buf_append(&b, c->mail_options.v[i].p, c->mail_options.v[i].len);
+  }
+  if (smtpd_buf_append(&b, "\r\n", 2)) {
+    smtpd_buf_free(&b);
+    client_fail(c, 0, "out of memory");
+    return;
+  }
+  client_send_buf(c, b.p, b.len);
+}
+
+static void client_send_body(smtpd_client *c) {
+  size_t n;
+  char *wire = client_wire(c->data, c->data_len, &n);
+  if (wire == NULL) {
+    client_fail(c, 0, "out of memory");
+    return;
+  }
+  c->state = ST_BODY;
+  c->rcpt_i = 0;
+  client_send_buf(c, wire, n);
+}
+
+static void client_quit(smtpd_client *c) {
+  c->state = ST_QUIT;
+  client_sendf(c, "QUIT\r\n");
+}
+
+static void client_success(smtpd_client *c) {
+  client_report(c);
+  if (!c->closing) client_quit(c);
+}
+
+/* A whole reply arrived: code and the text of its lines. */
+static void client_on_reply(smtpd_client *c, int code) {
+  const char *txt = c->reply.p ? c->reply.p : "";
+  uv_timer_stop(&c->timer);
+  c->code = code;
+  switch (c->state) {
+  case ST_GREETING:
+    if (code != 220) {
+      client_fail(c, code, "greeting: %d %s", code, txt);
+      return;
+    }
+    c->state = ST_EHLO;
+    client_sendf(c, "%s %s\r\n", c->lmtp ? "LHLO" : "EHLO", c->helo);
+    return;
+  case ST_EHLO:
+    if (code == 250) {
+      c->esmtp = 1;
+      client_send_mail(c);
+    } else if (!c->lmtp && code >= 500) {
+      c->state = ST_HELO;
+      client_sendf(c, "HELO %s\r\n", c->helo);
+    } else {
+      client_fail(c, code, "%s: %d %s", c->lmtp ? "LHLO" : "EHLO", code, txt);
+    }
+    return;
+  case ST_HELO:
+    if (code != 250) {
+      client_fail(c, code, "HELO: %d %s", code, txt);
+      return;
+    }
+    client_send_mail(c);
+    return;
+  case ST_MAIL:
+    if (code != 250) {
+      client_fail(c, code, "MAIL: %d %s", code, txt);
+      return;
+    }
+    c->state = ST_RCPT;
+    c->rcpt_i = 0;
+    client_send_rcpt(c);
+    return;
+  case ST_RCPT: {
+    client_rcpt *r = &c->r[c->rcpt_i];
+    r->code = code;
+    if (code == 250 || code == 251) {
+      r->accepted = 1;
+      c->accepted++;
+    } else {
+      r->msg = strdup(txt);
+    }
+    if (++c->rcpt_i < c->rcpts.n) {
+      client_send_rcpt(c);
+    } else if (c->accepted == 0) {
+      /* Every recipient refused: the transaction is over. */
+      c->state = ST_RCPT;
+      client_fail(c, code, "RCPT: every recipient was refused");
+    } else {
+      c->state = ST_DATA;
+      client_sendf(c, "DATA\r\n");
+    }
+    return;
+  }
+  case ST_DATA:
+    if (code != 354) {
+      client_fail(c, code, "DATA: %d %s", code, txt);
+      return;
+    }
+    client_send_body(c);
+    return;
+  case ST_BODY:
+    if (!c->lmtp) {
+      if (code != 250) {
+        client_fail(c, code, "message: %d %s", code, txt);
+        return;
+      }
+      client_success(c);
+      return;
+    }
+    /* LMTP: one reply per accepted recipient, in RCPT order. */
+    while (c->rcpt_i < c->rcpts.n && !c->r[c->rcpt_i].accepted) c->rcpt_i++;
+    if (c->rcpt_i < c->rcpts.n) {
+      client_rcpt *r = &c->r[c->rcpt_i++];
+      r->code = code;
+      if (code != 250) {
+        r->accepted = 0;
+        c->accepted--;
+        free(r->msg);
+        r->msg = strdup(txt);
+      }
+    }
+    while (c->rcpt_i < c->rcpts.n && !c->r[c->rcpt_i].accepted) c->rcpt_i++;
+    if (c->rcpt_i < c->rcpts.n) {
+      client_arm(c);        /* more replies to come */
+      c->reply.len = 0;
+      c->reply_lines = 0;
+      return;
+    }
+    if (c->accepted == 0) {
+      client_fail(c, code, "message: every recipient was refused");
+      return;
+    }
+    client_success(c);
+    return;
+  case ST_QUIT:
+    client_close(c);
+    return;
+  default:
+    return;
+  }
+}
+
+/* Reads reply lines: "ddd-text" continues, "ddd text" or "ddd" ends. */
+static void client_parse(smtpd_client *c) {
+  for (;;) {
+    char *lf = c->in.p ? memchr(c->in.p, '\n', c->in.len) : NULL;
+    size_t n;
+    int code;
+    if (lf == NULL) {
+      if (c->in.len > 4096) client_fail(c, 0, "%s: reply line too long",
+                                        client_stage[c->state]);
+      return;
+    }
+    n = (size_t)(lf - c->in.p);
+    if (n && c->in.p[n - 1] == '\r') n--;
+    if (n < 3 || c->in.p[0] < '1' || c->in.p[0] > '5' || c->in.p[1] < '0' ||
+        c->in.p[1] > '9' || c->in.p[2] < '0' || c->in.p[2] > '9' ||
+        (n > 3 && c->in.p[3] != ' ' && c->in.p[3] != '-')) {
+      client_fail(c, 0, "%s: malformed reply from the server",
+                  client_stage[c->state]);
+      return;
+    }
+    code = (c->in.p[0] - '0') * 100 + (c->in.p[1] - '0') * 10 +
+           (c->in.p[2] - '0');
+    if (c->reply_lines++) smtpd_buf_append(&c->reply, "\n", 1);
+    if (n > 4) smtpd_buf_append(&c->reply, c->in.p + 4, n - 4);
+    /* After EHLO's first line (the server's name) come the extensions. */
+    if (c->state == ST_EHLO && c->reply_lines > 1 && n > 4)
+      client_ehlo_line(c, c->in.p + 4, n - 4);
+    {
+      int last = n == 3 || c->in.p[3] == ' ';
+      smtpd_buf_consume(&c->in, (size_t)(lf - c->in.p) + 1);
+      if (last) {
+        client_on_reply(c, code);
+        if (c->closing) return;
+      }
+    }
+  }
+}
+
+static void client_on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+  smtpd_client *c = client_of(h);
+  (void)size;
+  if (smtpd_buf_reserve(&c->in, 4096)) {
+    *buf = uv_buf_init(NULL, 0);
+    return;
+  }
+  *buf = uv_buf_init(c->in.p + c->in.len, 4096);
+}
+
+static void client_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+  smtpd_client *c = client_of((uv_handle_t *)st);
+  (void)buf;
+  if (c->closing) return;
+  if (n < 0) {
+    if (c->state == ST_QUIT) {
+      client_close(c);
+      return;
+    }
+    client_fail(c, 0, "%s: connection %s", client_stage[c->state],
+                n == UV_EOF ? "closed by the server" : uv_strerror((int)n));
+    return;
+  }
+  c->in.len += (size_t)n;
+  client_parse(c);
+}
+
+static void client_try_connect(smtpd_client *c);
+
+/* The handle of a failed attempt is closed; try the next address. */
+static void client_on_retry_close(uv_handle_t *h) {
+  smtpd_client *c = client_of(h);
+  if (c->closing) {
+    client_release(c);
+    return;
+  }
+  c->handles--;
+  client_try_connect(c);
+}
+
+static void client_on_connect(uv_connect_t *req, int status) {
+  smtpd_client *c = req->data;
+  if (c->closing) return;
+  if (status < 0) {
+    if (c->cur->ai_next) {
+      c->cur = c->cur->ai_next;
+      c->tcp_open = 0;
+      uv_close((uv_handle_t *)&c->tcp, client_on_retry_close);
+      return;
+    }
+    client_fail(c, 0, "connect to %s:%d: %s", c->host, c->port,
+                uv_strerror(status));
+    return;
+  }
+  c->state = ST_GREETING;
+  client_arm(c);
+  uv_read_start((uv_stream_t *)&c->tcp, client_on_alloc, client_on_read);
+}
+
+static void client_try_connect(smtpd_client *c) {
+  int err;
+  c->state = ST_CONNECT;
+  uv_tcp_init(&c->map->loop, &c->tcp);
+  c->tcp.data = &c->hdr;
+  c->tcp_open = 1;
+  c->handles++;
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->creq.data = c;
+  err = uv_tcp_connect(&c->creq, &c->tcp, c->cur->ai_addr, client_on_connect);
+  if (err) {
+    client_fail(c, 0, "connect to %s:%d: %s", c->host, c->port,
+                uv_strerror(err));
+    return;
+  }
+  client_arm(c);
+}
+
+static void client_on_resolve(uv_getaddrinfo_t *req, int status,
+                              struct addrinfo *res) {
+  smtpd_client *c = req->data;
+  c->resolving = 0;
+  if (c->closing) {
+    if (res) uv_freeaddrinfo(res);
+    if (c->handles == 0) {
+      smtpd_map_unref(c->map);
+      client_free(c);
+    }
+    return;
+  }
+  if (status < 0) {
+    client_fail(c, 0, "resolve %s: %s", c->host, uv_strerror(status));
+    return;
+  }
+  c->ai = c->cur = res;
+  client_try_connect(c);
+}
+
+/* ---- Lua API ----------------------------------------------------------- */
+
+static char *opt_strdup(lua_State *L, int t, const char *k, const char *def) {
+  const char *v;
+  char *r;
+  lua_getfield(L, t, k);
+  v = lua_isnil(L, -1) ? def : luaL_checkstring(L, -1);
+  r = v ? strdup(v) : NULL;
+  lua_pop(L, 1);
+  return r;
+}
+
+static double opt_num(lua_State *L, int t, const char *k, double def) {
+  double v;
+  lua_getfield(L, t, k);
+  v = lua_isnil(L, -1) ? def : luaL_checknumber(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static void opt_list(lua_State *L, int t, const char *k, smtpd_strlist *l,
+                     int no_specials) {
+  lua_Integer i, n;
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  luaL_checktype(L, -1, LUA_TTABLE);
+  n = luaL_len(L, -1);
+  for (i = 1; i <= n; i++) {
+    size_t len;
+    const char *s;
+    lua_geti(L, -1, i);
+    s = lua_tolstring(L, -1, &len);
+    if (s == NULL) luaL_error(L, "%s must hold strings", k);
+    if (no_specials && (len == 0 || strcspn(s, "\r\n<> \t") != len))
+      luaL_error(L, "%s: %q is not an address we can send", k, s);
+    smtpd_strlist_push(l, s, len);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* client_send(map, spec, callback) -> handle */
+static int client_send(lua_State *L) {
+  smtpd_map *m = smtpd_check_map(L, 1);
+  smtpd_client *c;
+  client_ud *ud;
+  struct addrinfo hints;
+  char portstr[16];
+  size_t len;
+  int err;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_getfield(L, 2, "mailfrom");
+  {
+    size_t n;
+    const char *mf = luaL_optlstring(L, -1, "<>", &n);
+    if (strcmp(mf, "<>") != 0 && (n == 0 || strcspn(mf, "\r\n<> \t") != n))
+      return luaL_error(L, "mailfrom %s is not an address we can send", mf);
+  }
+  lua_pop(L, 1);
+  c = calloc(1, sizeof *c);
+  if (c == NULL) return luaL_error(L, "out of memory");
+  c->hdr.kind = SMTPD_H_OTHER;
+  c->hdr.close = client_close_hdr;
+  c->map = m;
+  c->cb_ref = c->data_ref = c->ud_ref = LUA_NOREF;
+  c->host = opt_strdup(L, 2, "host", "localhost");
+  lua_getfield(L, 2, "port");
+  c->port = (int)luaL_optinteger(L, -1, 25);
+  lua_pop(L, 1);
+  c->helo = opt_strdup(L, 2, "helo", smtpd_fqdn());
+  c->mailfrom = opt_strdup(L, 2, "mailfrom", "<>");
+  lua_getfield(L, 2, "lmtp");
+  c->lmtp = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  c->timeout_ms = (uint64_t)(opt_num(L, 2, "timeout", 60) * 1000);
+  c->connect_timeout_ms = (uint64_t)(opt_num(L, 2, "connect_timeout", 30)
+                                     * 1000);
+  if (strcspn(c->helo, "\r\n \t") != strlen(c->helo) || !c->helo[0]) {
+    client_free(c);
+    return luaL_error(L, "helo must be one word");
+  }
+  opt_list(L, 2, "rcpttos", &c->rcpts, 1);
+  opt_list(L, 2, "mail_options", &c->mail_options, 1);
+  if (c->rcpts.n == 0) {
+    client_free(c);
+    return luaL_error(L, "rcpttos must hold at least one recipient");
+  }
+  c->r = calloc(c->rcpts.n, sizeof *c->r);
+  lua_getfield(L, 2, "data");
+  c->data = luaL_checklstring(L, -1, &len);
+  c->data_len = len;
+  c->data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 3);
+  c->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  uv_timer_init(&m->loop, &c->timer);
+  c->timer.data = &c->hdr;
+  c->handles = 1;
+  smtpd_map_ref(m);
+  memset(&hints, 0, sizeof hints);
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  snprintf(portstr, sizeof portstr, "%d", c->port);
+  c->gai.data = c;
+  c->state = ST_RESOLVE;
+  ud = lua_newuserdatauv(L, sizeof *ud, 0);
+  ud->c = c;
+  luaL_setmetatable(L, CLIENT_MT);
+  lua_pushvalue(L, -1);
+  c->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->resolving = 1;
+  err = uv_getaddrinfo(&m->loop, &c->gai, client_on_resolve, c->host,
+                       portstr, &hints);
+  if (err) {
+    /* Report on the next loop turn, never from inside this call. */
+    c->resolving = 0;
+    c->failed = 1;
+    snprintf(c->err, sizeof c->err, "resolve %s: %s", c->host,
+             uv_strerror(err));
+    uv_timer_start(&c->timer, client_on_timer, 0, 0);
+  } else {
+    uv_timer_start(&c->timer, client_on_timer, c->connect_timeout_ms, 0);
+  }
+  return 1;
+}
+
+/* handle:cancel(): gives up; the callback is not called. */
+static int client_cancel(lua_State *L) {
+  client_ud *ud = luaL_checkudata(L, 1, CLIENT_MT);
+  if (ud->c) {
+    ud->c->reported = 1;
+    client_close(ud->c);
+  }
+  return 0;
+}
+
+static int client_active(lua_State *L) {
+  client_ud *ud = luaL_checkudata(L, 1, CLIENT_MT);
+  lua_pushboolean(L, ud->c != NULL);
+  return 1;
+}
+
+void smtpd_open_client(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"cancel", client_cancel}, {"active", client_active}, {NULL, NULL}
+  };
+  luaL_newmetatable(L, CLIENT_MT);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, client_send);
+  lua_setfield(L, -2, "client_send");
+}

@@ -1,0 +1,89 @@
+-- Waiting helpers: smtpd.sleep and smtpd.sendmail.
+--
+-- Inside a hook (process_message, any smtp_<VERB>: they run as coroutines)
+-- a helper parks the hook and the loop serves everything else until the
+-- result arrives. Outside any hook (a script, the REPL) it runs the map's
+-- loop itself until the result arrives.
+
+local core = require "smtpd.core"
+local parse_addr = require("smtpd.server").parse_addr
+local socket_map = require("smtpd.server").socket_map
+
+local M = {}
+
+-- Calls start(map, done) and returns what done(...) receives.
+function M.wait(map, start, what)
+  local co, main = coroutine.running()
+  local conn, server
+  if not main then conn, server = core.hook(co) end
+  if conn then
+    local parked, early = false, nil
+    start(server._map, function(...)
+      if parked then
+        parked = false
+        conn:wake(...)
+      elseif not early then
+        early = table.pack(...)
+      end
+    end)
+    if early then return table.unpack(early, 1, early.n) end
+    parked = true
+    return coroutine.yield(core.WAIT)
+  end
+  map = map or socket_map
+  local done
+  start(map, function(...)
+    if not done then done = table.pack(...) end
+  end)
+  while not done do
+    local ok, err = pcall(map.loop, map, 1, 1)
+    if not ok then
+      error(what .. ": " .. tostring(err) .. " (outside a hook, a waiting "
+            .. "helper runs the loop itself, so it cannot be called from "
+            .. "code the loop is running; call it from process_message or "
+            .. "an smtp_ method)", 3)
+    end
+  end
+  return table.unpack(done, 1, done.n)
+end
+
+-- smtpd.sleep(seconds): waits without blocking other connections.
+function M.sleep(seconds, map)
+  if type(seconds) ~= "number" or seconds < 0 then
+    error("sleep: seconds must be a non-negative number", 2)
+  end
+  M.wait(map, function(m, done) core.after(m, seconds, done) end,
+         "smtpd.sleep")
+end
+
+-- smtpd.sendmail(remoteaddr, mailfrom, rcpttos, data, opts) -> refused
+-- | nil, err, info. refused maps each refused recipient to {code, message}
+-- (empty when all were accepted). On failure err says why and info holds
+-- stage, code, message, timeout and refused (every recipient).
+-- opts: helo, timeout (each step, default 60 s), connect_timeout (30 s),
+-- mail_options, lmtp, map.
+function M.sendmail(remoteaddr, mailfrom, rcpttos, data, opts)
+  opts = opts or {}
+  local addr = parse_addr(remoteaddr, "remoteaddr")
+  if type(rcpttos) == "string" then rcpttos = {rcpttos} end
+  if type(rcpttos) ~= "table" or #rcpttos == 0 then
+    error("sendmail: rcpttos must be a recipient or a non-empty list", 2)
+  end
+  if type(data) ~= "string" then
+    error("sendmail: data must be a string", 2)
+  end
+  if mailfrom == nil or mailfrom == "" then mailfrom = "<>" end
+  local spec = {
+    host = addr[1], port = addr[2], mailfrom = mailfrom, rcpttos = rcpttos,
+    data = data, helo = opts.helo, timeout = opts.timeout,
+    connect_timeout = opts.connect_timeout, lmtp = opts.lmtp,
+    mail_options = opts.mail_options,
+  }
+  local result = M.wait(opts.map, function(map, done)
+    core.client_send(map, spec, done)
+  end, "smtpd.sendmail")
+  if result.ok then return result.refused, result end
+  return nil, result.error, result
+end
+
+return M
