@@ -43,19 +43,30 @@ describe("loop", function()
     assert.is_true(H.now() - t0 < 1)
   end)
 
-  it("close_all closes servers and channels; loop() then returns",
+  it("close_all closes servers, channels and clients; loop() then returns",
      function()
     local srv, map, host, port = H.server(H.Recorder)
-    local c = H.connect(map, host, port)
-    c:lines(1)
+    -- A client on its own map sees the server side close.
+    local cmap = H.core.map()
+    local c = H.connect(cmap, host, port)
+    H.run_until(cmap, function()
+      map:loop(0.01, 1)
+      return c.tcp:peek() ~= ""
+    end, 5, "the greeting")
+    -- A client in the map itself is closed with it.
+    local inner = H.core.tcp_connect(map, host, port)
+    map:loop(0.01, 2)
     smtpd.close_all(map)
     assert.equal("Recorder(closed)", tostring(srv))
     c:wait_closed(5)
     c:close()
+    assert.is_nil((inner:write("x")))   -- EPIPE: it was closed
     local t0 = H.now()
     smtpd.loop(1, nil, map)
     assert.is_true(H.now() - t0 < 1)
     assert.equal(0, map:count())
+    H.cleanup(cmap)
+    map:close()
   end)
 
   it("keeps serving open channels after server:close()", function()
