@@ -220,8 +220,13 @@ function H.ensure(cmd, pkg)
   return H.have(cmd)
 end
 
+-- True while the process runs (an exited child waiting to be reaped,
+-- a zombie, counts as gone).
 function H.alive(pid)
-  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+  local stat = H.readfile("/proc/" .. pid .. "/stat")
+  if not stat then return false end
+  local state = stat:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
 end
 
 function H.kill(pid)

@@ -274,6 +274,32 @@ describe("PureProxy", function()
   end)
 end)
 
+describe("a handler that inspects, then relays (README)", function()
+  it("refuses spam, relays the rest, passes upstream refusals on", function()
+    local map = H.core.map()
+    local up, addr = upstream(map, {["gone@d"] = "550 5.1.1 Gone"})
+    local Filter = smtpd.SMTPServer:extend("Filter")
+    function Filter:process_message(peer, mailfrom, rcpttos, data)
+      if data:find("\nX-Spam: yes", 1, true) then return "550 5.7.1 Spam" end
+      local refused, err, info = smtpd.sendmail(addr, mailfrom, rcpttos, data)
+      if not refused then
+        return smtpd.PureProxy.reply_for(info.refused, rcpttos, info)
+      end
+    end
+    local _, _, host, port = H.server(Filter, {}, map)
+    local function send(rcpt, body)
+      local r = H.converse(map, host, port, "HELO x\r\nMAIL FROM:<a@b>\r\n"
+        .. "RCPT TO:<" .. rcpt .. ">\r\nDATA\r\n" .. body .. "\r\n.\r\nQUIT\r\n")
+      return r[5]
+    end
+    assert.equal("550 5.7.1 Spam", send("c@d", "Subject: x\r\nX-Spam: yes"))
+    assert.equal(R.ok, send("c@d", "Subject: fine"))
+    assert.equal("550 5.1.1 Gone", send("gone@d", "Subject: fine"))
+    assert.equal(1, #up.messages)
+    H.cleanup(map)
+  end)
+end)
+
 describe("smtpd.sendmail and smtpd.sleep", function()
   it("return the refused table outside any hook (REPL use)", function()
     local map = H.core.map()
