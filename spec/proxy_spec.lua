@@ -317,6 +317,21 @@ describe("smtpd.sendmail and smtpd.sleep", function()
     H.cleanup(map)
   end)
 
+  it("relays over IPv6", function()
+    local map = H.core.map()
+    local ok, up = pcall(H.Recorder, "[::1]:0", nil, {map = map})
+    if not ok then
+      H.cleanup(map)
+      return H.skip("no IPv6 loopback here: " .. tostring(up))
+    end
+    local _, port = up:getsockname()
+    assert.same({}, smtpd.sendmail("[::1]:" .. port, "a@b", {"c@d"}, "v6",
+                                   {map = map}))
+    assert.equal("v6", up.messages[1].data)
+    assert.equal("::1", up.messages[1].peer[1])
+    H.cleanup(map)
+  end)
+
   it("sends the null sender and falls back to HELO", function()
     local map = H.core.map()
     local NoEhlo = smtpd.SMTPChannel:extend()
