@@ -39,6 +39,7 @@ typedef struct client_rcpt {
   int code;               /* RCPT reply, then (LMTP) the data reply */
   char *msg;
   int accepted;
+  int after_data;         /* refused by an LMTP reply after the data */
 } client_rcpt;
 
 typedef struct smtpd_client {
@@ -55,6 +56,7 @@ typedef struct smtpd_client {
   int ud_ref;              /* the Lua handle, invalidated on close */
   int state;
   int lmtp;
+  int tempfail_aborts;     /* a 4xx to any RCPT: no DATA, fail the lot */
   int cb_ref;              /* the Lua callback */
   int data_ref;            /* keeps the data string alive */
   int reported;
@@ -174,19 +176,23 @@ static void client_push_result(lua_State *L, smtpd_client *c) {
   for (i = 0; i < c->rcpts.n; i++) {
     const client_rcpt *r = &c->r[i];
     if (r->accepted && !c->failed) continue;
-    lua_createtable(L, 2, 0);
+    lua_createtable(L, 3, 0);
     if (!r->accepted && r->code) {
       /* Refused on its own: at RCPT, or (LMTP) after the data. */
       lua_pushinteger(L, r->code);
       lua_rawseti(L, -2, 1);
       lua_pushstring(L, r->msg ? r->msg : "");
+      lua_rawseti(L, -2, 2);
+      lua_pushstring(L, r->after_data ? "message" : "rcpt");
     } else {
       /* The whole transaction failed: smtpd's -1 when there is no code. */
       lua_pushinteger(L, c->code ? c->code : -1);
       lua_rawseti(L, -2, 1);
       lua_pushstring(L, c->err);
+      lua_rawseti(L, -2, 2);
+      lua_pushstring(L, client_stage[c->state]);
     }
-    lua_rawseti(L, -2, 2);
+    lua_rawseti(L, -2, 3);
     lua_setfield(L, -2, c->rcpts.v[i].p);
   }
   lua_setfield(L, -2, "refused");
@@ -427,6 +433,14 @@ static void client_success(smtpd_client *c) {
   if (!c->closing) client_quit(c);
 }
 
+/* The first recipient refused with a 4xx, or NULL. */
+static const client_rcpt *client_tempfail(const smtpd_client *c) {
+  size_t i;
+  for (i = 0; i < c->rcpts.n; i++)
+    if (c->r[i].code >= 400 && c->r[i].code < 500) return &c->r[i];
+  return NULL;
+}
+
 /* A whole reply arrived: code and the text of its lines. */
 static void client_on_reply(smtpd_client *c, int code) {
   const char *txt = c->reply.p ? c->reply.p : "";
@@ -479,6 +493,13 @@ static void client_on_reply(smtpd_client *c, int code) {
     }
     if (++c->rcpt_i < c->rcpts.n) {
       client_send_rcpt(c);
+    } else if (c->tempfail_aborts && client_tempfail(c)) {
+      /* Which addresses the server takes is not known: send nothing. */
+      const client_rcpt *t = client_tempfail(c);
+      c->state = ST_RCPT;
+      c->accepted = 0;
+      client_fail(c, t->code, "RCPT: %d %s (<%s>)", t->code,
+                  t->msg ? t->msg : "", c->rcpts.v[t - c->r].p);
     } else if (c->accepted == 0) {
       /* Every recipient refused: the transaction is over. */
       c->state = ST_RCPT;
@@ -512,6 +533,7 @@ static void client_on_reply(smtpd_client *c, int code) {
       r->code = code;
       if (code != 250) {
         r->accepted = 0;
+        r->after_data = 1;
         c->accepted--;
         free(r->msg);
         r->msg = strdup(txt);
@@ -750,6 +772,9 @@ static int client_send(lua_State *L) {
   c->mailfrom = opt_strdup(L, 2, "mailfrom", "<>");
   lua_getfield(L, 2, "lmtp");
   c->lmtp = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, 2, "tempfail_aborts");
+  c->tempfail_aborts = lua_toboolean(L, -1);
   lua_pop(L, 1);
   c->timeout_ms = (uint64_t)(opt_num(L, 2, "timeout", 60) * 1000);
   c->connect_timeout_ms = (uint64_t)(opt_num(L, 2, "connect_timeout", 30)

@@ -46,6 +46,7 @@ build = {
     ["smtpd.cli"] = "lua/smtpd/cli.lua",
     ["smtpd.wait"] = "lua/smtpd/wait.lua",
     ["smtpd.proxy"] = "lua/smtpd/proxy.lua",
+    ["smtpd.mailman"] = "lua/smtpd/mailman.lua",
   },
   install = {
     bin = {

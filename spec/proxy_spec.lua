@@ -306,14 +306,14 @@ describe("smtpd.sendmail and smtpd.sleep", function()
     local up, addr = upstream(map, {["no@d"] = "550 nope"})
     local refused = smtpd.sendmail(addr, "a@b", {"yes@d", "no@d"},
                                    "Subject: s\n\nhi", {map = map})
-    assert.same({["no@d"] = {550, "nope"}}, refused)
+    assert.same({["no@d"] = {550, "nope", "rcpt"}}, refused)
     assert.same({"yes@d"}, up.messages[1].rcpttos)
     local none, err, info = smtpd.sendmail(addr, "a@b", "no@d", "x",
                                            {map = map})
     assert.is_nil(none)
     assert.equal("RCPT: every recipient was refused", err)
     assert.equal("rcpt", info.stage)
-    assert.same({["no@d"] = {550, "nope"}}, info.refused)
+    assert.same({["no@d"] = {550, "nope", "rcpt"}}, info.refused)
     H.cleanup(map)
   end)
 

@@ -39,6 +39,10 @@ Options:
     -d
         Print debugging lines to stderr.
 
+    --mailman-lmtp HOST:PORT
+        Where Mailman 3 takes LMTP, for -c MailmanProxy. Default
+        127.0.0.1:8024.
+
     --help
     -h
         Print this message and exit.
@@ -58,9 +62,9 @@ end
 
 local LONG = {
   nosetuid = "n", version = "V", class = "c", size = "s", smtputf8 = "u",
-  debug = "d", help = "h",
+  debug = "d", help = "h", ["mailman-lmtp"] = "L",
 }
-local TAKES_ARG = {c = true, s = true}
+local TAKES_ARG = {c = true, s = true, L = true}
 
 -- getopt-style parsing: clusters (-nd), -cX, -c X, --class=X, --class X.
 function M.parse(argv, prog)
@@ -76,6 +80,7 @@ function M.parse(argv, prog)
     elseif o == "c" then opts.classname = val
     elseif o == "d" then opts.debug = true
     elseif o == "u" then opts.enable_SMTPUTF8 = true
+    elseif o == "L" then opts.mailman_lmtp = val
     elseif o == "s" then
       local n = math.tointeger(tonumber(val))
       if not n or n < 0 then
@@ -191,7 +196,9 @@ function M.main(argv, prog)
   local ok, server = pcall(cls, {opts.localhost, opts.localport},
                            {opts.remotehost, opts.remoteport},
                            {data_size_limit = size,
-                            enable_SMTPUTF8 = opts.enable_SMTPUTF8})
+                            enable_SMTPUTF8 = opts.enable_SMTPUTF8,
+                            mailman = opts.mailman_lmtp
+                              and {lmtp = opts.mailman_lmtp} or nil})
   if not ok then
     io.stderr:write(prog, ": ", tostring(server), "\n")
     os.exit(1)

@@ -15,6 +15,7 @@ local smtpd = {
 }
 smtpd.DebuggingServer = require "smtpd.debugging"
 smtpd.PureProxy = require "smtpd.proxy"
+smtpd.MailmanProxy = require "smtpd.mailman"
 
 local wait = require "smtpd.wait"
 smtpd.sleep = wait.sleep

@@ -60,8 +60,11 @@ end
 -- | nil, err, info. refused maps each refused recipient to {code, message}
 -- (empty when all were accepted). On failure err says why and info holds
 -- stage, code, message, timeout and refused (every recipient).
+-- Each refusal is {code, message, stage}: stage "rcpt" (refused at RCPT),
+-- "message" (LMTP: refused after the data) or where the whole relay failed.
 -- opts: helo, timeout (each step, default 60 s), connect_timeout (30 s),
--- mail_options, lmtp, map.
+-- mail_options, lmtp, tempfail_aborts (a 4xx to any RCPT sends no data and
+-- fails the whole transaction), map.
 function M.sendmail(remoteaddr, mailfrom, rcpttos, data, opts)
   opts = opts or {}
   local addr = parse_addr(remoteaddr, "remoteaddr")
@@ -77,7 +80,7 @@ function M.sendmail(remoteaddr, mailfrom, rcpttos, data, opts)
     host = addr[1], port = addr[2], mailfrom = mailfrom, rcpttos = rcpttos,
     data = data, helo = opts.helo, timeout = opts.timeout,
     connect_timeout = opts.connect_timeout, lmtp = opts.lmtp,
-    mail_options = opts.mail_options,
+    mail_options = opts.mail_options, tempfail_aborts = opts.tempfail_aborts,
   }
   local result = M.wait(opts.map, function(map, done)
     core.client_send(map, spec, done)

@@ -1,0 +1,120 @@
+-- MailmanProxy for Mailman 3: list mail goes to Mailman over LMTP, every
+-- other recipient is relayed to remoteaddr as PureProxy does.
+--
+-- Mailman itself says which addresses are lists: over LMTP it answers RCPT
+-- with 250 for every list address (list@, -request, -owner, -bounces,
+-- -join, -leave, -confirm+token, -subscribe, -unsubscribe, any case) and
+-- 550 for anything else. One LMTP transaction both asks and delivers.
+
+local PureProxy = require "smtpd.proxy"
+local parse_addr = require("smtpd.server").parse_addr
+local wait = require "smtpd.wait"
+
+local MailmanProxy = PureProxy:extend("MailmanProxy")
+
+MailmanProxy.DEFAULT_LMTP = "127.0.0.1:8024"   -- Mailman 3's default
+
+-- MailmanProxy(localaddr, remoteaddr, opts); opts.mailman = {lmtp =
+-- "host:port", timeout =, connect_timeout =}.
+function MailmanProxy:initialize(localaddr, remoteaddr, opts)
+  MailmanProxy.super.initialize(self, localaddr, remoteaddr, opts)
+  local mm = type(opts) == "table" and opts.mailman or {}
+  if type(mm) ~= "table" then
+    error("opts.mailman must be a table like {lmtp = \"127.0.0.1:8024\"}", 3)
+  end
+  self.mailman = {
+    lmtp = parse_addr(mm.lmtp or MailmanProxy.DEFAULT_LMTP, "mailman.lmtp"),
+    timeout = mm.timeout, connect_timeout = mm.connect_timeout,
+    helo = mm.helo,
+  }
+end
+
+local function clean(text)
+  text = tostring(text or ""):gsub("[\r\n]+", " "):gsub("[^\32-\126]", "?")
+  if #text > 400 then text = text:sub(1, 400) .. "..." end
+  return text
+end
+
+-- Delivers to Mailman over LMTP. Returns
+--   lists: recipients Mailman took,
+--   others: recipients that are not Mailman's (to be relayed),
+--   refused: list recipients Mailman refused after the data,
+--   tempfail: a reason when the message must be retried (nil otherwise).
+function MailmanProxy:_deliver_mailman(mailfrom, rcpttos, data)
+  local mm = self.mailman
+  local refused, err, info = wait.sendmail(mm.lmtp, mailfrom, rcpttos, data, {
+    lmtp = true, tempfail_aborts = true, map = self._map,
+    timeout = mm.timeout, connect_timeout = mm.connect_timeout,
+    helo = mm.helo,
+  })
+  local lists, others, failed = {}, {}, {}
+  local all = refused or info.refused
+  if not refused then
+    -- Nothing was delivered. Only "every address is not a list" lets the
+    -- relay go on; anything else is Mailman being unavailable.
+    for _, r in ipairs(rcpttos) do
+      local e = all[r]
+      if not (e and e[3] == "rcpt" and e[1] >= 500 and e[1] <= 599) then
+        return {}, {}, {}, "Mailman unavailable: " .. clean(err)
+      end
+    end
+    return {}, rcpttos, {}, nil
+  end
+  for _, r in ipairs(rcpttos) do
+    local e = all[r]
+    if not e then
+      lists[#lists + 1] = r
+    elseif e[3] == "rcpt" then
+      others[#others + 1] = r       -- 5xx at RCPT: not a list address
+    elseif e[1] >= 400 and e[1] <= 499 then
+      return lists, others, failed,
+             ("Mailman: %d %s (<%s>)"):format(e[1], clean(e[2]), r)
+    else
+      failed[r] = e                 -- the list refused the message
+    end
+  end
+  return lists, others, failed, nil
+end
+
+-- The rules: everything delivered: 250. Mailman unavailable or answering
+-- 4xx: 4xx for the whole message (never guess which addresses are lists).
+-- The relay part follows PureProxy's rule. Permanent refusals on both
+-- sides: 5xx only when every recipient was refused; otherwise 250 with the
+-- refusals logged.
+function MailmanProxy:process_message(peer, mailfrom, rcpttos, data)
+  data = PureProxy.add_peer_header(data, peer[1])
+  local lists, others, refused, tempfail =
+    self:_deliver_mailman(mailfrom, rcpttos, data)
+  local function retry(reason)
+    if #lists > 0 then
+      self:log("lists %s already have the message from %s, which the "
+               .. "client will send again: %s", table.concat(lists, ", "),
+               mailfrom, reason)
+    else
+      self:log("message from %s not accepted: %s", mailfrom, reason)
+    end
+    return reason
+  end
+  if tempfail then return retry("451 4.4.1 " .. tempfail) end
+  if #others > 0 then
+    local r, info = self:_deliver(mailfrom, others, data)
+    local reply = PureProxy.reply_for(r, others, info)
+    if reply and reply:match("^4") then return retry(reply) end
+    for k, v in pairs(r) do refused[k] = v end
+  end
+  local reply = PureProxy.reply_for(refused, rcpttos)
+  if reply then
+    self:log("message from %s refused: %s", mailfrom, reply)
+    return reply
+  end
+  if next(refused) then
+    local parts = {}
+    for r, e in pairs(refused) do
+      parts[#parts + 1] = ("%s: %s %s"):format(r, e[1], clean(e[2]))
+    end
+    table.sort(parts)
+    self:log("we got some refusals: %s", table.concat(parts, "; "))
+  end
+end
+
+return MailmanProxy
