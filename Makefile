@@ -21,7 +21,7 @@ ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 # A hung spec must fail the run, not hold CI: the suite takes ~30 s.
 WATCHDOG ?= timeout -k 10 900
 
-.PHONY: all deps run test asan valgrind clean
+.PHONY: all deps run test asan valgrind fuzz fuzz-short clean
 
 all: deps $(SO)
 
@@ -64,5 +64,26 @@ valgrind: all
 	$(LUAENV) $(WATCHDOG) valgrind --leak-check=full --error-exitcode=3 --errors-for-leak-kinds=definite \
 	  $(LUA) spec/run.lua $(SPEC)
 
+# libFuzzer targets over the engine (parser + session), ASan + UBSan.
+FUZZ_TARGETS = session_fuzz split_fuzz
+FUZZ_SRC     = csrc/buffer.c csrc/parser.c csrc/session.c
+FUZZ_SECONDS ?= 600
+fuzz/build/%: fuzz/%.c $(FUZZ_SRC) csrc/smtpd.h
+	@mkdir -p fuzz/build
+	clang -g -O1 -std=c99 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_SRC)
+
+fuzz: $(addprefix fuzz/build/,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/build/corpus-$$t; \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  fuzz/build/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=fuzz/build/$$t- fuzz/build/corpus-$$t \
+	    fuzz/corpus/$${t%_fuzz} || exit 1; \
+	done
+
+fuzz-short:
+	$(MAKE) fuzz FUZZ_SECONDS=30
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan fuzz/build

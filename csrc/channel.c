@@ -27,11 +27,13 @@ static void channel_process_input(smtpd_channel *ch);
 static void channel_flush(smtpd_channel *ch);
 static void channel_on_read(uv_stream_t *st, ssize_t nread,
                             const uv_buf_t *buf);
+static void channel_update_reading(smtpd_channel *ch);
 
 /* ---- lifetime ---------------------------------------------------------- */
 
 static void channel_on_close(uv_handle_t *h) {
-  smtpd_channel *ch = (smtpd_channel *)h;
+  smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, (smtpd_hdr *)h->data);
+  if (--ch->handles > 0) return;
   smtpd_session_free(&ch->s);
   smtpd_buf_free(&ch->in);
   smtpd_buf_free(&ch->out);
@@ -63,6 +65,7 @@ void smtpd_channel_close(smtpd_channel *ch) {
   channel_unref(L, &ch->received_ref);
   if (ch->map->debug) smtpd_log(ch->map, "channel closed");
   smtpd_map_unref(ch->map);
+  uv_close((uv_handle_t *)&ch->timer, channel_on_close);
   uv_close((uv_handle_t *)&ch->tcp, channel_on_close);
 }
 
@@ -197,7 +200,7 @@ static void channel_message_result(smtpd_channel *ch, lua_State *co,
       (r && n == 0)) {
     smtpd_reply(&ch->s, "250 OK", 6);
   } else if (r && smtpd_valid_reply(r, n)) {
-    smtpd_reply(&ch->s, r, n);
+    smtpd_reply_raw(&ch->s, r, n);
   } else {
     char shown[84];
     size_t i, k = 0;
@@ -326,6 +329,45 @@ static int channel_lua_message(lua_State *L) {
   return 0;
 }
 
+/* ---- timeouts ----------------------------------------------------------- */
+
+static void channel_on_timer(uv_timer_t *t);
+
+/* Idle timeout while we wait for the client; the hook's deadline while a
+ * hook waits. */
+static void channel_arm(smtpd_channel *ch) {
+  uint64_t ms = ch->parked ? ch->handler_timeout_ms : ch->timeout_ms;
+  if (ch->closing) return;
+  if (ms == 0) uv_timer_stop(&ch->timer);
+  else uv_timer_start(&ch->timer, channel_on_timer, ms, 0);
+}
+
+static void channel_on_timer(uv_timer_t *t) {
+  smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, (smtpd_hdr *)t->data);
+  lua_State *L = ch->map->L;
+  if (ch->closing) return;
+  if (ch->parked) {
+    /* The hook waited too long: give it up. It is never resumed (wake
+     * checks the coroutine), and the session goes on. */
+    int kind = ch->hook;
+    smtpd_log(ch->map, "a %s still waited after %.1f s; answering 451",
+              kind == HOOK_MESSAGE ? "process_message" : "command handler",
+              (double)ch->handler_timeout_ms / 1000.0);
+    ch->parked = 0;
+    ch->hook = 0;
+    channel_unref(L, &ch->thread_ref);
+    if (kind == HOOK_MESSAGE) smtpd_session_post_data(&ch->s);
+    smtpd_reply(&ch->s, ERR_REPLY, sizeof ERR_REPLY - 1);
+    smtpd_session_sync(&ch->s);
+    channel_process_input(ch);
+    return;
+  }
+  smtpd_replyf(&ch->s, "421 4.4.2 %s Error: timeout exceeded", ch->s.fqdn.p);
+  ch->close_when_done = 1;
+  channel_flush(ch);
+  if (!ch->closing) channel_update_reading(ch);
+}
+
 /* ---- protocol events --------------------------------------------------- */
 
 static void channel_on_line(smtpd_channel *ch) {
@@ -378,6 +420,7 @@ static size_t channel_feed(smtpd_channel *ch, const char *buf, size_t len) {
     if (r == SMTPD_PARSE_MORE) break;
     if (r == SMTPD_PARSE_LINE) {
       channel_on_line(ch);
+      if (ch->s.quit) ch->close_when_done = 1;
     } else if (r == SMTPD_PARSE_DATA_END) {
       channel_on_data_end(ch);
     } else {
@@ -462,6 +505,7 @@ static void channel_on_read(uv_stream_t *st, ssize_t nread,
     return;
   }
   if (nread == 0) return;
+  channel_arm(ch);
   if (ch->in.len) {
     if (smtpd_buf_append(&ch->in, buf->base, (size_t)nread)) {
       smtpd_channel_close(ch);
@@ -478,6 +522,7 @@ static void channel_on_read(uv_stream_t *st, ssize_t nread,
     }
   }
   if (ch->closing) return;
+  if (ch->parked) channel_arm(ch);
   channel_flush(ch);
   if (!ch->closing) channel_update_reading(ch);
 }
@@ -486,6 +531,7 @@ static void channel_on_read(uv_stream_t *st, ssize_t nread,
 static void channel_process_input(smtpd_channel *ch) {
   size_t used = channel_feed(ch, ch->in.p, ch->in.len);
   if (ch->closing) return;
+  channel_arm(ch);
   smtpd_buf_consume(&ch->in, used);
   if (ch->in.len == 0) smtpd_buf_free(&ch->in);
   channel_flush(ch);
@@ -510,6 +556,11 @@ void smtpd_server_on_connection(uv_stream_t *st, int status) {
   ch->thread_ref = ch->received_ref = LUA_NOREF;
   uv_tcp_init(&m->loop, &ch->tcp);
   ch->tcp.data = &ch->hdr;
+  uv_timer_init(&m->loop, &ch->timer);
+  ch->timer.data = &ch->hdr;
+  ch->handles = 2;
+  ch->timeout_ms = srv->timeout_ms;
+  ch->handler_timeout_ms = srv->handler_timeout_ms;
   smtpd_map_ref(m);
   if (smtpd_session_init(&ch->s, &ch->out, srv->fqdn.p, srv->fqdn.len) ||
       uv_accept(st, (uv_stream_t *)&ch->tcp) ||
@@ -521,6 +572,8 @@ void smtpd_server_on_connection(uv_stream_t *st, int status) {
   ch->s.data_size_limit = srv->data_size_limit;
   ch->s.enable_smtputf8 = srv->enable_smtputf8;
   ch->s.decode_data = srv->decode_data;
+  ch->s.max_recipients = srv->max_recipients;
+  ch->s.max_bad = srv->max_bad;
   smtpd_session_sync(&ch->s);
   if (channel_pcall(ch, channel_lua_accept, ch, srv)) {
     smtpd_channel_close(ch);
@@ -529,6 +582,7 @@ void smtpd_server_on_connection(uv_stream_t *st, int status) {
   if (ch->closing) return;
   if (m->debug) smtpd_log(m, "Incoming connection");
   smtpd_replyf(&ch->s, "220 %s %s", ch->s.fqdn.p, SMTPD_VERSION);
+  channel_arm(ch);
   channel_flush(ch);
   if (!ch->closing) channel_update_reading(ch);
 }
@@ -558,7 +612,7 @@ static int conn_push(lua_State *L) {
     return luaL_argerror(L, 2, "a reply line must not contain CR, LF or NUL");
   if (n > 510)
     return luaL_argerror(L, 2, "a reply line is at most 510 bytes");
-  smtpd_reply(&ch->s, line, n);
+  smtpd_reply_raw(&ch->s, line, n);
   conn_after(ch);
   return 0;
 }
@@ -865,22 +919,27 @@ static int conn_wait_token(lua_State *L) {
   return 1;
 }
 
-/* wake(conn, ...): resumes the hook parked on conn with these values.
- * Returns false when the connection closed meanwhile (nothing to resume). */
+/* wake(conn, co, ...): resumes hook coroutine co, parked on conn, with
+ * these values. Returns false when there is nothing to resume: the
+ * connection closed, or the hook was given up (handler_timeout). */
 static int conn_wake(lua_State *L) {
   smtpd_conn_ud *ud = luaL_checkudata(L, 1, SMTPD_CONN_MT);
   smtpd_channel *ch = ud->ch;
   lua_State *co;
-  int nargs = lua_gettop(L) - 1;
-  if (ch == NULL || ch->closing) {
+  int nargs = lua_gettop(L) - 2;
+  luaL_checktype(L, 2, LUA_TTHREAD);
+  if (ch == NULL || ch->closing || !ch->parked ||
+      ch->thread_ref == LUA_NOREF) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (!ch->parked || ch->thread_ref == LUA_NOREF)
-    return luaL_error(L, "wake: no hook is waiting on this connection");
   lua_rawgeti(L, LUA_REGISTRYINDEX, ch->thread_ref);
   co = lua_tothread(L, -1);
   lua_pop(L, 1);
+  if (co != lua_tothread(L, 2)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
   lua_xmove(L, co, nargs);
   ch->parked = 0;
   if (channel_resume(ch, co, nargs) && !ch->closing) {

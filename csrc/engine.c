@@ -47,7 +47,11 @@ static int engine_new(lua_State *L) {
   lua_getfield(L, 1, "reply");
   reply = luaL_optstring(L, -1, "250 OK");
   strncpy(e->reply, reply, sizeof e->reply - 1);
-  lua_pop(L, 4);
+  lua_getfield(L, 1, "max_recipients");
+  if (!lua_isnil(L, -1)) e->s.max_recipients = (size_t)lua_tointeger(L, -1);
+  lua_getfield(L, 1, "max_bad_commands");
+  if (!lua_isnil(L, -1)) e->s.max_bad = (unsigned)lua_tointeger(L, -1);
+  lua_pop(L, 6);
   smtpd_session_sync(&e->s);
   return 1;
 }
@@ -66,7 +70,10 @@ static int engine_feed(lua_State *L) {
     if (r == SMTPD_PARSE_MORE) break;
     if (r == SMTPD_PARSE_LINE) {
       smtpd_command cmd;
-      if (!smtpd_session_line(s, &cmd)) continue;
+      if (!smtpd_session_line(s, &cmd)) {
+        if (s->quit) e->closed = 1;
+        continue;
+      }
       if (cmd.verb >= 0)
         smtpd_session_builtin(s, cmd.verb, cmd.arg, cmd.arg_len);
       else
@@ -90,7 +97,7 @@ static int engine_feed(lua_State *L) {
       smtpd_push_strlist(L, &s->rcpt_options);
       lua_setfield(L, -2, "rcpt_options");
       lua_rawseti(L, -2, ++nmsg);
-      smtpd_reply(s, e->reply, strlen(e->reply));
+      smtpd_reply_raw(s, e->reply, strlen(e->reply));
       smtpd_session_post_data(s);
     } else {
       return luaL_error(L, "out of memory");

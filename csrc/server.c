@@ -54,6 +54,15 @@ static int server_listen(lua_State *L) {
   s->enable_smtputf8 = lua_toboolean(L, -1);
   lua_getfield(L, 5, "decode_data");
   s->decode_data = lua_toboolean(L, -1);
+  lua_getfield(L, 5, "max_recipients");
+  s->max_recipients = (size_t)luaL_optinteger(L, -1, SMTPD_MAX_RECIPIENTS);
+  lua_getfield(L, 5, "max_bad_commands");
+  s->max_bad = (unsigned)luaL_optinteger(L, -1, SMTPD_MAX_BAD_COMMANDS);
+  lua_getfield(L, 5, "timeout");
+  s->timeout_ms = (uint64_t)(luaL_optnumber(L, -1, 300) * 1000);
+  lua_getfield(L, 5, "handler_timeout");
+  s->handler_timeout_ms = (uint64_t)(luaL_optnumber(L, -1, 300) * 1000);
+  lua_pop(L, 4);
   lua_getfield(L, 5, "fqdn");
   {
     size_t n;

@@ -26,6 +26,8 @@ int smtpd_session_init(smtpd_session *s, smtpd_buf *out, const char *fqdn,
   s->out = out;
   s->data_size_limit = SMTPD_DATA_SIZE_DEFAULT;
   s->command_size_limit = SMTPD_COMMAND_SIZE_LIMIT;
+  s->max_recipients = SMTPD_MAX_RECIPIENTS;
+  s->max_bad = SMTPD_MAX_BAD_COMMANDS;
   return smtpd_str_set(&s->fqdn, fqdn, fqdn_len);
 }
 
@@ -39,10 +41,30 @@ void smtpd_session_free(smtpd_session *s) {
   smtpd_str_free(&s->fqdn);
 }
 
-int smtpd_reply(smtpd_session *s, const char *line, size_t len) {
+/* Appends one reply line as given (hooks' push, handler replies). */
+int smtpd_reply_raw(smtpd_session *s, const char *line, size_t len) {
   if (smtpd_buf_reserve(s->out, len + 2)) return -1;
   smtpd_buf_append(s->out, line, len);
   return smtpd_buf_append(s->out, "\r\n", 2);
+}
+
+/* 500 and 501 replies count as bad commands: past max_bad the session
+ * says 421 and ends (smtpd had no such limit). */
+static void session_count_bad(smtpd_session *s, const char *line, size_t len) {
+  if (len >= 4 && line[0] == '5' && line[1] == '0' &&
+      (line[2] == '0' || line[2] == '1') && !s->quit && s->max_bad &&
+      ++s->bad > s->max_bad) {
+    smtpd_replyf(s, "421 4.7.0 %s Error: too many bad commands, closing",
+                 s->fqdn.p ? s->fqdn.p : "");
+    s->quit = 1;
+  }
+}
+
+/* A reply of the engine's own. */
+int smtpd_reply(smtpd_session *s, const char *line, size_t len) {
+  int r = smtpd_reply_raw(s, line, len);
+  session_count_bad(s, line, len);
+  return r;
 }
 
 int smtpd_replyf(smtpd_session *s, const char *fmt, ...) {
@@ -72,7 +94,9 @@ static int session_reply_echo(smtpd_session *s, const char *pre,
     smtpd_buf_appendc(s->out, (c >= 0x20 && c < 0x7f) ? (char)c : '?');
   }
   smtpd_buf_append(s->out, post, lq);
-  return smtpd_buf_append(s->out, "\r\n", 2);
+  smtpd_buf_append(s->out, "\r\n", 2);
+  session_count_bad(s, pre, lp);
+  return 0;
 }
 
 /* Clears the transaction, as smtpd's _set_post_data_state. */
@@ -639,6 +663,13 @@ static void cmd_rcpt(smtpd_session *s, const char *arg, size_t n) {
   if (opts.n > 0) {
     smtpd_strlist_clear(&opts);
     REPLY(s, "555 RCPT TO parameters not recognized or not implemented");
+    return;
+  }
+  /* RFC 5321 4.5.3.1.8: at least 100; past the limit 452, earlier ones
+   * kept. */
+  if (s->max_recipients && s->rcpttos.n >= s->max_recipients) {
+    smtpd_strlist_clear(&opts);
+    REPLY(s, "452 4.5.3 Error: too many recipients");
     return;
   }
   /* Only an accepted RCPT sets rcpt_options (smtpd leaks refused ones). */

@@ -95,6 +95,8 @@ extern const char *const smtpd_verb_names[SMTPD_NVERBS];
 #define SMTPD_DATA 1
 #define SMTPD_COMMAND_SIZE_LIMIT 512
 #define SMTPD_DATA_SIZE_DEFAULT 33554432
+#define SMTPD_MAX_RECIPIENTS 1000
+#define SMTPD_MAX_BAD_COMMANDS 20
 /* Bytes of a command line the parser keeps before the session sets it. */
 #define SMTPD_LINE_KEEP (SMTPD_COMMAND_SIZE_LIMIT + 1)
 
@@ -119,6 +121,9 @@ typedef struct smtpd_session {
   size_t num_bytes;        /* bytes of the last line or message */
   smtpd_str fqdn;
   unsigned rset_gen;       /* bumped by RSET/HELO/EHLO: received_data gone */
+  size_t max_recipients;   /* 0: no limit; past it RCPT gets 452 */
+  unsigned max_bad;        /* 0: no limit; past it 421 and close */
+  unsigned bad;            /* 500/501 replies so far */
 } smtpd_session;
 
 /* The outcome of reading one command line. */
@@ -134,6 +139,7 @@ int smtpd_session_init(smtpd_session *s, smtpd_buf *out, const char *fqdn,
                        size_t fqdn_len);
 void smtpd_session_free(smtpd_session *s);
 int smtpd_reply(smtpd_session *s, const char *line, size_t len);
+int smtpd_reply_raw(smtpd_session *s, const char *line, size_t len);
 int smtpd_replyf(smtpd_session *s, const char *fmt, ...);
 void smtpd_session_rset(smtpd_session *s);
 void smtpd_session_post_data(smtpd_session *s);
@@ -206,6 +212,10 @@ typedef struct smtpd_server {
   size_t data_size_limit;
   int enable_smtputf8;
   int decode_data;
+  size_t max_recipients;
+  unsigned max_bad;
+  uint64_t timeout_ms;         /* idle: no complete command for this long */
+  uint64_t handler_timeout_ms; /* a waiting hook is given up after this */
   smtpd_str fqdn;
   smtpd_cls_cache cls;
 } smtpd_server;
@@ -213,6 +223,10 @@ typedef struct smtpd_server {
 typedef struct smtpd_channel {
   uv_tcp_t tcp;
   smtpd_hdr hdr;
+  uv_timer_t timer;        /* idle timeout, or the waiting hook's deadline */
+  int handles;             /* tcp and timer: freed when both closed */
+  uint64_t timeout_ms;
+  uint64_t handler_timeout_ms;
   smtpd_map *map;
   int server_ref;          /* the Lua server object */
   int obj_ref;             /* the Lua channel object, once made */

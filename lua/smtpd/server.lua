@@ -55,6 +55,32 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
     error("decode_data and enable_SMTPUTF8 cannot be set to true at the "
           .. "same time", 3)
   end
+  local function seconds(name, default)
+    local v = opts[name]
+    if v == nil then return default end
+    if v == false or v == 0 then return 0 end
+    if type(v) ~= "number" or v < 0 then
+      error(name .. " must be a number of seconds (0 or false: none)", 4)
+    end
+    return v
+  end
+  local function count(name, default, min)
+    local v = opts[name]
+    if v == nil then return default end
+    if v == false or v == 0 then return 0 end
+    if math.type(v) ~= "integer" or v < min then
+      error(("%s must be an integer of at least %d (0 or false: no limit)")
+            :format(name, min), 4)
+    end
+    return v
+  end
+  local limits = {
+    timeout = seconds("timeout", 300),
+    handler_timeout = seconds("handler_timeout", 300),
+    -- RFC 5321 4.5.3.1.8: a server must take at least 100 recipients.
+    max_recipients = count("max_recipients", 1000, 100),
+    max_bad_commands = count("max_bad_commands", 20, 1),
+  }
   local map = opts.map or M.socket_map
   local laddr = M.parse_addr(localaddr, "localaddr")
   self._localaddr = laddr
@@ -75,6 +101,10 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
     enable_SMTPUTF8 = self.enable_SMTPUTF8,
     decode_data = self._decode_data,
     fqdn = opts.fqdn,
+    timeout = limits.timeout,
+    handler_timeout = limits.handler_timeout,
+    max_recipients = limits.max_recipients,
+    max_bad_commands = limits.max_bad_commands,
   })
   if not handle then
     error(("cannot listen on %s:%d: %s"):format(laddr[1], laddr[2], err), 3)

@@ -21,7 +21,7 @@ function M.wait(map, start, what)
     start(server._map, function(...)
       if parked then
         parked = false
-        conn:wake(...)
+        conn:wake(co, ...)
       elseif not early then
         early = table.pack(...)
       end

@@ -1,0 +1,126 @@
+-- Limits and timeouts (smtpd had none), each input sent in 1-, 7- and
+-- 1500-byte writes.
+local H = require "helper"
+local R = require "replies"
+local smtpd = H.smtpd
+
+local SPLITS = {1, 7, 1500}
+
+describe("limits", function()
+  it("checks the limit options", function()
+    local map = H.core.map()
+    for _, bad in ipairs({{max_recipients = 99}, {max_recipients = 1.5},
+                          {max_bad_commands = -1}, {timeout = "x"},
+                          {handler_timeout = -2}}) do
+      bad.map = map
+      assert.has_error(function() H.Recorder("127.0.0.1:0", nil, bad) end)
+    end
+    H.cleanup(map)
+  end)
+
+  for _, split in ipairs(SPLITS) do
+    describe(("(%d-byte writes)"):format(split), function()
+      it("answers 452 past max_recipients and keeps the earlier ones",
+         function()
+        local srv, map, host, port = H.server(H.Recorder,
+                                              {max_recipients = 100})
+        local input = "HELO x\r\nMAIL FROM:<a@b>\r\n"
+        for i = 1, 102 do input = input .. "RCPT TO:<r" .. i .. "@d>\r\n" end
+        input = input .. "DATA\r\nx\r\n.\r\nQUIT\r\n"
+        local replies = H.converse(map, host, port, input,
+                                   split == 1 and 64 or split)
+        assert.equal(R.ok, replies[102])
+        assert.equal("452 4.5.3 Error: too many recipients", replies[103])
+        assert.equal("452 4.5.3 Error: too many recipients", replies[104])
+        assert.equal(R.ok, replies[106])
+        assert.equal(100, #srv.messages[1].rcpttos)
+        assert.equal("r100@d", srv.messages[1].rcpttos[100])
+        H.cleanup(map)
+      end)
+
+      it("takes 1000 recipients by default", function()
+        local srv, map, host, port = H.server(H.Recorder)
+        local parts = {"HELO x\r\nMAIL FROM:<a@b>\r\n"}
+        for i = 1, 1001 do parts[#parts + 1] = "RCPT TO:<r" .. i .. "@d>\r\n" end
+        parts[#parts + 1] = "DATA\r\nx\r\n.\r\nQUIT\r\n"
+        local replies = H.converse(map, host, port, table.concat(parts),
+                                   split == 1 and 512 or split)
+        assert.equal("452 4.5.3 Error: too many recipients", replies[1003])
+        assert.equal(1000, #srv.messages[1].rcpttos)
+        H.cleanup(map)
+      end)
+
+      it("closes with 421 after too many bad commands", function()
+        local _, map, host, port = H.server(H.Recorder, {max_bad_commands = 3})
+        local replies = H.converse(map, host, port,
+          "FOO\r\nHELO\r\nNOOP\r\nBAR\r\nBAZ\r\nNOOP\r\n", split)
+        assert.same({R.unknown("FOO"), R.helo_syntax, R.ok, R.unknown("BAR"),
+                     R.unknown("BAZ"), "421 4.7.0 " .. R.fqdn
+                     .. " Error: too many bad commands, closing"}, replies)
+        H.cleanup(map)
+      end)
+    end)
+  end
+
+  it("closes an idle connection with 421", function()
+    local _, map, host, port = H.server(H.Recorder, {timeout = 0.3})
+    local c = H.connect(map, host, port)
+    c:lines(1)
+    c:send("HELO x\r\n")
+    assert.same({R.helo}, c:lines(1))
+    local t0 = H.now()
+    local rest = c:wait_closed(5)
+    assert.equal("421 4.4.2 " .. R.fqdn .. " Error: timeout exceeded\r\n", rest)
+    assert.is_true(H.now() - t0 >= 0.25)
+    c:close()
+    H.cleanup(map)
+  end)
+
+  it("counts the idle time from the last read", function()
+    local _, map, host, port = H.server(H.Recorder, {timeout = 0.5})
+    local c = H.connect(map, host, port)
+    c:lines(1)
+    for _ = 1, 5 do
+      local t0 = H.now()
+      H.run_until(map, function() return H.now() - t0 > 0.2 end, 1)
+      c:send("NOOP\r\n")
+      assert.same({R.ok}, c:lines(1))
+    end
+    assert.is_false(c:closed())
+    c:wait_closed(5)
+    c:close()
+    H.cleanup(map)
+  end)
+
+  it("gives up a handler that waits past handler_timeout: 451, the session"
+     .. " goes on, nothing is accepted", function()
+    local S = H.Recorder:extend()
+    local finished = false
+    function S:process_message(peer, mailfrom, ...)
+      if mailfrom == "slow@x" then
+        smtpd.sleep(1)
+        finished = true
+        return "250 accepted late"
+      end
+      return S.super.process_message(self, peer, mailfrom, ...)
+    end
+    local srv, map, host, port = H.server(S, {handler_timeout = 0.2})
+    local c = H.connect(map, host, port)
+    c:lines(1)
+    c:send("HELO x\r\nMAIL FROM:<slow@x>\r\nRCPT TO:<r@y>\r\nDATA\r\nx\r\n.\r\n"
+           .. "MAIL FROM:<fast@x>\r\nRCPT TO:<r@y>\r\nDATA\r\ny\r\n.\r\n")
+    assert.same({R.helo, R.ok, R.ok, R.data, R.local_error, R.ok, R.ok, R.data,
+                 R.ok}, c:lines(9, 5))
+    -- The given-up handler is never resumed: its sleep ends, and there is
+    -- no second reply and no message from it.
+    local t0 = H.now()
+    H.run_until(map, function() return H.now() - t0 > 1.2 end, 3)
+    c:send("NOOP\r\n")
+    assert.same({R.ok}, c:lines(1))
+    assert.is_false(finished)
+    assert.equal(1, #srv.messages)
+    assert.equal("fast@x", srv.messages[1].mailfrom)
+    c:close()
+    H.cleanup(map)
+  end)
+end)
