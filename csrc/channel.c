@@ -23,6 +23,14 @@ static char channel_wait_token;
 #define ERR_REPLY "451 4.3.0 Requested action aborted: local error in " \
                   "processing"
 
+/* Back-pressure: past this many unsent reply bytes the channel stops
+ * parsing and reading until the client drains them. */
+#define OUT_HIGH (64 * 1024)
+
+static int channel_blocked(const smtpd_channel *ch) {
+  return ch->out.len + ch->wbuf.len > OUT_HIGH;
+}
+
 static void channel_process_input(smtpd_channel *ch);
 static void channel_flush(smtpd_channel *ch);
 static void channel_on_read(uv_stream_t *st, ssize_t nread,
@@ -414,7 +422,8 @@ static void channel_on_data_end(smtpd_channel *ch) {
 static size_t channel_feed(smtpd_channel *ch, const char *buf, size_t len) {
   size_t off = 0, used;
   ch->in_process++;
-  while (off < len && !ch->parked && !ch->closing && !ch->close_when_done) {
+  while (off < len && !ch->parked && !ch->closing && !ch->close_when_done &&
+         !channel_blocked(ch)) {
     int r = smtpd_parser_feed(&ch->s.parser, buf + off, len - off, &used);
     off += used;
     if (r == SMTPD_PARSE_MORE) break;
@@ -445,6 +454,12 @@ static void channel_on_write(uv_write_t *req, int status) {
     return;
   }
   channel_flush(ch);
+  if (ch->closing) return;
+  /* The client drained its replies: go on with what it sent meanwhile. */
+  if (!channel_blocked(ch) && !ch->parked && ch->in.len && !ch->in_process)
+    channel_process_input(ch);
+  else
+    channel_update_reading(ch);
 }
 
 static void channel_flush(smtpd_channel *ch) {
@@ -483,7 +498,8 @@ static void channel_on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
 }
 
 static void channel_update_reading(smtpd_channel *ch) {
-  int want = !ch->closing && !ch->parked && !ch->close_when_done;
+  int want = !ch->closing && !ch->parked && !ch->close_when_done &&
+             !channel_blocked(ch);
   if (want && !ch->reading) {
     if (uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
                       channel_on_read) == 0)

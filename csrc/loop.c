@@ -266,6 +266,37 @@ static int map_tostring(lua_State *L) {
   return 1;
 }
 
+static void map_walk_stats(uv_handle_t *h, void *arg) {
+  smtpd_hdr *hdr = h->data;
+  size_t *st = arg;
+  if (hdr && hdr->kind == SMTPD_H_CHANNEL && h->type == UV_TCP &&
+      !uv_is_closing(h)) {
+    smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, hdr);
+    size_t out = ch->out.len + ch->wbuf.len;
+    st[0]++;
+    st[1] += out;
+    if (out > st[2]) st[2] = out;
+    st[3] += ch->in.len + ch->s.parser.line.cap + ch->s.parser.data.cap;
+  }
+}
+
+/* stats() -> {channels, out_queued, out_max, in_held} */
+static int map_stats(lua_State *L) {
+  smtpd_map *m = smtpd_check_map(L, 1);
+  size_t st[4] = {0, 0, 0, 0};
+  uv_walk(&m->loop, map_walk_stats, st);
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, (lua_Integer)st[0]);
+  lua_setfield(L, -2, "channels");
+  lua_pushinteger(L, (lua_Integer)st[1]);
+  lua_setfield(L, -2, "out_queued");
+  lua_pushinteger(L, (lua_Integer)st[2]);
+  lua_setfield(L, -2, "out_max");
+  lua_pushinteger(L, (lua_Integer)st[3]);
+  lua_setfield(L, -2, "in_held");
+  return 1;
+}
+
 static int map_set_debug(lua_State *L) {
   smtpd_map *m = smtpd_check_map(L, 1);
   m->debug = lua_toboolean(L, 2);
@@ -279,7 +310,8 @@ void smtpd_open_map(lua_State *L) {
   };
   static const luaL_Reg methods[] = {
     {"loop", map_loop}, {"close_all", map_close_all}, {"count", map_count},
-    {"set_debug", map_set_debug}, {"close", map_close}, {NULL, NULL}
+    {"set_debug", map_set_debug}, {"close", map_close},
+    {"stats", map_stats}, {NULL, NULL}
   };
   luaL_newmetatable(L, SMTPD_MAP_MT);
   luaL_setfuncs(L, meta, 0);

@@ -208,6 +208,32 @@ static int tcp_shutdown_write(lua_State *L) {
   return 0;
 }
 
+/* set_rcvbuf(bytes): a small receive buffer, so a paused client cannot
+ * hide the server's output in its kernel buffer. */
+static int tcp_set_rcvbuf(lua_State *L) {
+  tcp_client *c = tcp_check(L);
+  int v = (int)luaL_checkinteger(L, 2);
+  int err = uv_recv_buffer_size((uv_handle_t *)&c->tcp, &v);
+  if (err) return smtpd_fail(L, err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* pause()/resume(): stop and start reading (a client that does not read
+ * its replies). */
+static int tcp_pause(lua_State *L) {
+  tcp_client *c = tcp_check(L);
+  if (c->connected && !c->closing) uv_read_stop((uv_stream_t *)&c->tcp);
+  return 0;
+}
+
+static int tcp_resume(lua_State *L) {
+  tcp_client *c = tcp_check(L);
+  if (c->connected && !c->closing && !c->eof)
+    uv_read_start((uv_stream_t *)&c->tcp, tcp_on_alloc, tcp_on_read);
+  return 0;
+}
+
 static int tcp_close_(lua_State *L) {
   tcp_ud *ud = luaL_checkudata(L, 1, TCP_MT);
   if (ud->c) {
@@ -222,6 +248,8 @@ void smtpd_open_tcp(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"write", tcp_write_}, {"read", tcp_read}, {"peek", tcp_peek},
     {"status", tcp_status}, {"shutdown", tcp_shutdown_write},
+    {"pause", tcp_pause}, {"resume", tcp_resume},
+    {"set_rcvbuf", tcp_set_rcvbuf},
     {"close", tcp_close_}, {NULL, NULL}
   };
   luaL_newmetatable(L, TCP_MT);

@@ -100,20 +100,29 @@ end
 
 -- Waits for n complete reply lines (a multi-line reply counts each line).
 function Client:lines(n, timeout)
+  -- Count CRLFs incrementally: replies can run to megabytes.
+  local function count()
+    local from = math.max(1, (self.scanned or 1) - 1)
+    local _, k = self.buf:sub(from):gsub("\r\n", "")
+    self.nl = (self.nl or 0) + k
+    self.scanned = #self.buf + 1
+    -- a CRLF split across the scan boundary was counted once (from - 1)
+  end
   H.run_until(self.map, function()
     self:pump()
-    local count = select(2, self.buf:gsub("\r\n", ""))
-    return count >= n or self:closed()
+    count()
+    return self.nl >= n or self:closed()
   end, timeout or 5, n .. " reply lines")
   self:pump()
-  local out = {}
-  for line in self.buf:gmatch("(.-)\r\n") do
-    if #out < n then out[#out + 1] = line end
+  local out, pos = {}, 1
+  while #out < n do
+    local s, e = self.buf:find("\r\n", pos, true)
+    if not s then break end
+    out[#out + 1] = self.buf:sub(pos, s - 1)
+    pos = e + 1
   end
-  -- keep what is beyond the n lines
-  local consumed = 0
-  for i = 1, #out do consumed = consumed + #out[i] + 2 end
-  self.buf = self.buf:sub(consumed + 1)
+  self.buf = self.buf:sub(pos)
+  self.nl, self.scanned = nil, nil
   return out
 end
 

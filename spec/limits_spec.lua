@@ -124,3 +124,42 @@ describe("limits", function()
     H.cleanup(map)
   end)
 end)
+
+describe("back-pressure", function()
+  for _, split in ipairs(SPLITS) do
+    it(("stops reading a client that does not read its replies (%d-byte "
+        .. "writes)"):format(split), function()
+      local _, map, host, port = H.server(H.Recorder,
+                                          {max_bad_commands = false})
+      local c = H.connect(map, host, port)
+      c:lines(1)
+      -- A small receive buffer, so the kernel cannot hide the replies.
+      assert(c.tcp:set_rcvbuf(65536))
+      c.tcp:pause()
+      -- 1,000,000 NOOPs: 8 MB of replies the client does not read, more
+      -- than the kernel's socket buffers hold on loopback.
+      local n = 1000000
+      local input = ("NOOP\r\n"):rep(n)
+      -- Megabytes cannot go a byte at a time: scale the writes.
+      local step = ({[1] = 4096, [7] = 7 * 1024})[split] or split * 10
+      for i = 1, #input, step do
+        c.tcp:write(input:sub(i, i + step - 1))
+        map:loop(0, 1)
+      end
+      local t0 = H.now()
+      H.run_until(map, function() return H.now() - t0 > 0.5 end, 2)
+      local st = map:stats()
+      -- The server holds at most the bound plus one read's replies.
+      assert.is_true(st.out_max <= 64 * 1024 + 65536, "out " .. st.out_max)
+      assert.is_true(st.in_held <= 2 * 65536 + 4096, "in " .. st.in_held)
+      -- Once the client reads, every reply arrives.
+      c.tcp:set_rcvbuf(4 * 1024 * 1024)
+      c.tcp:resume()
+      local got = c:lines(n, 20)
+      assert.equal(n, #got)
+      assert.equal(R.ok, got[n])
+      c:close()
+      H.cleanup(map)
+    end)
+  end
+end)
