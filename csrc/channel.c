@@ -42,6 +42,8 @@ static void channel_update_reading(smtpd_channel *ch);
 static void channel_on_close(uv_handle_t *h) {
   smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, (smtpd_hdr *)h->data);
   if (--ch->handles > 0) return;
+  if (ch->counted) smtpd_shared_leave(ch->shared, (struct sockaddr *)&ch->peer);
+  smtpd_shared_unref(ch->shared);
   smtpd_session_free(&ch->s);
   smtpd_buf_free(&ch->in);
   smtpd_buf_free(&ch->out);
@@ -585,6 +587,17 @@ void smtpd_server_on_connection(uv_stream_t *st, int status) {
     return;
   }
   uv_tcp_nodelay(&ch->tcp, 1);
+  ch->shared = srv->shared;
+  ch->shared->refs++;
+  if (!smtpd_shared_admit(ch->shared, (struct sockaddr *)&ch->peer)) {
+    /* Over a connection limit: say so and close, no Lua involved. */
+    smtpd_replyf(&ch->s, "421 4.7.0 %s Error: too many connections, try "
+                 "again later", srv->fqdn.p);
+    ch->close_when_done = 1;
+    channel_flush(ch);
+    return;
+  }
+  ch->counted = 1;
   ch->s.data_size_limit = srv->data_size_limit;
   ch->s.enable_smtputf8 = srv->enable_smtputf8;
   ch->s.decode_data = srv->decode_data;

@@ -5,6 +5,75 @@
 
 #include "smtpd.h"
 
+smtpd_shared *smtpd_shared_new(void) {
+  smtpd_shared *sh = calloc(1, sizeof *sh);
+  if (sh) sh->refs = 1;
+  return sh;
+}
+
+void smtpd_shared_unref(smtpd_shared *sh) {
+  if (sh && --sh->refs == 0) {
+    free(sh->ips);
+    free(sh);
+  }
+}
+
+static void shared_key(const struct sockaddr *sa, unsigned char *key,
+                       int *fam) {
+  memset(key, 0, 16);
+  *fam = sa->sa_family;
+  if (sa->sa_family == AF_INET)
+    memcpy(key, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+  else if (sa->sa_family == AF_INET6)
+    memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+}
+
+static smtpd_ipcount *shared_find(smtpd_shared *sh, const unsigned char *key,
+                                  int fam) {
+  size_t i;
+  for (i = 0; i < sh->nips; i++) {
+    if (sh->ips[i].family == fam && memcmp(sh->ips[i].addr, key, 16) == 0)
+      return &sh->ips[i];
+  }
+  return NULL;
+}
+
+int smtpd_shared_admit(smtpd_shared *sh, const struct sockaddr *sa) {
+  unsigned char key[16];
+  int fam;
+  smtpd_ipcount *e;
+  if (sh->max_connections && sh->total >= sh->max_connections) return 0;
+  shared_key(sa, key, &fam);
+  e = shared_find(sh, key, fam);
+  if (e && sh->max_per_ip && e->n >= sh->max_per_ip) return 0;
+  if (e == NULL) {
+    if (sh->nips == sh->capips) {
+      size_t cap = sh->capips ? sh->capips * 2 : 16;
+      smtpd_ipcount *v = realloc(sh->ips, cap * sizeof *v);
+      if (v == NULL) return 0;
+      sh->ips = v;
+      sh->capips = cap;
+    }
+    e = &sh->ips[sh->nips++];
+    memcpy(e->addr, key, 16);
+    e->family = fam;
+    e->n = 0;
+  }
+  e->n++;
+  sh->total++;
+  return 1;
+}
+
+void smtpd_shared_leave(smtpd_shared *sh, const struct sockaddr *sa) {
+  unsigned char key[16];
+  int fam;
+  smtpd_ipcount *e;
+  shared_key(sa, key, &fam);
+  e = shared_find(sh, key, fam);
+  if (e && --e->n == 0) *e = sh->ips[--sh->nips];
+  sh->total--;
+}
+
 static smtpd_server *server_check(lua_State *L, int idx) {
   smtpd_server **ps = luaL_checkudata(L, idx, SMTPD_SERVER_MT);
   return *ps;
@@ -12,6 +81,7 @@ static smtpd_server *server_check(lua_State *L, int idx) {
 
 static void server_on_close(uv_handle_t *h) {
   smtpd_server *s = (smtpd_server *)h;
+  smtpd_shared_unref(s->shared);
   smtpd_str_free(&s->fqdn);
   free(s);
 }
@@ -63,6 +133,16 @@ static int server_listen(lua_State *L) {
   lua_getfield(L, 5, "handler_timeout");
   s->handler_timeout_ms = (uint64_t)(luaL_optnumber(L, -1, 300) * 1000);
   lua_pop(L, 4);
+  s->shared = smtpd_shared_new();
+  if (s->shared == NULL) {
+    free(s);
+    return luaL_error(L, "out of memory");
+  }
+  lua_getfield(L, 5, "max_connections");
+  s->shared->max_connections = (size_t)luaL_optinteger(L, -1, 1000);
+  lua_getfield(L, 5, "max_connections_per_ip");
+  s->shared->max_per_ip = (size_t)luaL_optinteger(L, -1, 50);
+  lua_pop(L, 2);
   lua_getfield(L, 5, "fqdn");
   {
     size_t n;

@@ -203,6 +203,30 @@ typedef struct smtpd_cls_cache {
   int custom;              /* not the plain SMTPChannel */
 } smtpd_cls_cache;
 
+/* What a server shares with its channels; it outlives the server while
+ * channels remain (refs). */
+typedef struct smtpd_ipcount {
+  unsigned char addr[16];
+  int family;
+  size_t n;
+} smtpd_ipcount;
+
+typedef struct smtpd_shared {
+  int refs;
+  size_t total;            /* channels open */
+  smtpd_ipcount *ips;      /* channels open per client address */
+  size_t nips, capips;
+  size_t max_connections;  /* 0: no limit */
+  size_t max_per_ip;       /* 0: no limit */
+  int shutting_down;       /* close(): finish DATA, then 421 */
+} smtpd_shared;
+
+smtpd_shared *smtpd_shared_new(void);
+void smtpd_shared_unref(smtpd_shared *sh);
+/* Counts a new connection from sa; 0 if a limit says no. */
+int smtpd_shared_admit(smtpd_shared *sh, const struct sockaddr *sa);
+void smtpd_shared_leave(smtpd_shared *sh, const struct sockaddr *sa);
+
 typedef struct smtpd_server {
   uv_tcp_t tcp;            /* first: the handle's address is the struct's */
   smtpd_hdr hdr;
@@ -218,6 +242,7 @@ typedef struct smtpd_server {
   uint64_t handler_timeout_ms; /* a waiting hook is given up after this */
   smtpd_str fqdn;
   smtpd_cls_cache cls;
+  smtpd_shared *shared;
 } smtpd_server;
 
 typedef struct smtpd_channel {
@@ -227,6 +252,8 @@ typedef struct smtpd_channel {
   int handles;             /* tcp and timer: freed when both closed */
   uint64_t timeout_ms;
   uint64_t handler_timeout_ms;
+  smtpd_shared *shared;    /* with the server; NULL if not admitted */
+  int counted;             /* counted in shared (release on close) */
   smtpd_map *map;
   int server_ref;          /* the Lua server object */
   int obj_ref;             /* the Lua channel object, once made */

@@ -163,3 +163,56 @@ describe("back-pressure", function()
     end)
   end
 end)
+
+describe("connection limits", function()
+  local function open(map, host, port, n)
+    local cs = {}
+    for i = 1, n do
+      cs[i] = H.connect(map, host, port)
+      cs[i]:lines(1)
+    end
+    return cs
+  end
+
+  for _, opt in ipairs({"max_connections", "max_connections_per_ip"}) do
+    it(opt .. ": 421 over the limit, room again when one leaves", function()
+      local srv, map, host, port = H.server(H.Recorder, {[opt] = 2})
+      local cs = open(map, host, port, 2)
+      local third = H.connect(map, host, port)
+      assert.equal("421 4.7.0 " .. R.fqdn .. " Error: too many connections, "
+                   .. "try again later\r\n", third:wait_closed(5))
+      third:close()
+      cs[1]:send("QUIT\r\n")
+      cs[1]:wait_closed(5)
+      cs[1]:close()
+      H.run_until(map, function() return map:stats().channels == 1 end, 5)
+      local again = H.connect(map, host, port)
+      assert.equal(R.greeting, again:lines(1)[1])
+      again:send("NOOP\r\n")
+      assert.same({R.ok}, again:lines(1))
+      again:close()
+      cs[2]:close()
+      H.cleanup(map)
+    end)
+  end
+
+  it("releases the count of a channel that outlives its closed server",
+     function()
+    local map = H.core.map()
+    local a = H.Recorder({"127.0.0.1", 0}, nil, {map = map,
+                                                 max_connections = 1})
+    local b = H.Recorder({"127.0.0.1", 0}, nil, {map = map,
+                                                 max_connections = 1})
+    local ahost, aport = a:getsockname()
+    local _, bport = b:getsockname()
+    local ca = open(map, ahost, aport, 1)
+    local cb = open(map, ahost, bport, 1)
+    a:close()
+    -- Channels outlive their server; their counts go with them.
+    ca[1]:send("QUIT\r\n")
+    ca[1]:wait_closed(5)
+    ca[1]:close()
+    cb[1]:close()
+    H.cleanup(map)
+  end)
+end)

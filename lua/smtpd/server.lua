@@ -80,6 +80,8 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
     -- RFC 5321 4.5.3.1.8: a server must take at least 100 recipients.
     max_recipients = count("max_recipients", 1000, 100),
     max_bad_commands = count("max_bad_commands", 20, 1),
+    max_connections = count("max_connections", 1000, 1),
+    max_connections_per_ip = count("max_connections_per_ip", 50, 1),
   }
   local map = opts.map or M.socket_map
   local laddr = M.parse_addr(localaddr, "localaddr")
@@ -105,6 +107,8 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
     handler_timeout = limits.handler_timeout,
     max_recipients = limits.max_recipients,
     max_bad_commands = limits.max_bad_commands,
+    max_connections = limits.max_connections,
+    max_connections_per_ip = limits.max_connections_per_ip,
   })
   if not handle then
     error(("cannot listen on %s:%d: %s"):format(laddr[1], laddr[2], err), 3)
