@@ -36,6 +36,7 @@ static void channel_flush(smtpd_channel *ch);
 static void channel_on_read(uv_stream_t *st, ssize_t nread,
                             const uv_buf_t *buf);
 static void channel_update_reading(smtpd_channel *ch);
+static void channel_check_shutdown(smtpd_channel *ch);
 
 /* ---- lifetime ---------------------------------------------------------- */
 
@@ -257,6 +258,7 @@ static int channel_resume(smtpd_channel *ch, lua_State *co, int nargs) {
     }
     smtpd_session_sync(&ch->s);
     if (ch->s.quit) ch->close_when_done = 1;
+    channel_check_shutdown(ch);
   }
   lua_settop(co, 0);
   channel_unref(L, &ch->thread_ref);
@@ -378,6 +380,41 @@ static void channel_on_timer(uv_timer_t *t) {
   if (!ch->closing) channel_update_reading(ch);
 }
 
+/* ---- shutdown ---------------------------------------------------------- */
+
+static void channel_say_shutdown(smtpd_channel *ch) {
+  smtpd_replyf(&ch->s, "421 4.3.2 %s Service shutting down, closing "
+               "channel", ch->s.fqdn.p);
+  ch->close_when_done = 1;
+}
+
+/* After each event: a channel of a server that is shutting down ends as
+ * soon as it is between transactions' DATA. */
+static void channel_check_shutdown(smtpd_channel *ch) {
+  if (ch->shared && ch->shared->shutting_down && !ch->closing &&
+      !ch->close_when_done && !ch->hook && !ch->s.parser.data_mode &&
+      ch->s.state == SMTPD_COMMAND)
+    channel_say_shutdown(ch);
+}
+
+void smtpd_channel_shutdown(smtpd_channel *ch, int force) {
+  if (ch->closing || ch->close_when_done) return;
+  if (force) {
+    if (ch->parked) {
+      ch->parked = 0;
+      ch->hook = 0;
+      channel_unref(ch->map->L, &ch->thread_ref);
+    }
+    channel_say_shutdown(ch);
+  } else {
+    channel_check_shutdown(ch);
+  }
+  if (!ch->in_process) {
+    channel_flush(ch);
+    if (!ch->closing) channel_update_reading(ch);
+  }
+}
+
 /* ---- protocol events --------------------------------------------------- */
 
 static void channel_on_line(smtpd_channel *ch) {
@@ -438,6 +475,7 @@ static size_t channel_feed(smtpd_channel *ch, const char *buf, size_t len) {
       smtpd_reply(&ch->s, "451 Out of memory", 17);
       ch->close_when_done = 1;
     }
+    channel_check_shutdown(ch);
   }
   ch->in_process--;
   return off;

@@ -170,8 +170,73 @@ static int server_listen(lua_State *L) {
   return 1;
 }
 
+typedef struct shutdown_walk {
+  smtpd_shared *shared;
+  int force;
+} shutdown_walk;
+
+static void server_walk_shutdown(uv_handle_t *h, void *arg) {
+  shutdown_walk *w = arg;
+  smtpd_hdr *hdr = h->data;
+  if (hdr && hdr->kind == SMTPD_H_CHANNEL && h->type == UV_TCP &&
+      !uv_is_closing(h)) {
+    smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, hdr);
+    if (ch->shared == w->shared) smtpd_channel_shutdown(ch, w->force);
+  }
+}
+
+/* The end of a shutdown's grace period. */
+typedef struct grace_timer {
+  uv_timer_t t;
+  smtpd_hdr hdr;
+  smtpd_shared *shared;
+} grace_timer;
+
+static void grace_on_close(uv_handle_t *h) {
+  grace_timer *g = (grace_timer *)h;
+  smtpd_shared_unref(g->shared);
+  free(g);
+}
+
+static void grace_close_hdr(smtpd_hdr *h) {
+  grace_timer *g = SMTPD_OWNER(grace_timer, h);
+  if (!uv_is_closing((uv_handle_t *)&g->t))
+    uv_close((uv_handle_t *)&g->t, grace_on_close);
+}
+
+static void grace_on_fire(uv_timer_t *t) {
+  grace_timer *g = (grace_timer *)t;
+  shutdown_walk w = {g->shared, 1};
+  uv_walk(t->loop, server_walk_shutdown, &w);
+  uv_close((uv_handle_t *)t, grace_on_close);
+}
+
+/* close(handle, grace): stops listening. With grace (seconds), also ends
+ * the server's channels: idle ones get 421 now, those in DATA or in a
+ * hook may finish their message within grace, then get 421. */
 static int server_close(lua_State *L) {
   smtpd_server **ps = luaL_checkudata(L, 1, SMTPD_SERVER_MT);
+  smtpd_server *s = *ps;
+  double grace = luaL_optnumber(L, 2, -1);
+  if (s && grace >= 0) {
+    smtpd_map *m = s->map;
+    shutdown_walk w = {s->shared, 0};
+    s->shared->shutting_down = 1;
+    uv_walk(&m->loop, server_walk_shutdown, &w);
+    if (s->shared->total > 0) {
+      grace_timer *g = calloc(1, sizeof *g);
+      if (g) {
+        uv_timer_init(&m->loop, &g->t);
+        g->hdr.kind = SMTPD_H_OTHER;
+        g->hdr.close = grace_close_hdr;
+        g->t.data = &g->hdr;
+        g->shared = s->shared;
+        s->shared->refs++;
+        uv_timer_start(&g->t, grace_on_fire, (uint64_t)(grace * 1000), 0);
+        uv_unref((uv_handle_t *)&g->t);
+      }
+    }
+  }
   server_destroy(L, ps);
   return 0;
 }

@@ -294,6 +294,9 @@ void smtpd_push_strlist(lua_State *L, const smtpd_strlist *l);
 void smtpd_log(smtpd_map *m, const char *fmt, ...);
 void smtpd_server_on_connection(uv_stream_t *srv, int status);
 void smtpd_channel_close(smtpd_channel *ch);
+/* Server shutdown: an idle channel gets 421 now, one in a transaction
+ * after its message (force: now, whatever it is doing). */
+void smtpd_channel_shutdown(smtpd_channel *ch, int force);
 int smtpd_setup_get(lua_State *L, const char *key);
 void smtpd_open_map(lua_State *L);
 void smtpd_open_server(lua_State *L);

@@ -5,6 +5,7 @@
  *   local t = core.after(map, 1.5, function() ... end)  -- t:cancel()
  */
 #define SMTPD_GLUE
+#include <signal.h>
 #include <stdlib.h>
 
 #include "smtpd.h"
@@ -97,6 +98,85 @@ static int timer_active(lua_State *L) {
   return 1;
 }
 
+/* ---- signals: on_signal(map, "SIGTERM", fn) -> handle (:close()) ---- */
+
+#define SIGNAL_MT "smtpd.signal"
+
+typedef struct smtpd_signal {
+  uv_signal_t sig;
+  smtpd_hdr hdr;
+  smtpd_map *map;
+  int cb_ref;
+  int closing;
+} smtpd_signal;
+
+typedef struct signal_ud {
+  smtpd_signal *s;
+} signal_ud;
+
+static void signal_on_close(uv_handle_t *h) {
+  smtpd_signal *s = SMTPD_OWNER(smtpd_signal, (smtpd_hdr *)h->data);
+  smtpd_map_unref(s->map);
+  free(s);
+}
+
+static void signal_close(smtpd_signal *s) {
+  if (s->closing) return;
+  s->closing = 1;
+  luaL_unref(s->map->L, LUA_REGISTRYINDEX, s->cb_ref);
+  uv_close((uv_handle_t *)&s->sig, signal_on_close);
+}
+
+static void signal_close_hdr(smtpd_hdr *h) {
+  signal_close(SMTPD_OWNER(smtpd_signal, h));
+}
+
+static void signal_on_fire(uv_signal_t *us, int signum) {
+  smtpd_signal *s = SMTPD_OWNER(smtpd_signal, (smtpd_hdr *)us->data);
+  lua_State *L = s->map->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->cb_ref);
+  lua_pushinteger(L, signum);
+  smtpd_lua_calls++;
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    smtpd_log(s->map, "error in a signal callback: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+static int signal_on(lua_State *L) {
+  static const char *const names[] = {"SIGTERM", "SIGINT", "SIGHUP", NULL};
+  static const int nums[] = {SIGTERM, SIGINT, SIGHUP};
+  smtpd_map *m = smtpd_check_map(L, 1);
+  int which = luaL_checkoption(L, 2, NULL, names);
+  smtpd_signal *s;
+  signal_ud *ud;
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  s = calloc(1, sizeof *s);
+  if (s == NULL) return luaL_error(L, "out of memory");
+  s->hdr.kind = SMTPD_H_OTHER;
+  s->hdr.close = signal_close_hdr;
+  s->map = m;
+  uv_signal_init(&m->loop, &s->sig);
+  s->sig.data = &s->hdr;
+  smtpd_map_ref(m);
+  lua_pushvalue(L, 3);
+  s->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  uv_signal_start(&s->sig, signal_on_fire, nums[which]);
+  /* A signal handler alone does not keep the loop running. */
+  uv_unref((uv_handle_t *)&s->sig);
+  ud = lua_newuserdatauv(L, sizeof *ud, 0);
+  ud->s = s;
+  luaL_setmetatable(L, SIGNAL_MT);
+  return 1;
+}
+
+static int signal_close_(lua_State *L) {
+  signal_ud *ud = luaL_checkudata(L, 1, SIGNAL_MT);
+  if (ud->s) signal_close(ud->s);
+  ud->s = NULL;
+  return 0;
+}
+
 void smtpd_open_timer(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"cancel", timer_cancel}, {"active", timer_active}, {NULL, NULL}
@@ -107,4 +187,12 @@ void smtpd_open_timer(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, timer_after);
   lua_setfield(L, -2, "after");
+  luaL_newmetatable(L, SIGNAL_MT);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, signal_close_);
+  lua_setfield(L, -2, "close");
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, signal_on);
+  lua_setfield(L, -2, "on_signal");
 }

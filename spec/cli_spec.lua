@@ -113,6 +113,32 @@ describe("lua-smtpd", function()
     H.cleanup(map)
   end)
 
+  it("shuts down gracefully on SIGTERM", function()
+    local port = free_port()
+    local pid, out = H.spawn(("exec lua5.4 %s -n -c DebuggingServer "
+                              .. "127.0.0.1:%d </dev/null"):format(BIN, port))
+    assert.is_true(H.wait_listening(port), H.readfile(out))
+    local map = H.core.map()
+    local idle = H.connect(map, "127.0.0.1", port)
+    idle:lines(1)
+    local busy = H.connect(map, "127.0.0.1", port)
+    busy:lines(1)
+    busy:send("HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhalf\r\n")
+    busy:lines(4)
+    os.execute("kill -TERM " .. pid)
+    local bye = "421 4.3.2 " .. R.fqdn .. " Service shutting down, closing "
+                .. "channel"
+    assert.equal(bye .. "\r\n", idle:wait_closed(5))
+    busy:send("rest\r\n.\r\n")
+    assert.same({R.ok, bye}, busy:lines(2))
+    H.run_until(map, function() return not H.alive(pid) end, 5,
+                "lua-smtpd to exit")
+    assert.matches("half\nrest", H.readfile(out))
+    idle:close()
+    busy:close()
+    H.cleanup(map)
+  end)
+
   it("takes -s and -u", function()
     local pid, port = start("-n -u -s 1000 -c DebuggingServer")
     local map = H.core.map()

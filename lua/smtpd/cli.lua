@@ -182,6 +182,8 @@ function M.find_class(name)
   return cls
 end
 
+M.GRACE = 30   -- seconds messages in DATA get after SIGTERM
+
 function M.main(argv, prog)
   prog = prog or "lua-smtpd"
   local opts = M.parse(argv, prog)
@@ -218,6 +220,13 @@ function M.main(argv, prog)
     end
   end
   io.stdout:setvbuf("line")
+  -- SIGTERM: stop accepting, let messages in DATA finish (30 s), then go.
+  local sig
+  sig = smtpd.core.on_signal(smtpd.socket_map, "SIGTERM", function()
+    io.stderr:write(prog, ": SIGTERM: shutting down\n")
+    sig:close()
+    server:close(M.GRACE)
+  end)
   smtpd.loop()
   return 0
 end

@@ -132,9 +132,16 @@ function SMTPServer:getsockname()
   return self._handle:getsockname()
 end
 
--- Stops listening; open connections carry on.
-function SMTPServer:close()
-  self._handle:close()
+-- Stops listening and ends the server's sessions: idle ones get
+-- "421 ... shutting down" now; one in DATA (or waiting in a hook) may
+-- finish its message within grace seconds (default 30), then gets 421.
+-- close(false) only stops listening, as asyncore's close did.
+function SMTPServer:close(grace)
+  if grace == false then return self._handle:close() end
+  if grace ~= nil and (type(grace) ~= "number" or grace < 0) then
+    error("close: grace must be a number of seconds", 2)
+  end
+  self._handle:close(grace or 30)
 end
 
 function SMTPServer:__tostring()
