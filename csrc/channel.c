@@ -63,6 +63,8 @@ void smtpd_channel_close(smtpd_channel *ch) {
   lua_State *L = ch->map->L;
   if (ch->closing) return;
   ch->closing = 1;
+  ch->map->data_held -= ch->data_counted;
+  ch->data_counted = 0;
   if (ch->ud_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ch->ud_ref);
     ((smtpd_conn_ud *)lua_touserdata(L, -1))->ch = NULL;
@@ -341,6 +343,17 @@ static int channel_lua_message(lua_State *L) {
   return 0;
 }
 
+/* ---- message memory, shared by the map ---------------------------------- */
+
+/* Brings this channel's share of map->data_held up to date. */
+static void channel_account(smtpd_channel *ch) {
+  size_t now = ch->s.parser.data.cap;
+  smtpd_map *m = ch->map;
+  m->data_held = m->data_held - ch->data_counted + now;
+  ch->data_counted = now;
+  ch->s.data_blocked = m->data_cap && m->data_held > m->data_cap;
+}
+
 /* ---- timeouts ----------------------------------------------------------- */
 
 static void channel_on_timer(uv_timer_t *t);
@@ -348,10 +361,57 @@ static void channel_on_timer(uv_timer_t *t);
 /* Idle timeout while we wait for the client; the hook's deadline while a
  * hook waits. */
 static void channel_arm(smtpd_channel *ch) {
-  uint64_t ms = ch->parked ? ch->handler_timeout_ms : ch->timeout_ms;
+  uint64_t now = uv_now(&ch->map->loop), at = 0;
   if (ch->closing) return;
-  if (ms == 0) uv_timer_stop(&ch->timer);
-  else uv_timer_start(&ch->timer, channel_on_timer, ms, 0);
+  if (ch->parked) {
+    at = ch->handler_timeout_ms ? now + ch->handler_timeout_ms : 0;
+  } else {
+    if (ch->timeout_ms) at = ch->last_read + ch->timeout_ms;
+    if (ch->s.parser.data_mode) {
+      uint64_t d;
+      if (ch->data_started == 0) ch->data_started = now ? now : 1;
+      if (ch->data_timeout_ms) {
+        d = ch->data_started + ch->data_timeout_ms;
+        if (at == 0 || d < at) at = d;
+      }
+      if (ch->min_data_rate) {
+        /* Reads check the rate as data comes; this covers silence. */
+        d = ch->data_started + ch->data_grace_ms;
+        if (d < now + 1000) d = now + 1000;
+        if (at == 0 || d < at) at = d;
+      }
+    } else {
+      ch->data_started = 0;
+    }
+  }
+  if (at == 0) uv_timer_stop(&ch->timer);
+  else uv_timer_start(&ch->timer, channel_on_timer, at > now ? at - now : 0,
+                      0);
+}
+
+/* 421 and close, for a limit the client went past. */
+static void channel_cut(smtpd_channel *ch, const char *why) {
+  smtpd_replyf(&ch->s, "421 4.4.2 %s Error: %s", ch->s.fqdn.p, why);
+  ch->close_when_done = 1;
+  channel_flush(ch);
+  if (!ch->closing) channel_update_reading(ch);
+}
+
+/* The DATA deadline and the minimum rate; 1 when the client was cut. */
+static int channel_check_data(smtpd_channel *ch, uint64_t now) {
+  uint64_t spent;
+  if (!ch->s.parser.data_mode || !ch->data_started || ch->parked) return 0;
+  spent = now - ch->data_started;
+  if (ch->data_timeout_ms && spent >= ch->data_timeout_ms) {
+    channel_cut(ch, "DATA took too long");
+    return 1;
+  }
+  if (ch->min_data_rate && spent >= ch->data_grace_ms && spent > 0 &&
+      ch->s.parser.data_raw * 1000 / spent < ch->min_data_rate) {
+    channel_cut(ch, "data arrives too slowly");
+    return 1;
+  }
+  return 0;
 }
 
 static void channel_on_timer(uv_timer_t *t) {
@@ -374,10 +434,15 @@ static void channel_on_timer(uv_timer_t *t) {
     channel_process_input(ch);
     return;
   }
-  smtpd_replyf(&ch->s, "421 4.4.2 %s Error: timeout exceeded", ch->s.fqdn.p);
-  ch->close_when_done = 1;
-  channel_flush(ch);
-  if (!ch->closing) channel_update_reading(ch);
+  {
+    uint64_t now = uv_now(&ch->map->loop);
+    if (channel_check_data(ch, now)) return;
+    if (ch->timeout_ms && now - ch->last_read >= ch->timeout_ms) {
+      channel_cut(ch, "timeout exceeded");
+      return;
+    }
+    channel_arm(ch);
+  }
 }
 
 /* ---- shutdown ---------------------------------------------------------- */
@@ -463,7 +528,9 @@ static size_t channel_feed(smtpd_channel *ch, const char *buf, size_t len) {
   ch->in_process++;
   while (off < len && !ch->parked && !ch->closing && !ch->close_when_done &&
          !channel_blocked(ch)) {
-    int r = smtpd_parser_feed(&ch->s.parser, buf + off, len - off, &used);
+    int r;
+    channel_account(ch);
+    r = smtpd_parser_feed(&ch->s.parser, buf + off, len - off, &used);
     off += used;
     if (r == SMTPD_PARSE_MORE) break;
     if (r == SMTPD_PARSE_LINE) {
@@ -477,6 +544,8 @@ static size_t channel_feed(smtpd_channel *ch, const char *buf, size_t len) {
     }
     channel_check_shutdown(ch);
   }
+  channel_account(ch);
+  if (!ch->s.parser.data_mode) ch->data_started = 0;
   ch->in_process--;
   return off;
 }
@@ -561,6 +630,8 @@ static void channel_on_read(uv_stream_t *st, ssize_t nread,
     return;
   }
   if (nread == 0) return;
+  ch->last_read = uv_now(&ch->map->loop);
+  if (channel_check_data(ch, ch->last_read)) return;
   channel_arm(ch);
   if (ch->in.len) {
     if (smtpd_buf_append(&ch->in, buf->base, (size_t)nread)) {
@@ -617,6 +688,10 @@ void smtpd_server_on_connection(uv_stream_t *st, int status) {
   ch->handles = 2;
   ch->timeout_ms = srv->timeout_ms;
   ch->handler_timeout_ms = srv->handler_timeout_ms;
+  ch->data_timeout_ms = srv->data_timeout_ms;
+  ch->data_grace_ms = srv->data_grace_ms;
+  ch->min_data_rate = srv->min_data_rate;
+  ch->last_read = uv_now(&m->loop);
   smtpd_map_ref(m);
   if (smtpd_session_init(&ch->s, &ch->out, srv->fqdn.p, srv->fqdn.len) ||
       uv_accept(st, (uv_stream_t *)&ch->tcp) ||

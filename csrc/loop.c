@@ -157,6 +157,7 @@ static int map_new(lua_State *L) {
   m->L = lua_tothread(L, -1);
   lua_pop(L, 1);
   m->self_ref = LUA_NOREF;
+  m->data_cap = (size_t)256 * 1024 * 1024;
   m->loop.data = m;
   *pm = m;
   luaL_setmetatable(L, SMTPD_MAP_MT);
@@ -294,6 +295,8 @@ static int map_stats(lua_State *L) {
   lua_setfield(L, -2, "out_max");
   lua_pushinteger(L, (lua_Integer)st[3]);
   lua_setfield(L, -2, "in_held");
+  lua_pushinteger(L, (lua_Integer)m->data_held);
+  lua_setfield(L, -2, "data_held");
   return 1;
 }
 

@@ -133,6 +133,15 @@ static int server_listen(lua_State *L) {
   lua_getfield(L, 5, "handler_timeout");
   s->handler_timeout_ms = (uint64_t)(luaL_optnumber(L, -1, 300) * 1000);
   lua_pop(L, 4);
+  lua_getfield(L, 5, "data_timeout");
+  s->data_timeout_ms = (uint64_t)(luaL_optnumber(L, -1, 600) * 1000);
+  lua_getfield(L, 5, "data_rate_grace");
+  s->data_grace_ms = (uint64_t)(luaL_optnumber(L, -1, 30) * 1000);
+  lua_getfield(L, 5, "min_data_rate");
+  s->min_data_rate = (size_t)luaL_optinteger(L, -1, 128);
+  lua_getfield(L, 5, "max_data_memory");
+  if (!lua_isnil(L, -1)) m->data_cap = (size_t)lua_tointeger(L, -1);
+  lua_pop(L, 4);
   s->shared = smtpd_shared_new();
   if (s->shared == NULL) {
     free(s);

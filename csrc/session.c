@@ -709,6 +709,9 @@ void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
       REPLY(s, "503 Error: need RCPT command");
     } else if (arg && n) {
       REPLY(s, "501 Syntax: DATA");
+    } else if (s->data_blocked) {
+      REPLY(s, "451 4.3.1 Error: insufficient system storage, try again "
+               "later");
     } else {
       s->state = SMTPD_DATA;
       REPLY(s, "354 End data with <CR><LF>.<CR><LF>");

@@ -124,6 +124,7 @@ typedef struct smtpd_session {
   size_t max_recipients;   /* 0: no limit; past it RCPT gets 452 */
   unsigned max_bad;        /* 0: no limit; past it 421 and close */
   unsigned bad;            /* 500/501 replies so far */
+  int data_blocked;        /* memory cap reached: DATA gets 451 */
 } smtpd_session;
 
 /* The outcome of reading one command line. */
@@ -191,6 +192,8 @@ typedef struct smtpd_map {
   size_t handles;          /* servers and channels open in this map */
   int running;
   int debug;
+  size_t data_held;        /* message bytes buffered by all channels */
+  size_t data_cap;         /* past it, DATA gets 451 (0: no cap) */
   char rbuf[65536];        /* shared read buffer */
   int rbuf_busy;
 } smtpd_map;
@@ -240,6 +243,9 @@ typedef struct smtpd_server {
   unsigned max_bad;
   uint64_t timeout_ms;         /* idle: no complete command for this long */
   uint64_t handler_timeout_ms; /* a waiting hook is given up after this */
+  uint64_t data_timeout_ms;    /* the whole DATA phase */
+  uint64_t data_grace_ms;      /* before min_data_rate applies */
+  size_t min_data_rate;        /* bytes/s over the DATA phase so far */
   smtpd_str fqdn;
   smtpd_cls_cache cls;
   smtpd_shared *shared;
@@ -252,6 +258,12 @@ typedef struct smtpd_channel {
   int handles;             /* tcp and timer: freed when both closed */
   uint64_t timeout_ms;
   uint64_t handler_timeout_ms;
+  uint64_t data_timeout_ms;
+  uint64_t data_grace_ms;
+  size_t min_data_rate;
+  uint64_t last_read;      /* uv_now of the last read */
+  uint64_t data_started;   /* uv_now when DATA began, 0 outside DATA */
+  size_t data_counted;     /* our share of map->data_held */
   smtpd_shared *shared;    /* with the server; NULL if not admitted */
   int counted;             /* counted in shared (release on close) */
   smtpd_map *map;

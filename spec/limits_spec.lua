@@ -281,3 +281,99 @@ describe("graceful shutdown", function()
     H.cleanup(map)
   end)
 end)
+
+describe("slow DATA", function()
+  local ENV = "HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"
+
+  -- Sends one byte every `every` seconds until the server closes.
+  local function trickle(c, map, every, limit)
+    local t0 = H.now()
+    local i = 0
+    while not c:closed() and H.now() - t0 < limit do
+      i = i + 1
+      c.tcp:write("x")
+      local t1 = H.now()
+      H.run_until(map, function()
+        c:pump()
+        return H.now() - t1 >= every or c:closed()
+      end, every + 1)
+    end
+    return H.now() - t0
+  end
+
+  it("cuts a client that trickles past data_timeout", function()
+    local srv, map, host, port = H.server(H.Recorder, {data_timeout = 0.5,
+                                                       min_data_rate = false})
+    local c = H.connect(map, host, port)
+    c:lines(1)
+    c:send(ENV)
+    c:lines(4)
+    local took = trickle(c, map, 0.05, 5)
+    assert.equal("421 4.4.2 " .. R.fqdn .. " Error: DATA took too long\r\n",
+                 c:wait_closed(5))
+    assert.is_true(took >= 0.4 and took < 3, "took " .. took)
+    assert.is_nil(srv.messages)
+    c:close()
+    H.cleanup(map)
+  end)
+
+  it("cuts a client below min_data_rate after the grace period", function()
+    local srv, map, host, port = H.server(H.Recorder, {min_data_rate = 100,
+                                                       data_rate_grace = 0.3})
+    local c = H.connect(map, host, port)
+    c:lines(1)
+    c:send(ENV)
+    c:lines(4)
+    local took = trickle(c, map, 0.1, 5)          -- about 10 bytes/s
+    assert.equal("421 4.4.2 " .. R.fqdn .. " Error: data arrives too slowly"
+                 .. "\r\n", c:wait_closed(5))
+    assert.is_true(took >= 0.25 and took < 3, "took " .. took)
+    assert.is_nil(srv.messages)
+    c:close()
+    H.cleanup(map)
+  end)
+
+  for _, split in ipairs(SPLITS) do
+    it(("lets a client that keeps the rate through (%d-byte writes)")
+       :format(split), function()
+      local srv, map, host, port = H.server(H.Recorder, {min_data_rate = 100,
+                                                         data_rate_grace = 0.2})
+      local replies = H.converse(map, host, port, ENV .. ("y"):rep(3000)
+                                 .. "\r\n.\r\nQUIT\r\n", split)
+      assert.equal(R.ok, replies[5])
+      assert.equal(3000, #srv.messages[1].data)
+      H.cleanup(map)
+    end)
+  end
+end)
+
+describe("max_data_memory", function()
+  for _, split in ipairs(SPLITS) do
+    it(("answers DATA with 451 while messages in memory pass the cap "
+        .. "(%d-byte writes)"):format(split), function()
+      local srv, map, host, port = H.server(H.Recorder,
+                                            {max_data_memory = 100000})
+      local a = H.connect(map, host, port)
+      a:lines(1)
+      a:send("HELO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n", split)
+      a:lines(4)
+      a:send(("z"):rep(150000) .. "\r\n", split == 1 and 4096 or split)
+      H.run_until(map, function() return map:stats().data_held > 100000 end,
+                  5, "a's message to be held")
+      local b = H.connect(map, host, port)
+      b:lines(1)
+      b:send("HELO b\r\nMAIL FROM:<e@f>\r\nRCPT TO:<g@h>\r\nDATA\r\n", split)
+      assert.same({R.helo, R.ok, R.ok, "451 4.3.1 Error: insufficient system "
+                   .. "storage, try again later"}, b:lines(4))
+      a:send(".\r\n", split)
+      assert.same({R.ok}, a:lines(1))
+      assert.equal(0, map:stats().data_held)
+      b:send("DATA\r\nsmall\r\n.\r\n", split)
+      assert.same({R.data, R.ok}, b:lines(2))
+      assert.equal(2, #srv.messages)
+      a:close()
+      b:close()
+      H.cleanup(map)
+    end)
+  end
+end)

@@ -82,6 +82,11 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
     max_bad_commands = count("max_bad_commands", 20, 1),
     max_connections = count("max_connections", 1000, 1),
     max_connections_per_ip = count("max_connections_per_ip", 50, 1),
+    data_timeout = seconds("data_timeout", 600),
+    data_rate_grace = seconds("data_rate_grace", 30),
+    min_data_rate = count("min_data_rate", 128, 1),
+    max_data_memory = opts.max_data_memory ~= nil
+      and count("max_data_memory", 0, 1) or nil,
   }
   local map = opts.map or M.socket_map
   local laddr = M.parse_addr(localaddr, "localaddr")
@@ -109,6 +114,10 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
     max_bad_commands = limits.max_bad_commands,
     max_connections = limits.max_connections,
     max_connections_per_ip = limits.max_connections_per_ip,
+    data_timeout = limits.data_timeout,
+    data_rate_grace = limits.data_rate_grace,
+    min_data_rate = limits.min_data_rate,
+    max_data_memory = limits.max_data_memory,
   })
   if not handle then
     error(("cannot listen on %s:%d: %s"):format(laddr[1], laddr[2], err), 3)
