@@ -21,7 +21,7 @@ ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 # A hung spec must fail the run, not hold CI: the suite takes ~30 s.
 WATCHDOG ?= timeout -k 10 900
 
-.PHONY: all deps run test asan valgrind fuzz fuzz-short clean
+.PHONY: all deps run test asan valgrind fuzz fuzz-short soak clean
 
 all: deps $(SO)
 
@@ -81,6 +81,10 @@ fuzz: $(addprefix fuzz/build/,$(FUZZ_TARGETS))
 	    -artifact_prefix=fuzz/build/$$t- fuzz/build/corpus-$$t \
 	    fuzz/corpus/$${t%_fuzz} || exit 1; \
 	done
+
+# Not a test: 1000 idle connections beside 50 x 100 messages (bench/soak).
+soak: all
+	bench/soak
 
 fuzz-short:
 	$(MAKE) fuzz FUZZ_SECONDS=30

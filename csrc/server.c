@@ -163,8 +163,13 @@ static int server_listen(lua_State *L) {
   uv_tcp_init(&m->loop, &s->tcp);
   s->tcp.data = &s->hdr;
   err = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
-  if (!err) err = uv_listen((uv_stream_t *)&s->tcp, 128,
-                            smtpd_server_on_connection);
+  if (!err) {
+    lua_getfield(L, 5, "backlog");
+    err = uv_listen((uv_stream_t *)&s->tcp,
+                    (int)luaL_optinteger(L, -1, 1024),
+                    smtpd_server_on_connection);
+    lua_pop(L, 1);
+  }
   if (err) {
     s->closing = 1;
     uv_close((uv_handle_t *)&s->tcp, server_on_close);

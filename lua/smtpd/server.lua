@@ -87,6 +87,7 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
     min_data_rate = count("min_data_rate", 128, 1),
     max_data_memory = opts.max_data_memory ~= nil
       and count("max_data_memory", 0, 1) or nil,
+    backlog = count("backlog", 1024, 1),
   }
   local map = opts.map or M.socket_map
   local laddr = M.parse_addr(localaddr, "localaddr")
@@ -118,6 +119,7 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
     data_rate_grace = limits.data_rate_grace,
     min_data_rate = limits.min_data_rate,
     max_data_memory = limits.max_data_memory,
+    backlog = limits.backlog,
   })
   if not handle then
     error(("cannot listen on %s:%d: %s"):format(laddr[1], laddr[2], err), 3)
