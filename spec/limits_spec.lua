@@ -77,12 +77,13 @@ describe("limits", function()
   end)
 
   it("counts the idle time from the last read", function()
-    local _, map, host, port = H.server(H.Recorder, {timeout = 0.5})
+    -- A NOOP every 0.1 s for 1.5 s keeps a session with a 1 s timeout.
+    local _, map, host, port = H.server(H.Recorder, {timeout = 1})
     local c = H.connect(map, host, port)
     c:lines(1)
-    for _ = 1, 5 do
+    for _ = 1, 15 do
       local t0 = H.now()
-      H.run_until(map, function() return H.now() - t0 > 0.2 end, 1)
+      H.run_until(map, function() return H.now() - t0 > 0.1 end, 1)
       c:send("NOOP\r\n")
       assert.same({R.ok}, c:lines(1))
     end
