@@ -26,7 +26,6 @@ end
 
 -- Runs the map until pred() is true; raises after timeout seconds.
 function H.run_until(map, pred, timeout, what)
-  local deadline = os.clock() + 0 -- placeholder for cpu-time tools
   local t0 = H.now()
   timeout = timeout or 5
   while not pred() do
@@ -36,11 +35,9 @@ function H.run_until(map, pred, timeout, what)
     end
     map:loop(0.01, 1)
   end
-  return deadline
 end
 
 -- Wall clock in seconds (os.time is too coarse, os.clock counts CPU).
-local uvnow = io.popen ~= nil
 function H.now()
   local f = io.open("/proc/uptime")
   local t = f and f:read("n")

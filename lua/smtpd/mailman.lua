@@ -29,11 +29,7 @@ function MailmanProxy:initialize(localaddr, remoteaddr, opts)
   }
 end
 
-local function clean(text)
-  text = tostring(text or ""):gsub("[\r\n]+", " "):gsub("[^\32-\126]", "?")
-  if #text > 400 then text = text:sub(1, 400) .. "..." end
-  return text
-end
+local clean = PureProxy.clean
 
 -- Delivers to Mailman over LMTP. Returns
 --   lists: recipients Mailman took,
@@ -107,14 +103,7 @@ function MailmanProxy:process_message(peer, mailfrom, rcpttos, data)
     self:log("message from %s refused: %s", mailfrom, reply)
     return reply
   end
-  if next(refused) then
-    local parts = {}
-    for r, e in pairs(refused) do
-      parts[#parts + 1] = ("%s: %s %s"):format(r, e[1], clean(e[2]))
-    end
-    table.sort(parts)
-    self:log("we got some refusals: %s", table.concat(parts, "; "))
-  end
+  self:log_refusals(refused)
 end
 
 return MailmanProxy

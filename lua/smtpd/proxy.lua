@@ -55,6 +55,18 @@ local function clean(text)
   if #text > 400 then text = text:sub(1, 400) .. "..." end
   return text
 end
+PureProxy.clean = clean
+
+-- Logs the recipients some upstream refused (when others took the mail).
+function PureProxy:log_refusals(refused)
+  if not next(refused) then return end
+  local parts = {}
+  for r, e in pairs(refused) do
+    parts[#parts + 1] = ("%s: %s %s"):format(r, e[1], clean(e[2]))
+  end
+  table.sort(parts)
+  self:log("we got some refusals: %s", table.concat(parts, "; "))
+end
 
 -- The reply for a message not every recipient got, from the refused
 -- table (and the failure info when there is one). nil: at least one
@@ -100,14 +112,7 @@ function PureProxy:process_message(peer, mailfrom, rcpttos, data)
     self:log("relay of a message from %s failed: %s", mailfrom, reply)
     return reply
   end
-  if next(refused) then
-    local parts = {}
-    for r, e in pairs(refused) do
-      parts[#parts + 1] = ("%s: %s %s"):format(r, e[1], clean(e[2]))
-    end
-    table.sort(parts)
-    self:log("we got some refusals: %s", table.concat(parts, "; "))
-  end
+  self:log_refusals(refused)
 end
 
 return PureProxy
