@@ -21,7 +21,7 @@ ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 # A hung spec must fail the run, not hold CI: the suite takes ~30 s.
 WATCHDOG ?= timeout -k 10 900
 
-.PHONY: all deps run test asan valgrind fuzz fuzz-short soak clean
+.PHONY: all deps run test asan valgrind fuzz fuzz-deps fuzz-short soak clean
 
 all: deps $(SO)
 
@@ -73,7 +73,18 @@ fuzz/build/%: fuzz/%.c $(FUZZ_SRC) csrc/smtpd.h
 	clang -g -O1 -std=c99 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
 	  -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_SRC)
 
-fuzz: $(addprefix fuzz/build/,$(FUZZ_TARGETS))
+fuzz-deps:
+	@command -v clang >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing: clang"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq clang) >/dev/null || exit 1; \
+	  else \
+	    echo "missing clang; run:"; echo "  sudo apt-get install -y clang"; \
+	    exit 1; \
+	  fi; }
+
+fuzz: fuzz-deps $(addprefix fuzz/build/,$(FUZZ_TARGETS))
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/build/corpus-$$t; \
 	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
