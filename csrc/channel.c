@@ -497,7 +497,6 @@ static void channel_on_line(smtpd_channel *ch) {
   }
   if (cmd.verb >= 0 && !(ch->cls.mask & (1u << cmd.verb))) {
     smtpd_session_builtin(s, cmd.verb, cmd.arg, cmd.arg_len);
-    if (s->quit) ch->close_when_done = 1;
     return;
   }
   if (cmd.verb < 0 && !ch->cls.has_extra) {

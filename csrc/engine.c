@@ -56,53 +56,44 @@ static int engine_new(lua_State *L) {
   return 1;
 }
 
+typedef struct engine_ctx {
+  lua_State *L;
+  engine *e;
+  int nmsg;
+} engine_ctx;
+
+/* A delivered message becomes a table in the list on top of the stack. */
+static const char *engine_on_message(smtpd_session *s, void *arg) {
+  engine_ctx *x = arg;
+  lua_State *L = x->L;
+  smtpd_parser *p = &s->parser;
+  lua_createtable(L, 0, 5);
+  if (s->has_mailfrom) lua_pushlstring(L, s->mailfrom.p, s->mailfrom.len);
+  else lua_pushnil(L);
+  lua_setfield(L, -2, "mailfrom");
+  smtpd_push_strlist(L, &s->rcpttos);
+  lua_setfield(L, -2, "rcpttos");
+  lua_pushlstring(L, p->data.p ? p->data.p : "", p->data.len);
+  lua_setfield(L, -2, "data");
+  smtpd_push_strlist(L, &s->mail_options);
+  lua_setfield(L, -2, "mail_options");
+  smtpd_push_strlist(L, &s->rcpt_options);
+  lua_setfield(L, -2, "rcpt_options");
+  lua_rawseti(L, -2, ++x->nmsg);
+  return x->e->reply;
+}
+
 /* feed(bytes) -> replies written, messages delivered, closed */
 static int engine_feed(lua_State *L) {
   engine *e = engine_check(L);
-  size_t len, off = 0, used;
+  size_t len;
   const char *buf = luaL_checklstring(L, 2, &len);
-  int nmsg = 0;
-  smtpd_session *s = &e->s;
+  engine_ctx x = {L, e, 0};
   lua_newtable(L);
-  while (off < len && !e->closed) {
-    int r = smtpd_parser_feed(&s->parser, buf + off, len - off, &used);
-    off += used;
-    if (r == SMTPD_PARSE_MORE) break;
-    if (r == SMTPD_PARSE_LINE) {
-      smtpd_command cmd;
-      if (!smtpd_session_line(s, &cmd)) {
-        if (s->quit) e->closed = 1;
-        continue;
-      }
-      if (cmd.verb >= 0)
-        smtpd_session_builtin(s, cmd.verb, cmd.arg, cmd.arg_len);
-      else
-        smtpd_session_unknown(s, cmd.name, cmd.name_len);
-      if (s->quit) e->closed = 1;
-    } else if (r == SMTPD_PARSE_DATA_END) {
-      smtpd_parser *p = &s->parser;
-      if (!smtpd_session_data_end(s)) continue;
-      lua_createtable(L, 0, 5);
-      if (s->has_mailfrom)
-        lua_pushlstring(L, s->mailfrom.p, s->mailfrom.len);
-      else
-        lua_pushnil(L);
-      lua_setfield(L, -2, "mailfrom");
-      smtpd_push_strlist(L, &s->rcpttos);
-      lua_setfield(L, -2, "rcpttos");
-      lua_pushlstring(L, p->data.p ? p->data.p : "", p->data.len);
-      lua_setfield(L, -2, "data");
-      smtpd_push_strlist(L, &s->mail_options);
-      lua_setfield(L, -2, "mail_options");
-      smtpd_push_strlist(L, &s->rcpt_options);
-      lua_setfield(L, -2, "rcpt_options");
-      lua_rawseti(L, -2, ++nmsg);
-      smtpd_reply_raw(s, e->reply, strlen(e->reply));
-      smtpd_session_post_data(s);
-    } else {
-      return luaL_error(L, "out of memory");
-    }
-  }
+  if (!e->closed &&
+      smtpd_session_run(&e->s, buf, len, engine_on_message, &x) != 0)
+    return luaL_error(L, "out of memory");
+  if (e->s.quit) e->closed = 1;
   lua_pushlstring(L, e->out.p ? e->out.p : "", e->out.len);
   e->out.len = 0;
   lua_insert(L, -2);

@@ -744,6 +744,30 @@ int smtpd_session_data_end(smtpd_session *s) {
   return 0;
 }
 
+int smtpd_session_run(smtpd_session *s, const char *buf, size_t len,
+                      smtpd_message_fn on_message, void *ctx) {
+  size_t off = 0, used;
+  while (off < len && !s->quit) {
+    int r = smtpd_parser_feed(&s->parser, buf + off, len - off, &used);
+    off += used;
+    if (r == SMTPD_PARSE_MORE) break;
+    if (r == SMTPD_PARSE_NOMEM) return -1;
+    if (r == SMTPD_PARSE_LINE) {
+      smtpd_command cmd;
+      if (!smtpd_session_line(s, &cmd)) continue;
+      if (cmd.verb >= 0)
+        smtpd_session_builtin(s, cmd.verb, cmd.arg, cmd.arg_len);
+      else
+        smtpd_session_unknown(s, cmd.name, cmd.name_len);
+    } else if (smtpd_session_data_end(s)) {
+      const char *reply = on_message(s, ctx);
+      smtpd_reply_raw(s, reply, strlen(reply));
+      smtpd_session_post_data(s);
+    }
+  }
+  return 0;
+}
+
 void smtpd_session_unknown(smtpd_session *s, const char *name, size_t len) {
   session_reply_echo(s, "500 Error: command \"", name, len,
                      "\" not recognized");

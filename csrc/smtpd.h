@@ -151,6 +151,13 @@ void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
                            size_t arg_len);
 void smtpd_session_unknown(smtpd_session *s, const char *name, size_t len);
 int smtpd_session_data_end(smtpd_session *s);
+/* Runs input through the session with the built-in commands only (no
+ * hooks): the socket-less engine and the fuzzers. Each message that
+ * reaches the handler goes to on_message, whose reply is sent. Stops at
+ * QUIT (s->quit); 0, or -1 when out of memory. */
+typedef const char *(*smtpd_message_fn)(smtpd_session *s, void *ctx);
+int smtpd_session_run(smtpd_session *s, const char *buf, size_t len,
+                      smtpd_message_fn on_message, void *ctx);
 int smtpd_verb_lookup(const char *name, size_t len);
 /* Makes the parser follow smtp_state after a command ran. */
 void smtpd_session_sync(smtpd_session *s);

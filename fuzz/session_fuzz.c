@@ -39,11 +39,17 @@ static void check_replies(const smtpd_buf *out) {
   }
 }
 
+/* A message must respect the limit it was taken under. */
+static const char *on_message(smtpd_session *s, void *ctx) {
+  size_t limit = *(const size_t *)ctx;
+  if (limit && s->parser.data.len > limit) abort();
+  return "250 OK";
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   smtpd_session s;
   smtpd_buf out = {NULL, 0, 0};
   size_t off, piece, limit;
-  int closed = 0;
   if (size < 2) return 0;
   smtpd_session_init(&s, &out, "fuzz.example", 12);
   s.enable_smtputf8 = data[0] & 1;
@@ -54,33 +60,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   piece = data[1] ? data[1] : 1;
   data += 2;
   size -= 2;
-  for (off = 0; off < size && !closed;) {
-    size_t n = size - off < piece ? size - off : piece, used = 0, pos = 0;
-    while (pos < n && !closed) {
-      int r = smtpd_parser_feed(&s.parser, (const char *)data + off + pos,
-                                n - pos, &used);
-      pos += used;
-      if (r == SMTPD_PARSE_MORE) break;
-      if (r == SMTPD_PARSE_NOMEM) abort();
-      if (r == SMTPD_PARSE_LINE) {
-        smtpd_command cmd;
-        if (!smtpd_session_line(&s, &cmd)) continue;
-        if (cmd.verb >= 0)
-          smtpd_session_builtin(&s, cmd.verb, cmd.arg, cmd.arg_len);
-        else
-          smtpd_session_unknown(&s, cmd.name, cmd.name_len);
-        if (s.quit) closed = 1;
-      } else {
-        if (smtpd_session_data_end(&s)) {
-          if (limit && s.parser.data.len > limit) abort();
-          smtpd_reply(&s, "250 OK", 6);
-          smtpd_session_post_data(&s);
-        }
-      }
-      /* The message buffer never holds more than the limit allows. */
-      if (limit && s.parser.data.len > limit + 5) abort();
-    }
-    off += n;
+  for (off = 0; off < size && !s.quit; off += piece) {
+    size_t n = size - off < piece ? size - off : piece;
+    if (smtpd_session_run(&s, (const char *)data + off, n, on_message,
+                          &limit) != 0)
+      abort();
+    /* The message buffer never holds more than the limit allows. */
+    if (limit && s.parser.data.len > limit + 5) abort();
   }
   check_replies(&out);
   smtpd_session_free(&s);

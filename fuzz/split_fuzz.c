@@ -11,49 +11,36 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Appends each message to the trace: mailfrom NUL rcpts... NUL data. */
+static const char *on_message(smtpd_session *s, void *ctx) {
+  smtpd_buf *trace = ctx;
+  size_t i;
+  smtpd_buf_append(trace, "MSG", 4);
+  smtpd_buf_append(trace, s->mailfrom.p ? s->mailfrom.p : "",
+                   s->mailfrom.len + 1);
+  for (i = 0; i < s->rcpttos.n; i++)
+    smtpd_buf_append(trace, s->rcpttos.v[i].p, s->rcpttos.v[i].len + 1);
+  smtpd_buf_append(trace, s->parser.data.p ? s->parser.data.p : "",
+                   s->parser.data.len);
+  smtpd_buf_append(trace, "", 1);
+  return "250 OK";
+}
+
 /* Runs the session over input in pieces; returns replies and messages
- * (each message as mailfrom NUL rcpts... NUL data) in one buffer. */
+ * in one buffer. */
 static void run(const uint8_t *in, size_t len, const uint8_t *cuts,
                 size_t ncuts, smtpd_buf *trace) {
   smtpd_session s;
   smtpd_buf out = {NULL, 0, 0};
   size_t off = 0, k = 0;
-  int closed = 0;
   smtpd_session_init(&s, &out, "fuzz.example", 12);
   s.data_size_limit = 200;
   smtpd_session_sync(&s);
-  while (off < len && !closed) {
+  while (off < len && !s.quit) {
     size_t n = ncuts ? (size_t)cuts[k++ % ncuts] % 13 + 1 : len;
-    size_t pos = 0, used;
     if (n > len - off) n = len - off;
-    while (pos < n && !closed) {
-      int r = smtpd_parser_feed(&s.parser, (const char *)in + off + pos,
-                                n - pos, &used);
-      pos += used;
-      if (r == SMTPD_PARSE_MORE) break;
-      if (r == SMTPD_PARSE_NOMEM) abort();
-      if (r == SMTPD_PARSE_LINE) {
-        smtpd_command cmd;
-        if (!smtpd_session_line(&s, &cmd)) continue;
-        if (cmd.verb >= 0)
-          smtpd_session_builtin(&s, cmd.verb, cmd.arg, cmd.arg_len);
-        else
-          smtpd_session_unknown(&s, cmd.name, cmd.name_len);
-        if (s.quit) closed = 1;
-      } else if (smtpd_session_data_end(&s)) {
-        size_t i;
-        smtpd_buf_append(trace, "MSG", 4);
-        smtpd_buf_append(trace, s.mailfrom.p ? s.mailfrom.p : "",
-                         s.mailfrom.len + 1);
-        for (i = 0; i < s.rcpttos.n; i++)
-          smtpd_buf_append(trace, s.rcpttos.v[i].p, s.rcpttos.v[i].len + 1);
-        smtpd_buf_append(trace, s.parser.data.p ? s.parser.data.p : "",
-                         s.parser.data.len);
-        smtpd_buf_append(trace, "", 1);
-        smtpd_reply(&s, "250 OK", 6);
-        smtpd_session_post_data(&s);
-      }
-    }
+    if (smtpd_session_run(&s, (const char *)in + off, n, on_message, trace))
+      abort();
     off += n;
   }
   smtpd_buf_append(trace, out.p ? out.p : "", out.len);

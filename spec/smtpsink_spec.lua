@@ -9,18 +9,7 @@ local function is_root() return io.popen("id -u"):read("n") == 0 end
 -- What smtp-sink writes for a message: each line as received (CRLF, CR
 -- and LF each end one), dots unstuffed, LF-terminated, then one empty line.
 local function dump_body(data)
-  local out, pos = {}, 1
-  while pos <= #data do
-    local s, e = data:find("\r\n", pos, true)
-    local x = data:find("[\r\n]", pos)
-    if not x then
-      out[#out + 1] = data:sub(pos)
-      break
-    end
-    out[#out + 1] = data:sub(pos, x - 1)
-    pos = (s == x) and e + 1 or x + 1
-  end
-  return table.concat(out, "\n") .. "\n\n"
+  return table.concat(smtpd.DebuggingServer._splitlines(data), "\n") .. "\n\n"
 end
 
 -- Drops the Received header smtp-sink adds (its date and id vary).
