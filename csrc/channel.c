@@ -579,6 +579,22 @@ static void channel_flush(smtpd_channel *ch) {
     if (ch->close_when_done && !ch->hook) smtpd_channel_close(ch);
     return;
   }
+  /* Replies nearly always fit the socket buffer: write them now. A libuv
+   * write request would cost a deferred callback and, in libuv before
+   * 1.45, an epoll_ctl per reply. */
+  b = uv_buf_init(ch->out.p, (unsigned)ch->out.len);
+  err = uv_try_write((uv_stream_t *)&ch->tcp, &b, 1);
+  if (err == (int)ch->out.len) {
+    ch->out.len = 0;
+    if (ch->out.cap > 65536) smtpd_buf_free(&ch->out);
+    if (ch->close_when_done && !ch->hook) smtpd_channel_close(ch);
+    return;
+  }
+  if (err < 0 && err != UV_EAGAIN) {
+    smtpd_channel_close(ch);
+    return;
+  }
+  if (err > 0) smtpd_buf_consume(&ch->out, (size_t)err);
   tmp = ch->wbuf;
   ch->wbuf = ch->out;
   ch->out = tmp;
