@@ -91,6 +91,7 @@ int luaopen_smtpd_core(lua_State *L) {
   smtpd_open_tcp(L);
   smtpd_open_client(L);
   smtpd_open_timer(L);
+  smtpd_open_workers(L);
   lua_pushliteral(L, SMTPD_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushinteger(L, SMTPD_DATA_SIZE_DEFAULT);

@@ -17,6 +17,19 @@
 #include "smtpd.h"
 
 unsigned smtpd_class_gen = 1;
+static smtpd_map *all_maps;
+
+/* In a forked child: every map's loop gets its own epoll and signal
+ * descriptors (libuv's rule for a loop used across fork). */
+int smtpd_maps_after_fork(void) {
+  smtpd_map *m;
+  int err;
+  for (m = all_maps; m; m = m->next_map) {
+    err = uv_loop_fork(&m->loop);
+    if (err) return err;
+  }
+  return 0;
+}
 unsigned long smtpd_lua_calls = 0;
 
 int smtpd_fail(lua_State *L, int err) {
@@ -159,6 +172,9 @@ static int map_new(lua_State *L) {
   m->self_ref = LUA_NOREF;
   m->data_cap = (size_t)256 * 1024 * 1024;
   m->loop.data = m;
+  m->next_map = all_maps;
+  if (all_maps) all_maps->prev_map = m;
+  all_maps = m;
   *pm = m;
   luaL_setmetatable(L, SMTPD_MAP_MT);
   return 1;
@@ -244,6 +260,10 @@ static int map_gc(lua_State *L) {
   smtpd_map *m = *pm;
   if (m == NULL) return 0;
   *pm = NULL;
+  if (m->prev_map) m->prev_map->next_map = m->next_map;
+  else all_maps = m->next_map;
+  if (m->next_map) m->next_map->prev_map = m->prev_map;
+  m->next_map = m->prev_map = NULL;
   uv_walk(&m->loop, map_walk_close, NULL);
   uv_walk(&m->loop, map_walk_force, NULL);
   uv_run(&m->loop, UV_RUN_DEFAULT);

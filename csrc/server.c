@@ -1,6 +1,8 @@
 /* Listening sockets: bind, listen, accept into channels. */
 #define SMTPD_GLUE
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 
 #include "smtpd.h"
@@ -99,6 +101,22 @@ static void server_destroy(lua_State *L, smtpd_server **ps) {
   uv_close((uv_handle_t *)&s->tcp, server_on_close);
 }
 
+/* SO_REUSEPORT: several processes (lua-smtpd --workers) listen on one
+ * port and the kernel spreads new connections over them. */
+static int server_reuse_port(uv_tcp_t *t) {
+#ifdef SO_REUSEPORT
+  uv_os_fd_t fd;
+  int on = 1, err = uv_fileno((uv_handle_t *)t, &fd);
+  if (err) return err;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)
+    return uv_translate_sys_error(errno);
+  return 0;
+#else
+  (void)t;
+  return UV_ENOTSUP;
+#endif
+}
+
 /* listen(map, obj, host, port, opts) -> handle | nil, err, name */
 static int server_listen(lua_State *L) {
   smtpd_map *m = smtpd_check_map(L, 1);
@@ -106,7 +124,7 @@ static int server_listen(lua_State *L) {
   int port = (int)luaL_checkinteger(L, 4);
   struct sockaddr_storage ss;
   smtpd_server *s, **ps;
-  int err;
+  int err, reuse;
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 5, LUA_TTABLE);
   luaL_argcheck(L, port >= 0 && port <= 65535, 4, "port out of range");
@@ -160,9 +178,15 @@ static int server_listen(lua_State *L) {
     smtpd_str_set(&s->fqdn, f, n);
   }
   lua_pop(L, 4);
-  uv_tcp_init(&m->loop, &s->tcp);
+  lua_getfield(L, 5, "reuse_port");
+  reuse = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  /* The socket exists before bind, so SO_REUSEPORT can be set on it
+   * (libuv before 1.49 has no flag for it). */
+  uv_tcp_init_ex(&m->loop, &s->tcp, ss.ss_family);
   s->tcp.data = &s->hdr;
-  err = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
+  err = reuse ? server_reuse_port(&s->tcp) : 0;
+  if (!err) err = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
   if (!err) {
     lua_getfield(L, 5, "backlog");
     err = uv_listen((uv_stream_t *)&s->tcp,

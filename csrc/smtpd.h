@@ -203,6 +203,7 @@ typedef struct smtpd_map {
   size_t data_cap;         /* past it, DATA gets 451 (0: no cap) */
   char rbuf[65536];        /* shared read buffer */
   int rbuf_busy;
+  struct smtpd_map *next_map, *prev_map;   /* every open map (fork) */
 } smtpd_map;
 
 typedef struct smtpd_cls_cache {
@@ -324,5 +325,7 @@ void smtpd_open_engine(lua_State *L);
 void smtpd_open_tcp(lua_State *L);
 void smtpd_open_client(lua_State *L);
 void smtpd_open_timer(lua_State *L);
+void smtpd_open_workers(lua_State *L);
+int smtpd_maps_after_fork(void);
 const char *smtpd_fqdn(void);
 #endif

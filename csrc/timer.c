@@ -144,8 +144,9 @@ static void signal_on_fire(uv_signal_t *us, int signum) {
 }
 
 static int signal_on(lua_State *L) {
-  static const char *const names[] = {"SIGTERM", "SIGINT", "SIGHUP", NULL};
-  static const int nums[] = {SIGTERM, SIGINT, SIGHUP};
+  static const char *const names[] = {"SIGTERM", "SIGINT", "SIGHUP",
+                                      "SIGUSR1", "SIGUSR2", NULL};
+  static const int nums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
   smtpd_map *m = smtpd_check_map(L, 1);
   int which = luaL_checkoption(L, 2, NULL, names);
   smtpd_signal *s;

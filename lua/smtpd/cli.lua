@@ -43,6 +43,12 @@ Options:
         Where Mailman 3 takes LMTP, for -c MailmanProxy. Default
         127.0.0.1:8024.
 
+    --workers N
+        Run N worker processes that share the listening port
+        (SO_REUSEPORT), to use N cores; the first process passes signals
+        on to them and replaces one that crashes. Needs a fixed port.
+        Default 1: one process.
+
     --help
     -h
         Print this message and exit.
@@ -62,14 +68,14 @@ end
 
 local LONG = {
   nosetuid = "n", version = "V", class = "c", size = "s", smtputf8 = "u",
-  debug = "d", help = "h", ["mailman-lmtp"] = "L",
+  debug = "d", help = "h", ["mailman-lmtp"] = "L", workers = "W",
 }
-local TAKES_ARG = {c = true, s = true, L = true}
+local TAKES_ARG = {c = true, s = true, L = true, W = true}
 
 -- getopt-style parsing: clusters (-nd), -cX, -c X, --class=X, --class X.
 function M.parse(argv, prog)
   local opts = {setuid = true, classname = "PureProxy", size_limit = nil,
-                enable_SMTPUTF8 = false, debug = false}
+                enable_SMTPUTF8 = false, debug = false, workers = 1}
   local args = {}
   local i = 1
   local function fail(msg) usage(prog, 1, msg) end
@@ -81,6 +87,14 @@ function M.parse(argv, prog)
     elseif o == "d" then opts.debug = true
     elseif o == "u" then opts.enable_SMTPUTF8 = true
     elseif o == "L" then opts.mailman_lmtp = val
+    elseif o == "W" then
+      local n = math.tointeger(tonumber(val))
+      if not n or n < 1 or n > 1024 then
+        io.stderr:write("Invalid number of workers: " .. tostring(val)
+                        .. " (1 to 1024)\n")
+        os.exit(1)
+      end
+      opts.workers = n
     elseif o == "s" then
       local n = math.tointeger(tonumber(val))
       if not n or n < 0 then
@@ -151,6 +165,10 @@ function M.parse(argv, prog)
   end
   opts.localhost, opts.localport = split(localspec, "local")
   opts.remotehost, opts.remoteport = split(remotespec, "remote")
+  if opts.workers > 1 and opts.localport == 0 then
+    fail("--workers needs a fixed port: with port 0 every worker would "
+         .. "get a port of its own")
+  end
   return opts
 end
 
@@ -195,14 +213,22 @@ function M.main(argv, prog)
   end
   local size = opts.size_limit
   if size == nil then size = smtpd.DATA_SIZE_DEFAULT end
+  if opts.workers > 1 then
+    -- The parent stays in core.workers until every worker has ended.
+    local worker, status = smtpd.core.workers(opts.workers)
+    if not worker then return status end
+  end
   local ok, server = pcall(cls, {opts.localhost, opts.localport},
                            {opts.remotehost, opts.remoteport},
                            {data_size_limit = size,
                             enable_SMTPUTF8 = opts.enable_SMTPUTF8,
                             mailman = opts.mailman_lmtp
-                              and {lmtp = opts.mailman_lmtp} or nil})
+                              and {lmtp = opts.mailman_lmtp} or nil,
+                            reuse_port = opts.workers > 1 or nil})
   if not ok then
-    io.stderr:write(prog, ": ", tostring(server), "\n")
+    -- The message, without the Lua position it was raised at.
+    local msg = tostring(server):gsub("^[^\n]-%.lua:%d+: ", "")
+    io.stderr:write(prog, ": ", msg, "\n")
     os.exit(1)
   end
   if opts.debug then

@@ -89,6 +89,9 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
       and count("max_data_memory", 0, 1) or nil,
     backlog = count("backlog", 1024, 1),
   }
+  if opts.reuse_port ~= nil and type(opts.reuse_port) ~= "boolean" then
+    error("reuse_port must be true or false", 3)
+  end
   local map = opts.map or M.socket_map
   local laddr = M.parse_addr(localaddr, "localaddr")
   self._localaddr = laddr
@@ -120,6 +123,7 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
     min_data_rate = limits.min_data_rate,
     max_data_memory = limits.max_data_memory,
     backlog = limits.backlog,
+    reuse_port = opts.reuse_port,
   })
   if not handle then
     error(("cannot listen on %s:%d: %s"):format(laddr[1], laddr[2], err), 3)
