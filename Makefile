@@ -21,7 +21,7 @@ ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 # A hung spec must fail the run, not hold CI: the suite takes ~30 s.
 WATCHDOG ?= timeout -k 10 900
 
-.PHONY: all deps run test asan valgrind fuzz fuzz-deps fuzz-short soak clean
+.PHONY: all deps run test asan valgrind fuzz fuzz-deps fuzz-short soak bench clean
 
 all: deps $(SO)
 
@@ -97,8 +97,13 @@ fuzz: fuzz-deps $(addprefix fuzz/build/,$(FUZZ_TARGETS))
 soak: all
 	bench/soak
 
+# Not a test: lua-smtpd against smtp-sink, smtp-server, CPython smtpd and
+# aiosmtpd under smtp-source, then 10,000 idle connections (bench/README.md).
+bench: all
+	$(WATCHDOG) bench/run
+
 fuzz-short:
 	$(MAKE) fuzz FUZZ_SECONDS=30
 
 clean:
-	rm -rf build build-asan fuzz/build
+	rm -rf build build-asan fuzz/build bench/.work

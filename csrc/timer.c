@@ -178,6 +178,12 @@ static int signal_close_(lua_State *L) {
   return 0;
 }
 
+/* hrtime() -> seconds on a monotonic clock, nanosecond resolution. */
+static int timer_hrtime(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
+  return 1;
+}
+
 void smtpd_open_timer(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"cancel", timer_cancel}, {"active", timer_active}, {NULL, NULL}
@@ -188,6 +194,8 @@ void smtpd_open_timer(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, timer_after);
   lua_setfield(L, -2, "after");
+  lua_pushcfunction(L, timer_hrtime);
+  lua_setfield(L, -2, "hrtime");
   luaL_newmetatable(L, SIGNAL_MT);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, signal_close_);
