@@ -26,6 +26,7 @@ static char channel_wait_token;
 /* Back-pressure: past this many unsent reply bytes the channel stops
  * parsing and reading until the client drains them. */
 #define OUT_HIGH (64 * 1024)
+#define IN_HIGH (64 * 1024)
 
 static int channel_blocked(const smtpd_channel *ch) {
   return ch->out.len + ch->wbuf.len > OUT_HIGH;
@@ -622,8 +623,10 @@ static void channel_on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
 }
 
 static void channel_update_reading(smtpd_channel *ch) {
+  /* Held input is bounded too: no reading while more than a read's worth
+   * waits to be parsed. */
   int want = !ch->closing && !ch->parked && !ch->close_when_done &&
-             !channel_blocked(ch);
+             !channel_blocked(ch) && ch->in.len <= IN_HIGH;
   if (want && !ch->reading) {
     if (uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
                       channel_on_read) == 0)
@@ -666,18 +669,32 @@ static void channel_on_read(uv_stream_t *st, ssize_t nread,
   if (ch->closing) return;
   if (ch->parked) channel_arm(ch);
   channel_flush(ch);
-  if (!ch->closing) channel_update_reading(ch);
+  if (ch->closing) return;
+  /* What this read left over, now that its replies are out. */
+  if (ch->in.len && !ch->writing && !ch->parked && !ch->in_process)
+    channel_process_input(ch);
+  else
+    channel_update_reading(ch);
 }
 
-/* Parses input held back while a hook waited. */
+/* Parses input held back (while a hook waited, or while replies were
+ * blocked). Replies usually go straight into the socket (try_write), so
+ * no write callback would come to resume: keep going until the input is
+ * used up or something really waits (a write, a hook, a close). */
 static void channel_process_input(smtpd_channel *ch) {
-  size_t used = channel_feed(ch, ch->in.p, ch->in.len);
-  if (ch->closing) return;
+  for (;;) {
+    size_t used = channel_feed(ch, ch->in.p, ch->in.len);
+    if (ch->closing) return;
+    smtpd_buf_consume(&ch->in, used);
+    channel_flush(ch);
+    if (ch->closing) return;
+    if (ch->in.len == 0 || used == 0 || ch->writing || ch->parked ||
+        ch->close_when_done || channel_blocked(ch))
+      break;
+  }
   channel_arm(ch);
-  smtpd_buf_consume(&ch->in, used);
   if (ch->in.len == 0) smtpd_buf_free(&ch->in);
-  channel_flush(ch);
-  if (!ch->closing) channel_update_reading(ch);
+  channel_update_reading(ch);
 }
 
 void smtpd_server_on_connection(uv_stream_t *st, int status) {
