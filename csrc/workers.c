@@ -5,8 +5,9 @@
  * worker 1..n, and goes on to open its own listening socket on the shared
  * port (SO_REUSEPORT: the kernel spreads connections over them). The
  * parent never returns until its workers are gone: it passes the signals it
- * gets on to every worker, replaces a worker that dies abnormally, and
- * then returns false and an exit status.
+ * gets on to every worker (SIGTERM, SIGINT and SIGHUP also mean it is
+ * stopping), replaces a worker that dies abnormally, and then returns
+ * false and an exit status.
  */
 #define SMTPD_GLUE
 #include <errno.h>
@@ -117,7 +118,7 @@ static int workers_run(lua_State *L) {
     int sig = sigtimedwait(&set, &si, &tick), status;
     pid_t pid;
     if (sig > 0 && sig != SIGCHLD) {
-      if (sig == SIGTERM || sig == SIGINT) stopping = 1;
+      if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) stopping = 1;
       signal_all(w, (int)n, sig);
     }
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -130,7 +131,8 @@ static int workers_run(lua_State *L) {
       if (!failed || stopping) {
         if (failed && !(WIFSIGNALED(status) &&
                         (WTERMSIG(status) == SIGTERM ||
-                         WTERMSIG(status) == SIGINT)))
+                         WTERMSIG(status) == SIGINT ||
+                         WTERMSIG(status) == SIGHUP)))
           status_out = 1;
         continue;
       }

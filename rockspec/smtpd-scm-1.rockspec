@@ -31,7 +31,7 @@ build = {
       sources = {
         "csrc/buffer.c", "csrc/parser.c", "csrc/session.c", "csrc/loop.c",
         "csrc/server.c", "csrc/channel.c", "csrc/engine.c", "csrc/tcp.c",
-        "csrc/client.c", "csrc/timer.c", "csrc/core.c",
+        "csrc/client.c", "csrc/timer.c", "csrc/workers.c", "csrc/core.c",
       },
       defines = {"_GNU_SOURCE"},
       incdirs = {"$(LIBUV_INCDIR)"},
