@@ -63,6 +63,20 @@ static pid_t fork_worker(const sigset_t *old) {
   return 0;
 }
 
+/* Starts worker i: 1 in the new worker, 0 in the parent, -1 when fork
+ * failed (said on stderr). */
+static int start_worker(worker *w, int i, const sigset_t *old) {
+  pid_t pid = fork_worker(old);
+  if (pid == 0) return 1;
+  if (pid < 0) {
+    fprintf(stderr, "lua-smtpd: fork: %s\n", strerror(errno));
+    return -1;
+  }
+  w[i].pid = pid;
+  w[i].started = mono_now();
+  return 0;
+}
+
 static void signal_all(const worker *w, int n, int sig) {
   int i;
   for (i = 0; i < n; i++)
@@ -96,20 +110,14 @@ static int workers_run(lua_State *L) {
   sigaddset(&set, SIGCHLD);
   sigprocmask(SIG_BLOCK, &set, &old);
   for (i = 0; i < n; i++) {
-    pid_t pid = fork_worker(&old);
-    if (pid == 0) {
-      lua_pushinteger(L, i + 1);
-      return 1;
-    }
-    if (pid < 0) {
-      fprintf(stderr, "lua-smtpd: fork: %s\n", strerror(errno));
+    int r = start_worker(w, i, &old);
+    if (r == 1) goto worker;
+    if (r < 0) {
       stopping = 1;
       status_out = 1;
       signal_all(w, (int)n, SIGTERM);
       break;
     }
-    w[i].pid = pid;
-    w[i].started = mono_now();
     live++;
   }
   while (live > 0) {
@@ -147,25 +155,20 @@ static int workers_run(lua_State *L) {
       }
       fprintf(stderr, "lua-smtpd: worker %d (pid %d) ended with %s; "
               "starting another\n", i + 1, (int)pid, how);
-      pid = fork_worker(&old);
-      if (pid == 0) {
-        lua_pushinteger(L, i + 1);
-        return 1;
+      switch (start_worker(w, i, &old)) {
+        case 1: goto worker;
+        case 0: live++; break;
+        default: status_out = 1; break;
       }
-      if (pid < 0) {
-        fprintf(stderr, "lua-smtpd: fork: %s\n", strerror(errno));
-        status_out = 1;
-        continue;
-      }
-      w[i].pid = pid;
-      w[i].started = mono_now();
-      live++;
     }
   }
   sigprocmask(SIG_SETMASK, &old, NULL);
   lua_pushboolean(L, 0);
   lua_pushinteger(L, status_out);
   return 2;
+worker:
+  lua_pushinteger(L, i + 1);
+  return 1;
 }
 
 static int workers_getpid(lua_State *L) {

@@ -125,6 +125,17 @@ describe("lua-smtpd --workers", function()
     return port, out
   end
 
+  -- Two workers, listening; returns the port and the workers' pids.
+  local function start_two()
+    local port = start(2)
+    assert.is_true(H.wait_listening(port, 10))
+    local kids = eventually(function()
+      local k = children(pid)
+      return #k == 2 and k
+    end, 10, "two workers")
+    return port, kids
+  end
+
   it("rejects a bad count and port 0", function()
     for _, bad in ipairs({"0", "-1", "abc", "1025"}) do
       local code, text = run("-n --workers " .. bad .. " 127.0.0.1:8025")
@@ -138,12 +149,7 @@ describe("lua-smtpd --workers", function()
 
   it("starts N processes on one port; every message is delivered once",
      function()
-    local port = start(2)
-    assert.is_true(H.wait_listening(port, 10))
-    local kids = eventually(function()
-      local k = children(pid)
-      return #k == 2 and k
-    end, 10, "two workers")
+    local port, kids = start_two()
     for i = 1, 40 do send_one(port, i) end
     local names = eventually(function()
       local l = listing(dir)
@@ -168,12 +174,7 @@ describe("lua-smtpd --workers", function()
   end)
 
   it("SIGTERM to the parent stops every worker and frees the port", function()
-    local port = start(2)
-    assert.is_true(H.wait_listening(port, 10))
-    local kids = eventually(function()
-      local k = children(pid)
-      return #k == 2 and k
-    end, 10, "two workers")
+    local port, kids = start_two()
     send_one(port, 1)
     os.execute("kill -TERM " .. pid)
     eventually(function()
@@ -194,12 +195,7 @@ describe("lua-smtpd --workers", function()
   end)
 
   it("replaces a worker that dies", function()
-    local port = start(2)
-    assert.is_true(H.wait_listening(port, 10))
-    local kids = eventually(function()
-      local k = children(pid)
-      return #k == 2 and k
-    end, 10, "two workers")
+    local port, kids = start_two()
     -- Past the start-up window: a crash now is not a failure to start.
     os.execute("sleep 1.2")
     os.execute("kill -KILL " .. kids[1])
@@ -213,12 +209,7 @@ describe("lua-smtpd --workers", function()
   end)
 
   it("a parent killed outright takes its workers along", function()
-    local port = start(2)
-    assert.is_true(H.wait_listening(port, 10))
-    local kids = eventually(function()
-      local k = children(pid)
-      return #k == 2 and k
-    end, 10, "two workers")
+    local port, kids = start_two()
     os.execute("kill -KILL " .. pid)
     eventually(function()
       return not H.alive(kids[1]) and not H.alive(kids[2])
