@@ -183,7 +183,12 @@ static int server_listen(lua_State *L) {
   lua_pop(L, 1);
   /* The socket exists before bind, so SO_REUSEPORT can be set on it
    * (libuv before 1.49 has no flag for it). */
-  uv_tcp_init_ex(&m->loop, &s->tcp, ss.ss_family);
+  err = uv_tcp_init_ex(&m->loop, &s->tcp, ss.ss_family);
+  if (err) {
+    /* No socket (EMFILE...): the handle is not in the loop, free it here */
+    server_on_close((uv_handle_t *)&s->tcp);
+    return smtpd_fail(L, err);
+  }
   s->tcp.data = &s->hdr;
   err = reuse ? server_reuse_port(&s->tcp) : 0;
   if (!err) err = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
