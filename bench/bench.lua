@@ -30,26 +30,8 @@ local function capture(cmd)
   p:close()
   return s
 end
-local function is_root() return io.popen("id -u"):read("n") == 0 end
 
 -- ---- peers: found, or installed when we are root ------------------------
-
-local function apt(pkg)
-  if not is_root() then return false end
-  note("installing %s", pkg)
-  return os.execute("(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-    .. pkg .. " || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
-    .. "apt-get install -y -qq " .. pkg .. ")) >/dev/null 2>&1") == true
-end
-
-local function python_with(module)
-  for _, py in ipairs({"python3", "/usr/bin/python3", "python3.11"}) do
-    if os.execute(py .. " -W ignore -c 'import " .. module
-                  .. "' >/dev/null 2>&1") == true then
-      return py
-    end
-  end
-end
 
 local have = {}
 local why = {}
@@ -62,8 +44,11 @@ have.sink = H.have("smtp-sink")
 why.sink = "smtp-sink missing (apt-get install postfix)"
 have.cpython = H.python_with_smtpd()
 why.cpython = "no Python with the smtpd module (3.11 or earlier)"
-have.aiosmtpd = python_with("aiosmtpd") or (apt("python3-aiosmtpd")
-                                            and python_with("aiosmtpd"))
+have.aiosmtpd = H.python_with("aiosmtpd")
+if not have.aiosmtpd and H.is_root() then
+  note("installing python3-aiosmtpd")
+  have.aiosmtpd = H.apt_install("python3-aiosmtpd") and H.python_with("aiosmtpd")
+end
 why.aiosmtpd = "aiosmtpd missing (apt-get install python3-aiosmtpd)"
 do
   local node = H.ensure("node", "nodejs")
@@ -120,15 +105,9 @@ end
 local function hwm(pids)
   local kb = 0
   for _, p in ipairs(pids) do
-    local s = H.readfile("/proc/" .. p .. "/status") or ""
-    kb = kb + (tonumber(s:match("VmHWM:%s+(%d+) kB")) or 0)
+    kb = kb + H.status_kb(p, "VmHWM")
   end
   return kb
-end
-
-local function rss(pid)
-  local s = H.readfile("/proc/" .. pid .. "/status") or ""
-  return tonumber(s:match("VmRSS:%s+(%d+) kB")) or 0
 end
 
 local function stop(pid)
@@ -203,7 +182,7 @@ local SERVERS = {
   {id = "sink", name = "smtp-sink (Postfix)",
    start = function(_, port)
      return H.spawn(("exec smtp-sink %s127.0.0.1:%d 1024 </dev/null")
-       :format(is_root() and "-u nobody " or "", port))
+       :format(H.is_root() and "-u nobody " or "", port))
    end},
   {id = "node", name = "smtp-server (Node.js)",
    start = function(_, port)

@@ -8,10 +8,7 @@ local CONNS = tonumber(arg[1] or os.getenv("BENCH_CONNS") or "10000")
 local LIMIT_KIB = 8
 local BATCH = 500
 
-local function rss(pid)
-  local s = H.readfile("/proc/" .. pid .. "/status") or ""
-  return tonumber(s:match("VmRSS:%s+(%d+) kB")) or 0
-end
+local function rss(pid) return H.status_kb(pid, "VmRSS") end
 
 local port = H.free_port()
 local dir = os.tmpname()
@@ -81,8 +78,7 @@ local ok, err = pcall(function()
   t0 = H.now()
   H.run_until(map, function() return H.now() - t0 > 0.5 end, 5)
   local talked = rss(pid)
-  local peak = tonumber((H.readfile("/proc/" .. pid .. "/status") or "")
-    :match("VmHWM:%s+(%d+) kB")) or 0
+  local peak = H.status_kb(pid, "VmHWM")
 
   local per_greeted = (greeted - base) / CONNS
   local per_talked = (talked - base) / CONNS

@@ -9,10 +9,7 @@ local LINES = {}
 for i = 1, 11 do LINES[i] = ("m"):rep(930) end
 local DATA = table.concat(LINES, "\r\n")
 
-local function rss(pid, field)
-  local s = H.readfile("/proc/" .. pid .. "/status") or ""
-  return tonumber(s:match(field .. ":%s+(%d+) kB")) or 0
-end
+local rss = H.status_kb
 
 local count_file = os.tmpname()
 local port = H.free_port()

@@ -214,15 +214,26 @@ function H.free_port()
   return port
 end
 
+function H.is_root()
+  local p = io.popen("id -u")
+  local uid = p:read("n")
+  p:close()
+  return uid == 0
+end
+
+-- apt-get install of a Debian package, when root; true if it went well.
+function H.apt_install(pkg)
+  if not H.is_root() then return false end
+  return os.execute("(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+    .. pkg .. " || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+    .. "apt-get install -y -qq " .. pkg .. ")) >/dev/null 2>&1") == true
+end
+
 -- Installs a Debian package when root and `cmd` is missing; true if the
 -- command is there afterwards.
 function H.ensure(cmd, pkg)
   if H.have(cmd) then return true end
-  if io.popen("id -u"):read("n") == 0 then
-    os.execute("(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " .. pkg
-               .. " || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
-               .. "apt-get install -y -qq " .. pkg .. ")) >/dev/null 2>&1")
-  end
+  H.apt_install(pkg)
   return H.have(cmd)
 end
 
@@ -252,15 +263,26 @@ function H.have(cmd)
   return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == true
 end
 
--- Python 3 with the smtpd module (3.11 and earlier).
-function H.python_with_smtpd()
+-- A Python 3 that can import `module`, or nil.
+function H.python_with(module)
   for _, py in ipairs({"python3", "/usr/bin/python3", "python3.11"}) do
-    if os.execute(py .. " -W ignore -c 'import smtpd' >/dev/null 2>&1")
-        == true then
+    if os.execute(py .. " -W ignore -c 'import " .. module
+                  .. "' >/dev/null 2>&1") == true then
       return py
     end
   end
   return nil
+end
+
+-- Python 3 with the smtpd module (3.11 and earlier).
+function H.python_with_smtpd()
+  return H.python_with("smtpd")
+end
+
+-- A kB figure of /proc/PID/status (VmRSS, VmHWM...); 0 once it is gone.
+function H.status_kb(pid, field)
+  local s = H.readfile("/proc/" .. pid .. "/status") or ""
+  return tonumber(s:match(field .. ":%s+(%d+) kB")) or 0
 end
 
 -- Prints why a test is skipped (busted's pending shows as skipped).
