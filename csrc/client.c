@@ -822,7 +822,7 @@ static int client_send(lua_State *L) {
              uv_strerror(err));
     uv_timer_start(&c->timer, client_on_timer, 0, 0);
   } else {
-    uv_timer_start(&c->timer, client_on_timer, c->connect_timeout_ms, 0);
+    smtpd_timer_start(&c->timer, client_on_timer, c->connect_timeout_ms);
   }
   return 1;
 }

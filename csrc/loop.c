@@ -212,8 +212,20 @@ static int map_close_all(lua_State *L) {
   return 0;
 }
 
+/* A step's time is up. The timer may fire before the step's poll (its
+ * deadline passed while the step ran timers or callbacks): uv_stop makes
+ * that poll return at once instead of waiting for some later timer. */
 static void map_on_timer(uv_timer_t *t) {
-  (void)t;
+  uv_stop(t->loop);
+}
+
+/* Starts a timer armed from outside the loop's own callbacks (a Lua call,
+ * a step of loop()). libuv measures timeouts from the time it cached at
+ * the start of its last iteration, which is stale by however long Lua ran
+ * since: read the clock first, so the timer waits as long as asked. */
+void smtpd_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms) {
+  uv_update_time(t->loop);
+  uv_timer_start(t, cb, ms, 0);
 }
 
 /* loop(map, timeout, count): count nil runs until nothing is left. */
@@ -231,8 +243,8 @@ static int map_loop(lua_State *L) {
       if (timeout <= 0) {
         uv_run(&m->loop, UV_RUN_NOWAIT);
       } else {
-        uv_timer_start(&m->timer, map_on_timer, (uint64_t)(timeout * 1000),
-                       0);
+        smtpd_timer_start(&m->timer, map_on_timer,
+                          (uint64_t)(timeout * 1000));
         uv_run(&m->loop, UV_RUN_ONCE);
         uv_timer_stop(&m->timer);
       }

@@ -275,7 +275,7 @@ static int server_close(lua_State *L) {
         g->t.data = &g->hdr;
         g->shared = s->shared;
         s->shared->refs++;
-        uv_timer_start(&g->t, grace_on_fire, (uint64_t)(grace * 1000), 0);
+        smtpd_timer_start(&g->t, grace_on_fire, (uint64_t)(grace * 1000));
         uv_unref((uv_handle_t *)&g->t);
       }
     }

@@ -312,6 +312,7 @@ int smtpd_fail(lua_State *L, int err);
 void smtpd_push_addr(lua_State *L, const struct sockaddr *sa);
 void smtpd_push_strlist(lua_State *L, const smtpd_strlist *l);
 void smtpd_log(smtpd_map *m, const char *fmt, ...);
+void smtpd_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms);
 void smtpd_server_on_connection(uv_stream_t *srv, int status);
 void smtpd_channel_close(smtpd_channel *ch);
 /* Server shutdown: an idle channel gets 421 now, one in a transaction

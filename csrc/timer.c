@@ -82,7 +82,7 @@ static int timer_after(lua_State *L) {
   luaL_setmetatable(L, TIMER_MT);
   lua_pushvalue(L, -1);
   t->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  uv_timer_start(&t->t, timer_on_fire, (uint64_t)(secs * 1000 + 0.5), 0);
+  smtpd_timer_start(&t->t, timer_on_fire, (uint64_t)(secs * 1000 + 0.5));
   return 1;
 }
 

@@ -37,12 +37,15 @@ function H.run_until(map, pred, timeout, what)
   end
 end
 
--- Wall clock in seconds (os.time is too coarse, os.clock counts CPU).
-function H.now()
-  local f = io.open("/proc/uptime")
-  local t = f and f:read("n")
-  if f then f:close() end
-  return t or os.time()
+-- Seconds on a monotonic clock (os.time is too coarse, os.clock counts
+-- CPU).
+H.now = core.hrtime
+
+-- Keeps Lua busy for `seconds` without running any loop: what a script
+-- scanning many connections, or a user at the prompt, does to the loop.
+function H.busy(seconds)
+  local t0 = core.hrtime()
+  while core.hrtime() - t0 < seconds do end
 end
 
 -- A server of class cls on 127.0.0.1:0 in a fresh map.

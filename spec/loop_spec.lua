@@ -35,6 +35,40 @@ describe("loop", function()
     H.cleanup(map)
   end)
 
+  -- libuv caches the loop's time between iterations. A step armed from
+  -- that stale time after Lua ran for longer than the step's timeout used
+  -- to fire before the poll, which then waited for the next timer (here
+  -- the idle connection's 10 s timeout; with none, forever).
+  it("never oversleeps after Lua ran longer than a step's timeout",
+     function()
+    local _, map, host, port = H.server(H.Recorder, {timeout = 10})
+    local c = H.connect(map, host, port)
+    c:lines(1)                       -- greeted, then idle: no traffic
+    local function step(f)
+      local t0 = H.now()
+      f()
+      return H.now() - t0
+    end
+    H.busy(0.3)                      -- Lua busy between steps
+    local dt = step(function() map:loop(0.1, 2) end)
+    assert.is_true(dt >= 0.15 and dt < 3, "map:loop(0.1, 2) took " .. dt)
+    os.execute("sleep 0.3")          -- or blocked in a call
+    dt = step(function() smtpd.loop(0.1, nil, map, 2) end)
+    assert.is_true(dt >= 0.15 and dt < 3, "smtpd.loop took " .. dt)
+    -- A step much shorter than the pause, many times over.
+    H.busy(0.2)
+    dt = step(function() for _ = 1, 5 do map:loop(0.001, 1) end end)
+    assert.is_true(dt < 3, "5 steps of 1 ms took " .. dt)
+    -- sleep outside a hook waits the whole time, not "already due".
+    H.busy(0.3)
+    dt = step(function() smtpd.sleep(0.3, map) end)
+    assert.is_true(dt >= 0.25 and dt < 3, "sleep(0.3) took " .. dt)
+    -- The idle connection was never touched.
+    assert.is_false(c:closed())
+    c:close()
+    H.cleanup(map)
+  end)
+
   it("returns at once when the map is empty", function()
     local map = H.core.map()
     local t0 = H.now()
