@@ -7,6 +7,7 @@
 #endif
 #define SMTPD_GLUE
 #include <netdb.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 
 unsigned smtpd_class_gen = 1;
 static smtpd_map *all_maps;
+int smtpd_sigint_users = 0;
 
 /* In a forked child: every map's loop gets its own epoll and signal
  * descriptors (libuv's rule for a loop used across fork). */
@@ -166,6 +168,8 @@ static int map_new(lua_State *L) {
   }
   uv_timer_init(&m->loop, &m->timer);
   m->timer.data = NULL;
+  uv_signal_init(&m->loop, &m->sigint);
+  m->sigint.data = NULL;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   m->L = lua_tothread(L, -1);
   lua_pop(L, 1);
@@ -228,18 +232,54 @@ void smtpd_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms) {
   uv_timer_start(t, cb, ms, 0);
 }
 
+/* Ctrl-C while loop() runs ends the loop with the error "interrupted";
+ * the servers stay as they are, so a REPL user is back at the prompt and
+ * can loop again. The signal arrives through the loop like any event, so
+ * no Lua code of a hook is ever cut short by it (the Lua interpreter's own
+ * SIGINT handler would make the next Lua code raise, wherever it runs).
+ * While a script handles SIGINT itself (on_signal), loop() leaves it be. */
+static void map_on_sigint(uv_signal_t *s, int signum) {
+  smtpd_map *m = s->loop->data;
+  (void)signum;
+  m->interrupted = 1;
+  uv_stop(s->loop);
+}
+
+static int sigint_depth = 0;           /* maps whose loop() watches */
+static struct sigaction sigint_saved;  /* what SIGINT did before */
+
+static int map_watch_sigint(smtpd_map *m) {
+  if (smtpd_sigint_users > 0) return 0;
+  if (sigint_depth++ == 0) sigaction(SIGINT, NULL, &sigint_saved);
+  m->interrupted = 0;
+  uv_signal_start(&m->sigint, map_on_sigint, SIGINT);
+  uv_unref((uv_handle_t *)&m->sigint);
+  return 1;
+}
+
+static void map_unwatch_sigint(smtpd_map *m) {
+  uv_signal_stop(&m->sigint);
+  /* libuv leaves SIGINT at SIG_DFL: give back what was there (lua.c's
+   * handler, in the middle of a chunk), unless a script's own handler
+   * (on_signal, made while we ran) still needs libuv's. */
+  if (--sigint_depth == 0 && smtpd_sigint_users == 0)
+    sigaction(SIGINT, &sigint_saved, NULL);
+}
+
 /* loop(map, timeout, count): count nil runs until nothing is left. */
 static int map_loop(lua_State *L) {
   smtpd_map *m = smtpd_check_map(L, 1);
   double timeout = luaL_optnumber(L, 2, 30.0);
   lua_Integer count = luaL_optinteger(L, 3, -1);
+  int watching, interrupted;
   if (m->running) return luaL_error(L, "loop: this map is already running "
                                        "(a hook must not call loop)");
   m->running = 1;
+  watching = map_watch_sigint(m);
   if (count < 0) {
     uv_run(&m->loop, UV_RUN_DEFAULT);
   } else {
-    while (count-- > 0 && m->handles > 0) {
+    while (count-- > 0 && m->handles > 0 && !m->interrupted) {
       if (timeout <= 0) {
         uv_run(&m->loop, UV_RUN_NOWAIT);
       } else {
@@ -252,7 +292,15 @@ static int map_loop(lua_State *L) {
     /* Close callbacks of what closed in the last iteration. */
     uv_run(&m->loop, UV_RUN_NOWAIT);
   }
+  if (watching) map_unwatch_sigint(m);
+  interrupted = m->interrupted;
+  m->interrupted = 0;
   m->running = 0;
+  if (interrupted) {
+    /* Without a position: it is the user's Ctrl-C, not a line's error. */
+    lua_pushliteral(L, "interrupted");
+    return lua_error(L);
+  }
   return 0;
 }
 

@@ -194,6 +194,8 @@ typedef struct smtpd_hdr {
 typedef struct smtpd_map {
   uv_loop_t loop;
   uv_timer_t timer;        /* bounds one loop iteration */
+  uv_signal_t sigint;      /* Ctrl-C while loop() runs */
+  int interrupted;
   lua_State *L;            /* the main thread: callbacks run Lua there */
   int self_ref;            /* anchors the map while it has handles */
   size_t handles;          /* servers and channels open in this map */
@@ -303,6 +305,9 @@ typedef struct smtpd_conn_ud {
 } smtpd_conn_ud;
 
 extern unsigned smtpd_class_gen;
+/* SIGINT handlers a script set with on_signal: while there is one, the
+ * script handles Ctrl-C and loop() does not. */
+extern int smtpd_sigint_users;
 extern unsigned long smtpd_lua_calls;
 
 smtpd_map *smtpd_check_map(lua_State *L, int idx);

@@ -108,6 +108,7 @@ typedef struct smtpd_signal {
   smtpd_map *map;
   int cb_ref;
   int closing;
+  int signum;
 } smtpd_signal;
 
 typedef struct signal_ud {
@@ -123,6 +124,7 @@ static void signal_on_close(uv_handle_t *h) {
 static void signal_close(smtpd_signal *s) {
   if (s->closing) return;
   s->closing = 1;
+  if (s->signum == SIGINT) smtpd_sigint_users--;
   luaL_unref(s->map->L, LUA_REGISTRYINDEX, s->cb_ref);
   uv_close((uv_handle_t *)&s->sig, signal_on_close);
 }
@@ -162,6 +164,8 @@ static int signal_on(lua_State *L) {
   smtpd_map_ref(m);
   lua_pushvalue(L, 3);
   s->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  s->signum = nums[which];
+  if (s->signum == SIGINT) smtpd_sigint_users++;
   uv_signal_start(&s->sig, signal_on_fire, nums[which]);
   /* A signal handler alone does not keep the loop running. */
   uv_unref((uv_handle_t *)&s->sig);

@@ -139,6 +139,63 @@ describe("lua-smtpd", function()
     H.cleanup(map)
   end)
 
+  -- The Lua interpreter's own SIGINT handler used to make the next Lua
+  -- code raise "interrupted!": the first Ctrl-C dropped the next client
+  -- and the server went on serving.
+  it("shuts down gracefully on SIGINT (Ctrl-C); a second one exits at once",
+     function()
+    local port = free_port()
+    local pid, out = H.spawn(("exec lua5.4 %s -n -c DebuggingServer "
+                              .. "127.0.0.1:%d </dev/null"):format(BIN, port))
+    local pids = {pid}
+    finally(function() for _, p in ipairs(pids) do H.kill(p) end end)
+    assert.is_true(H.wait_listening(port), H.readfile(out))
+    local map = H.core.map()
+    local idle = H.connect(map, "127.0.0.1", port)
+    idle:lines(1)
+    local busy = H.connect(map, "127.0.0.1", port)
+    busy:lines(1)
+    busy:send("HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhalf\r\n")
+    busy:lines(4)
+    os.execute("kill -INT " .. pid)
+    local bye = "421 4.3.2 " .. R.fqdn .. " Service shutting down, closing "
+                .. "channel"
+    assert.equal(bye .. "\r\n", idle:wait_closed(5))
+    -- The message in progress is not dropped: it is taken, then 421.
+    busy:send("rest\r\n.\r\n")
+    assert.same({R.ok, bye}, busy:lines(2))
+    H.run_until(map, function() return not H.alive(pid) end, 5,
+                "lua-smtpd to exit")
+    local text = H.readfile(out)
+    assert.matches("half\nrest", text)
+    assert.matches("SIGINT: shutting down", text)
+    assert.is_nil(text:find("interrupted", 1, true))
+    idle:close()
+    busy:close()
+
+    -- A message still in DATA holds the shutdown for its grace period: a
+    -- second Ctrl-C ends it at once.
+    pid, out = H.spawn(("exec lua5.4 %s -n -c DebuggingServer "
+                        .. "127.0.0.1:%d </dev/null"):format(BIN, port))
+    pids[2] = pid
+    assert.is_true(H.wait_listening(port), H.readfile(out))
+    busy = H.connect(map, "127.0.0.1", port)
+    busy:lines(1)
+    busy:send("HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhalf\r\n")
+    busy:lines(4)
+    os.execute("kill -INT " .. pid)
+    H.run_until(map, function()
+      return (H.readfile(out) or ""):find("shutting down", 1, true)
+    end, 5, "the first SIGINT to be seen")
+    assert.is_true(H.alive(pid))
+    os.execute("kill -INT " .. pid)
+    H.run_until(map, function() return not H.alive(pid) end, 5,
+                "lua-smtpd to exit on the second SIGINT")
+    assert.matches("SIGINT again: exiting now", H.readfile(out))
+    busy:close()
+    H.cleanup(map)
+  end)
+
   it("takes -s and -u", function()
     local pid, port = start("-n -u -s 1000 -c DebuggingServer")
     local map = H.core.map()

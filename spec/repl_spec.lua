@@ -33,3 +33,92 @@ print("back at the prompt")
     assert.matches("back at the prompt", text, 1, true)
   end)
 end)
+
+-- A lua5.4 -i fed through a FIFO, so the spec decides when each chunk is
+-- typed and can signal the interpreter in between.
+local function interpreter()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir .. " && mkfifo " .. dir .. "/in"))
+  local pid, out = H.spawn(("exec lua5.4 -i <%s/in"):format(dir))
+  local input = assert(io.open(dir .. "/in", "w"))
+  local r = {pid = pid, out = out}
+  function r.type(line)
+    input:write(line, "\n")
+    input:flush()
+  end
+  function r.output() return H.readfile(out) or "" end
+  -- Waits for text in what the interpreter printed. The typed lines are
+  -- echoed too: chunks print markers built at run time ("=" .. "x") so
+  -- that the echo never matches.
+  function r.wait_for(text, timeout)
+    local map = H.core.map()
+    H.run_until(map, function() return r.output():find(text, 1, true) end,
+                timeout or 10, ("%q in the REPL's output"):format(text))
+    map:close()
+  end
+  function r.close()
+    input:close()
+    local map = H.core.map()
+    pcall(H.run_until, map, function() return not H.alive(pid) end, 5)
+    map:close()
+    H.kill(pid)
+    os.execute("rm -rf " .. dir)
+    os.remove(out)
+  end
+  return r
+end
+
+describe("REPL and Ctrl-C", function()
+  it("Ctrl-C raises 'interrupted' out of smtpd.loop(); the servers and "
+     .. "their clients go on", function()
+    local repl = interpreter()
+    local ok, err = pcall(function()
+      repl.type([[smtpd = require "smtpd"]])
+      repl.type([[srv = smtpd.DebuggingServer("127.0.0.1:0")]])
+      repl.type([[host, port = srv:getsockname()]])
+      repl.type([[c = smtpd.core.tcp_connect(smtpd.socket_map, host, port)]])
+      repl.type([[c:write("HELO repl\r\nMAIL FROM:<me@here>\r\n")]])
+      repl.type([[print("=" .. "looping"); smtpd.loop(); print("=" .. "returned")]])
+      repl.wait_for("=looping")
+      H.busy(0.2)
+      os.execute("kill -INT " .. repl.pid)
+      repl.wait_for("\ninterrupted\n")
+      -- Back at the prompt, with the same server and the same client.
+      repl.type([[c:write("RCPT TO:<you@there>\r\nDATA\r\nSubject: hi\r\n\r\n]]
+                .. [[after Ctrl-C\r\n.\r\nQUIT\r\n")]])
+      repl.type([[smtpd.loop(0.05, nil, nil, 20); print(srv)]])
+      repl.type([[print((c:read():gsub("\r\n", "|")))]])
+      repl.type([[print("=" .. "done")]])
+      repl.wait_for("=done")
+    end)
+    local text = repl.output()
+    repl.close()
+    assert.is_true(ok, tostring(err) .. "\n" .. text)
+    assert.is_nil(text:find("=returned", 1, true), text)
+    assert.matches("DebuggingServer(127.0.0.1:", text, 1, true)
+    assert.matches("Subject: hi\nX-Peer: 127.0.0.1\n\nafter Ctrl-C\n", text,
+                   1, true)
+    assert.matches("|250 OK|250 OK|354 End data with <CR><LF>.<CR><LF>|250 OK"
+                   .. "|221 Bye|", text, 1, true)
+  end)
+
+  it("Ctrl-C ends smtpd.sleep at the prompt the same way", function()
+    local repl = interpreter()
+    local ok, err = pcall(function()
+      repl.type([[smtpd = require "smtpd"]])
+      repl.type([[t0 = smtpd.core.hrtime()]])
+      repl.type([[print("=" .. "sleeping"); smtpd.sleep(30)]])
+      repl.wait_for("=sleeping")
+      H.busy(0.2)
+      os.execute("kill -INT " .. repl.pid)
+      repl.wait_for("\ninterrupted\n")
+      repl.type([[print(("=slept %.0f s"):format(smtpd.core.hrtime() - t0))]])
+      repl.wait_for("\n=slept")
+    end)
+    local text = repl.output()
+    repl.close()
+    assert.is_true(ok, tostring(err) .. "\n" .. text)
+    assert.matches("\n=slept [0-9] s", text)
+  end)
+end)

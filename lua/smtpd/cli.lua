@@ -246,13 +246,24 @@ function M.main(argv, prog)
     end
   end
   io.stdout:setvbuf("line")
-  -- SIGTERM: stop accepting, let messages in DATA finish (30 s), then go.
-  local sig
-  sig = smtpd.core.on_signal(smtpd.socket_map, "SIGTERM", function()
-    io.stderr:write(prog, ": SIGTERM: shutting down\n")
-    sig:close()
-    server:close(M.GRACE)
-  end)
+  -- SIGTERM or SIGINT (Ctrl-C): stop accepting, let messages in DATA
+  -- finish (30 s), then go. A second one exits at once.
+  local stopping = false
+  local function stop(name, signum)
+    return function()
+      if stopping then
+        io.stderr:write(prog, ": ", name, " again: exiting now\n")
+        os.exit(128 + signum)
+      end
+      stopping = true
+      io.stderr:write(prog, ": ", name, ": shutting down (messages in "
+                      .. "progress get ", M.GRACE, " s; ", name,
+                      " again to exit now)\n")
+      server:close(M.GRACE)
+    end
+  end
+  smtpd.core.on_signal(smtpd.socket_map, "SIGTERM", stop("SIGTERM", 15))
+  smtpd.core.on_signal(smtpd.socket_map, "SIGINT", stop("SIGINT", 2))
   smtpd.loop()
   return 0
 end

@@ -11,7 +11,8 @@ local socket_map = require("smtpd.server").socket_map
 
 local M = {}
 
--- Calls start(map, done) and returns what done(...) receives.
+-- Calls start(map, done) and returns what done(...) receives. start may
+-- return a handle with :cancel(), used when the wait is cut short.
 function M.wait(map, start, what)
   local co, main = coroutine.running()
   local conn, server
@@ -32,16 +33,20 @@ function M.wait(map, start, what)
   end
   map = map or socket_map
   local done
-  start(map, function(...)
+  local handle = start(map, function(...)
     if not done then done = table.pack(...) end
   end)
   while not done do
     local ok, err = pcall(map.loop, map, 1, 1)
     if not ok then
-      error(what .. ": " .. tostring(err) .. " (outside a hook, a waiting "
-            .. "helper runs the loop itself, so it cannot be called from "
-            .. "code the loop is running; call it from process_message or "
-            .. "an smtp_ method)", 3)
+      if handle and handle.cancel then handle:cancel() end
+      if tostring(err):find("already running", 1, true) then
+        error(what .. ": " .. tostring(err) .. " (outside a hook, a waiting "
+              .. "helper runs the loop itself, so it cannot be called from "
+              .. "code the loop is running; call it from process_message or "
+              .. "an smtp_ method)", 3)
+      end
+      error(err, 0)     -- "interrupted" (Ctrl-C), as loop() raises it
     end
   end
   return table.unpack(done, 1, done.n)
@@ -52,7 +57,7 @@ function M.sleep(seconds, map)
   if type(seconds) ~= "number" or seconds < 0 then
     error("sleep: seconds must be a non-negative number", 2)
   end
-  M.wait(map, function(m, done) core.after(m, seconds, done) end,
+  M.wait(map, function(m, done) return core.after(m, seconds, done) end,
          "smtpd.sleep")
 end
 
@@ -83,7 +88,7 @@ function M.sendmail(remoteaddr, mailfrom, rcpttos, data, opts)
     mail_options = opts.mail_options, tempfail_aborts = opts.tempfail_aborts,
   }
   local result = M.wait(opts.map, function(map, done)
-    core.client_send(map, spec, done)
+    return core.client_send(map, spec, done)
   end, "smtpd.sendmail")
   if result.ok then return result.refused, result end
   return nil, result.error, result
