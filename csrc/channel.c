@@ -202,19 +202,22 @@ static void channel_hook_error(smtpd_channel *ch, lua_State *co,
   smtpd_reply(&ch->s, ERR_REPLY, sizeof ERR_REPLY - 1);
 }
 
-/* A finished message hook: its result is the reply. */
+/* A finished message hook: its result is the reply. nil (or false, for
+ * `return cond and "550 ..."`) is 250 OK; anything else must be one final
+ * reply line of class 2, 4 or 5. */
 static void channel_message_result(smtpd_channel *ch, lua_State *co,
                                    int nres) {
   size_t n = 0;
   const char *r = NULL;
-  int t = nres > 0 ? lua_type(co, -nres) : LUA_TNIL;
+  int t = nres > 0 ? lua_type(co, -nres) : LUA_TNIL, code;
   if (t == LUA_TSTRING) r = lua_tolstring(co, -nres, &n);
   smtpd_session_post_data(&ch->s);
-  if (t == LUA_TNIL || (t == LUA_TBOOLEAN && !lua_toboolean(co, -nres)) ||
-      (r && n == 0)) {
+  if (t == LUA_TNIL || (t == LUA_TBOOLEAN && !lua_toboolean(co, -nres))) {
     smtpd_reply(&ch->s, "250 OK", 6);
-  } else if (r && smtpd_valid_reply(r, n)) {
+  } else if (r && (code = smtpd_final_reply(r, n, "245")) != 0) {
     smtpd_reply_raw(&ch->s, r, n);
+    /* 421 says the server closes the session: it does. */
+    if (code == 421) ch->close_when_done = 1;
   } else {
     char shown[84];
     size_t i, k = 0;
@@ -782,10 +785,10 @@ static int conn_push(lua_State *L) {
   smtpd_channel *ch = conn_check(L, 1);
   size_t n;
   const char *line = luaL_checklstring(L, 2, &n);
-  if (memchr(line, '\r', n) || memchr(line, '\n', n) || memchr(line, 0, n))
-    return luaL_argerror(L, 2, "a reply line must not contain CR, LF or NUL");
-  if (n > 510)
-    return luaL_argerror(L, 2, "a reply line is at most 510 bytes");
+  if (!smtpd_reply_text_ok(line, n))
+    return luaL_argerror(L, 2, n > SMTPD_REPLY_MAX ?
+                         "a reply line is at most 510 bytes" :
+                         "a reply line must not contain CR, LF or NUL");
   smtpd_reply_raw(&ch->s, line, n);
   conn_after(ch);
   return 0;

@@ -565,7 +565,7 @@ static void client_parse(smtpd_client *c) {
   for (;;) {
     char *lf = c->in.p ? memchr(c->in.p, '\n', c->in.len) : NULL;
     size_t n;
-    int code;
+    int code, more = 0;
     if (lf == NULL) {
       if (c->in.len > 4096) client_fail(c, 0, "%s: reply line too long",
                                         client_stage[c->state]);
@@ -573,27 +573,21 @@ static void client_parse(smtpd_client *c) {
     }
     n = (size_t)(lf - c->in.p);
     if (n && c->in.p[n - 1] == '\r') n--;
-    if (n < 3 || c->in.p[0] < '1' || c->in.p[0] > '5' || c->in.p[1] < '0' ||
-        c->in.p[1] > '9' || c->in.p[2] < '0' || c->in.p[2] > '9' ||
-        (n > 3 && c->in.p[3] != ' ' && c->in.p[3] != '-')) {
+    code = smtpd_reply_code(c->in.p, n, &more);
+    if (code < 0) {
       client_fail(c, 0, "%s: malformed reply from the server",
                   client_stage[c->state]);
       return;
     }
-    code = (c->in.p[0] - '0') * 100 + (c->in.p[1] - '0') * 10 +
-           (c->in.p[2] - '0');
     if (c->reply_lines++) smtpd_buf_append(&c->reply, "\n", 1);
     if (n > 4) smtpd_buf_append(&c->reply, c->in.p + 4, n - 4);
     /* After EHLO's first line (the server's name) come the extensions. */
     if (c->state == ST_EHLO && c->reply_lines > 1 && n > 4)
       client_ehlo_line(c, c->in.p + 4, n - 4);
-    {
-      int last = n == 3 || c->in.p[3] == ' ';
-      smtpd_buf_consume(&c->in, (size_t)(lf - c->in.p) + 1);
-      if (last) {
-        client_on_reply(c, code);
-        if (c->closing) return;
-      }
+    smtpd_buf_consume(&c->in, (size_t)(lf - c->in.p) + 1);
+    if (!more) {
+      client_on_reply(c, code);
+      if (c->closing) return;
     }
   }
 }

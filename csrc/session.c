@@ -206,19 +206,37 @@ int smtpd_verb_lookup(const char *name, size_t len) {
   return -1;
 }
 
-/* A reply a handler may send: a 2xx-5xx code, then nothing, SP or '-' and
- * text, with no CR, LF or NUL, within RFC 5321's 512 bytes with CRLF. */
-int smtpd_valid_reply(const char *p, size_t n) {
-  size_t i;
-  if (n < 3 || n > 510) return 0;
-  if (p[0] < '2' || p[0] > '5' || p[1] < '0' || p[1] > '9' || p[2] < '0' ||
-      p[2] > '9')
+/* ---- reply lines ------------------------------------------------------- */
+
+/* Reads the code of one reply line: "ddd", "ddd text" or "ddd-text" (more
+ * lines follow: *more is set). Returns 100..599, or -1 when the line does
+ * not start that way. Looks at the first 4 bytes only. */
+int smtpd_reply_code(const char *p, size_t n, int *more) {
+  if (n < 3 || p[0] < '1' || p[0] > '5' || p[1] < '0' || p[1] > '9' ||
+      p[2] < '0' || p[2] > '9')
+    return -1;
+  if (n > 3 && p[3] != ' ' && p[3] != '-') return -1;
+  if (more) *more = n > 3 && p[3] == '-';
+  return (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+}
+
+/* A line we may send as is: no CR, LF or NUL, and within RFC 5321's 512
+ * bytes with its CRLF. */
+int smtpd_reply_text_ok(const char *p, size_t n) {
+  return n <= SMTPD_REPLY_MAX && !memchr(p, '\r', n) && !memchr(p, '\n', n) &&
+         !memchr(p, '\0', n);
+}
+
+/* The reply a handler returned (process_message, a sender or recipient
+ * check) when it ends a command: one final line whose class is one of
+ * classes (a string of first digits, e.g. "245"), and not 220 or 221,
+ * which open and close a session. The code, or 0. */
+int smtpd_final_reply(const char *p, size_t n, const char *classes) {
+  int more = 0, code = smtpd_reply_code(p, n, &more);
+  if (code < 0 || more || !strchr(classes, p[0]) || code == 220 ||
+      code == 221 || !smtpd_reply_text_ok(p, n))
     return 0;
-  if (n > 3 && p[3] != ' ' && p[3] != '-') return 0;
-  for (i = 0; i < n; i++) {
-    if (p[i] == '\r' || p[i] == '\n' || p[i] == '\0') return 0;
-  }
-  return 1;
+  return code;
 }
 
 /* ---- addresses --------------------------------------------------------- */

@@ -161,7 +161,11 @@ int smtpd_session_run(smtpd_session *s, const char *buf, size_t len,
 int smtpd_verb_lookup(const char *name, size_t len);
 /* Makes the parser follow smtp_state after a command ran. */
 void smtpd_session_sync(smtpd_session *s);
-int smtpd_valid_reply(const char *p, size_t n);
+/* Reply lines: the one place their form is checked (session.c). */
+#define SMTPD_REPLY_MAX 510   /* bytes of a reply line without CRLF */
+int smtpd_reply_code(const char *p, size_t n, int *more);
+int smtpd_reply_text_ok(const char *p, size_t n);
+int smtpd_final_reply(const char *p, size_t n, const char *classes);
 int smtpd_utf8_valid(const char *p, size_t n);
 
 #endif

@@ -102,11 +102,13 @@ describe("classes", function()
     H.cleanup(map)
   end)
 
-  it("uses the returned reply, and 250 OK for nil, false or ''", function()
+  it("uses the returned reply, and 250 OK for nil or false", function()
     local srv, map, host, port = H.server(H.Recorder)
     for _, case in ipairs({{"550 No thanks", "550 No thanks"},
-                           {false, R.ok}, {"", R.ok}, {nil, R.ok},
-                           {"452-4.5.3 Too many", "452-4.5.3 Too many"}}) do
+                           {false, R.ok}, {nil, R.ok}, {"250", "250"},
+                           {"452 4.5.3 Too many", "452 4.5.3 Too many"},
+                           {"250 " .. ("x"):rep(506), "250 " .. ("x"):rep(506)}
+                          }) do
       srv.reply = case[1]
       local replies = H.converse(map, host, port, MSG .. "QUIT\r\n")
       assert.equal(case[2], replies[5])
@@ -114,10 +116,24 @@ describe("classes", function()
     H.cleanup(map)
   end)
 
+  it("closes the session after a 421 from process_message", function()
+    local srv, map, host, port = H.server(H.Recorder)
+    srv.reply = "421 4.3.2 Going away"
+    local replies = H.converse(map, host, port, MSG .. "NOOP\r\nQUIT\r\n")
+    assert.same({R.helo, R.ok, R.ok, R.data, "421 4.3.2 Going away"}, replies)
+    assert.equal(1, #srv.messages)
+    H.cleanup(map)
+  end)
+
+  -- Not one final reply line of class 2, 4 or 5: an unfinished multi-line
+  -- reply would hang the client, a 354 or 221 would tell it something
+  -- untrue, and "" is no reply at all.
   it("answers 451 for a malformed reply and says why on stderr", function()
     local srv, map, host, port = H.server(H.Recorder)
     for _, bad in ipairs({"hello", "250 a\r\n250 b", "25", "199 x",
-                          "250 \0", 42, {}, ("250 " .. ("x"):rep(600))}) do
+                          "250 \0", 42, {}, ("250 " .. ("x"):rep(507)),
+                          "250-continued", "452-4.5.3 Too many", "250-",
+                          "354 go ahead", "221 Bye", "", "250x", true}) do
       srv.reply = bad
       local replies = H.converse(map, host, port, MSG .. "NOOP\r\nQUIT\r\n")
       assert.same({R.helo, R.ok, R.ok, R.data, R.local_error, R.ok, R.bye},
