@@ -43,7 +43,8 @@ deps:
 
 $(SO): $(SRC) $(HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WARN) -fPIC -shared $(PKG_CFLAGS) -o $@ $(SRC) $(PKG_LIBS)
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -fvisibility=hidden $(PKG_CFLAGS) \
+	  -o $@ $(SRC) $(PKG_LIBS)
 
 run: all
 	$(LUAENV) $(LUA) bin/lua-smtpd -n -c DebuggingServer localhost:8025
@@ -66,9 +67,10 @@ valgrind: all
 
 # libFuzzer targets over the engine (parser + session), ASan + UBSan.
 FUZZ_TARGETS = session_fuzz split_fuzz
-FUZZ_SRC     = csrc/buffer.c csrc/parser.c csrc/session.c
+FUZZ_SRC     = csrc/buffer.c csrc/parser.c csrc/text.c csrc/addr.c \
+               csrc/session.c
 FUZZ_SECONDS ?= 600
-fuzz/build/%: fuzz/%.c $(FUZZ_SRC) csrc/smtpd.h
+fuzz/build/%: fuzz/%.c $(FUZZ_SRC) csrc/proto.h
 	@mkdir -p fuzz/build
 	clang -g -O1 -std=c99 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
 	  -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_SRC)

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtpd.h"
+#include "proto.h"
 
 int smtpd_buf_reserve(smtpd_buf *b, size_t extra) {
   size_t need, cap;

@@ -15,13 +15,12 @@
  * reaches the upstream as such: that is how SMTP smuggling crosses relays)
  * and lines starting with "." doubled, as RFC 5321 4.5.2 asks.
  */
-#define SMTPD_GLUE
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtpd.h"
+#include "glue.h"
 
 #define CLIENT_MT "smtpd.client"
 
@@ -43,24 +42,19 @@ typedef struct client_rcpt {
 } client_rcpt;
 
 typedef struct smtpd_client {
+  smtpd_handle h;
   uv_tcp_t tcp;
-  smtpd_hdr hdr;
-  smtpd_map *map;
   uv_timer_t timer;
   uv_getaddrinfo_t gai;
   uv_connect_t creq;
   struct addrinfo *ai, *cur;  /* resolved addresses, the one being tried */
-  int handles;             /* handles open: memory goes when this is 0 */
-  int tcp_open;
   int resolving;           /* uv_getaddrinfo in flight */
-  int ud_ref;              /* the Lua handle, invalidated on close */
   int state;
   int lmtp;
   int tempfail_aborts;     /* a 4xx to any RCPT: no DATA, fail the lot */
   int cb_ref;              /* the Lua callback */
   int data_ref;            /* keeps the data string alive */
   int reported;
-  int closing;
   uint64_t timeout_ms, connect_timeout_ms;
   char *host;
   int port;
@@ -86,10 +80,6 @@ typedef struct smtpd_client {
   char err[256];
 } smtpd_client;
 
-typedef struct client_ud {
-  struct smtpd_client *c;
-} client_ud;
-
 typedef struct client_write {
   uv_write_t req;
   char *buf;
@@ -99,7 +89,8 @@ static void client_fail(smtpd_client *c, int code, const char *fmt, ...);
 
 /* ---- lifetime ---------------------------------------------------------- */
 
-static void client_free(smtpd_client *c) {
+static void client_free(smtpd_handle *h) {
+  smtpd_client *c = SMTPD_OWNER(smtpd_client, h);
   size_t i;
   for (i = 0; i < c->rcpts.n; i++) free(c->r[i].msg);
   free(c->r);
@@ -114,49 +105,22 @@ static void client_free(smtpd_client *c) {
   free(c);
 }
 
-static smtpd_client *client_of(uv_handle_t *h) {
-  return SMTPD_OWNER(smtpd_client, (smtpd_hdr *)h->data);
-}
-
-static void client_release(smtpd_client *c) {
-  if (--c->handles == 0 && !c->resolving) {
-    smtpd_map_unref(c->map);
-    client_free(c);
-  }
-}
-
-static void client_on_close(uv_handle_t *h) {
-  client_release(client_of(h));
-}
-
-/* Closes the handles; memory goes in the last close callback. */
-static void client_close(smtpd_client *c) {
-  lua_State *L = c->map->L;
-  if (c->closing) return;
-  c->closing = 1;
-  if (c->ud_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ud_ref);
-    ((client_ud *)lua_touserdata(L, -1))->c = NULL;
-    lua_pop(L, 1);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->ud_ref);
-    c->ud_ref = LUA_NOREF;
-  }
+/* Closed (done, failed, cancelled or by its map): nobody more to tell. */
+static void client_close_handles(smtpd_handle *h) {
+  smtpd_client *c = SMTPD_OWNER(smtpd_client, h);
+  lua_State *L = h->map->L;
+  c->reported = 1;
   luaL_unref(L, LUA_REGISTRYINDEX, c->cb_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, c->data_ref);
   c->cb_ref = c->data_ref = LUA_NOREF;
   c->data = NULL;
   if (c->resolving) uv_cancel((uv_req_t *)&c->gai);
-  uv_close((uv_handle_t *)&c->timer, client_on_close);
-  if (c->tcp_open) {
-    c->tcp_open = 0;
-    uv_close((uv_handle_t *)&c->tcp, client_on_close);
-  }
+  smtpd_handle_uv_close(h, (uv_handle_t *)&c->timer);
+  smtpd_handle_uv_close(h, (uv_handle_t *)&c->tcp);
 }
 
-static void client_close_hdr(smtpd_hdr *h) {
-  smtpd_client *c = SMTPD_OWNER(smtpd_client, h);
-  c->reported = 1;   /* closed by the map: nobody to tell */
-  client_close(c);
+static void client_close(smtpd_client *c) {
+  smtpd_handle_close(&c->h);
 }
 
 /* ---- reporting --------------------------------------------------------- */
@@ -217,21 +181,21 @@ static int client_lua_report(lua_State *L) {
 
 /* Calls the Lua callback once, protected. */
 static void client_report(smtpd_client *c) {
-  lua_State *L = c->map->L;
+  lua_State *L = c->h.map->L;
   if (c->reported) return;
   c->reported = 1;
   if (c->cb_ref == LUA_NOREF) return;
   lua_pushcfunction(L, client_lua_report);
   lua_pushlightuserdata(L, c);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    smtpd_log(c->map, "error in a relay callback: %s", lua_tostring(L, -1));
+    smtpd_log(c->h.map, "error in a relay callback: %s", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
 }
 
 static void client_fail(smtpd_client *c, int code, const char *fmt, ...) {
   va_list ap;
-  if (c->closing) return;
+  if (c->h.closing) return;
   c->failed = 1;
   if (code) c->code = code;
   va_start(ap, fmt);
@@ -244,7 +208,7 @@ static void client_fail(smtpd_client *c, int code, const char *fmt, ...) {
 /* ---- I/O --------------------------------------------------------------- */
 
 static void client_on_timer(uv_timer_t *t) {
-  smtpd_client *c = client_of((uv_handle_t *)t);
+  smtpd_client *c = SMTPD_OWNER(smtpd_client, t->data);
   if (c->failed) {
     /* A failure found while starting, reported from the loop. */
     client_report(c);
@@ -265,10 +229,10 @@ static void client_arm(smtpd_client *c) {
 
 static void client_on_write(uv_write_t *req, int status) {
   client_write *w = (client_write *)req;
-  smtpd_client *c = client_of((uv_handle_t *)req->handle);
+  smtpd_client *c = SMTPD_OWNER(smtpd_client, req->handle->data);
   free(w->buf);
   free(w);
-  if (status < 0 && !c->closing)
+  if (status < 0 && !c->h.closing)
     client_fail(c, 0, "%s: write failed: %s", client_stage[c->state],
                 uv_strerror(status));
 }
@@ -430,7 +394,7 @@ static void client_quit(smtpd_client *c) {
 
 static void client_success(smtpd_client *c) {
   client_report(c);
-  if (!c->closing) client_quit(c);
+  if (!c->h.closing) client_quit(c);
 }
 
 /* The first recipient refused with a 4xx, or NULL. */
@@ -587,13 +551,13 @@ static void client_parse(smtpd_client *c) {
     smtpd_buf_consume(&c->in, (size_t)(lf - c->in.p) + 1);
     if (!more) {
       client_on_reply(c, code);
-      if (c->closing) return;
+      if (c->h.closing) return;
     }
   }
 }
 
-static void client_on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
-  smtpd_client *c = client_of(h);
+static void client_on_alloc(uv_handle_t *u, size_t size, uv_buf_t *buf) {
+  smtpd_client *c = SMTPD_OWNER(smtpd_client, u->data);
   (void)size;
   if (smtpd_buf_reserve(&c->in, 4096)) {
     *buf = uv_buf_init(NULL, 0);
@@ -603,9 +567,9 @@ static void client_on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
 }
 
 static void client_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
-  smtpd_client *c = client_of((uv_handle_t *)st);
+  smtpd_client *c = SMTPD_OWNER(smtpd_client, st->data);
   (void)buf;
-  if (c->closing) return;
+  if (c->h.closing) return;
   if (n < 0) {
     if (c->state == ST_QUIT) {
       client_close(c);
@@ -622,23 +586,22 @@ static void client_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
 static void client_try_connect(smtpd_client *c);
 
 /* The handle of a failed attempt is closed; try the next address. */
-static void client_on_retry_close(uv_handle_t *h) {
-  smtpd_client *c = client_of(h);
-  if (c->closing) {
-    client_release(c);
+static void client_on_retry_close(uv_handle_t *u) {
+  smtpd_client *c = SMTPD_OWNER(smtpd_client, u->data);
+  if (c->h.closing) {
+    smtpd_handle_done(&c->h);   /* may free c */
     return;
   }
-  c->handles--;
+  smtpd_handle_done(&c->h);
   client_try_connect(c);
 }
 
 static void client_on_connect(uv_connect_t *req, int status) {
   smtpd_client *c = req->data;
-  if (c->closing) return;
+  if (c->h.closing) return;
   if (status < 0) {
     if (c->cur->ai_next) {
       c->cur = c->cur->ai_next;
-      c->tcp_open = 0;
       uv_close((uv_handle_t *)&c->tcp, client_on_retry_close);
       return;
     }
@@ -654,10 +617,8 @@ static void client_on_connect(uv_connect_t *req, int status) {
 static void client_try_connect(smtpd_client *c) {
   int err;
   c->state = ST_CONNECT;
-  uv_tcp_init(&c->map->loop, &c->tcp);
-  c->tcp.data = &c->hdr;
-  c->tcp_open = 1;
-  c->handles++;
+  uv_tcp_init(&c->h.map->loop, &c->tcp);
+  smtpd_handle_attach(&c->h, (uv_handle_t *)&c->tcp);
   uv_tcp_nodelay(&c->tcp, 1);
   c->creq.data = c;
   err = uv_tcp_connect(&c->creq, &c->tcp, c->cur->ai_addr, client_on_connect);
@@ -673,14 +634,12 @@ static void client_on_resolve(uv_getaddrinfo_t *req, int status,
                               struct addrinfo *res) {
   smtpd_client *c = req->data;
   c->resolving = 0;
-  if (c->closing) {
+  if (c->h.closing) {
     if (res) uv_freeaddrinfo(res);
-    if (c->handles == 0) {
-      smtpd_map_unref(c->map);
-      client_free(c);
-    }
+    smtpd_handle_done(&c->h);   /* may free c */
     return;
   }
+  smtpd_handle_done(&c->h);
   if (status < 0) {
     client_fail(c, 0, "resolve %s: %s", c->host, uv_strerror(status));
     return;
@@ -689,132 +648,155 @@ static void client_on_resolve(uv_getaddrinfo_t *req, int status,
   client_try_connect(c);
 }
 
-/* ---- Lua API ----------------------------------------------------------- */
+/* ---- Lua API ------------------------------------------------------------ */
 
-static char *opt_strdup(lua_State *L, int t, const char *k, const char *def) {
-  const char *v;
-  char *r;
-  lua_getfield(L, t, k);
-  v = lua_isnil(L, -1) ? def : luaL_checkstring(L, -1);
-  r = v ? strdup(v) : NULL;
-  lua_pop(L, 1);
-  return r;
+static int sendable(const char *s, size_t n) {
+  return n > 0 && strcspn(s, "\r\n<> \t") == n;
 }
 
-static double opt_num(lua_State *L, int t, const char *k, double def) {
-  double v;
-  lua_getfield(L, t, k);
-  v = lua_isnil(L, -1) ? def : luaL_checknumber(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
-static void opt_list(lua_State *L, int t, const char *k, smtpd_strlist *l,
-                     int no_specials) {
+/* Checks the list at key of table t (a table, or a list-like value with
+ * __len and __index such as a channel's rcpttos) and returns its length.
+ * Allocates nothing, so it may raise. */
+static size_t client_check_list(lua_State *L, int t, const char *key) {
   lua_Integer i, n;
-  lua_getfield(L, t, k);
-  if (lua_isnil(L, -1)) {
+  int tt = lua_getfield(L, t, key);
+  if (tt == LUA_TNIL) {
     lua_pop(L, 1);
-    return;
+    return 0;
   }
-  luaL_checktype(L, -1, LUA_TTABLE);
+  if (tt != LUA_TTABLE && !luaL_getmetafield(L, -1, "__len"))
+    luaL_error(L, "%s must be a list of strings", key);
+  else if (tt != LUA_TTABLE)
+    lua_pop(L, 1);
   n = luaL_len(L, -1);
   for (i = 1; i <= n; i++) {
     size_t len;
     const char *s;
     lua_geti(L, -1, i);
     s = lua_tolstring(L, -1, &len);
-    if (s == NULL) luaL_error(L, "%s must hold strings", k);
-    if (no_specials && (len == 0 || strcspn(s, "\r\n<> \t") != len))
-      luaL_error(L, "%s: %q is not an address we can send", k, s);
-    smtpd_strlist_push(l, s, len);
+    if (s == NULL) luaL_error(L, "%s must hold strings", key);
+    if (!sendable(s, len))
+      luaL_error(L, "%s: %q is not an address we can send", key, s);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  return (size_t)n;
 }
 
-/* client_send(map, spec, callback) -> handle */
+/* Copies a list client_check_list accepted; -1 when out of memory. */
+static int client_copy_list(lua_State *L, int t, const char *key,
+                            smtpd_strlist *l) {
+  lua_Integer i, n;
+  int err = 0;
+  if (lua_getfield(L, t, key) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  n = luaL_len(L, -1);
+  for (i = 1; i <= n && !err; i++) {
+    size_t len;
+    const char *s;
+    lua_geti(L, -1, i);
+    s = lua_tolstring(L, -1, &len);
+    err = s == NULL || smtpd_strlist_push(l, s, len);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return err ? -1 : 0;
+}
+
+static const char *client_string(lua_State *L, int t, const char *key,
+                                 const char *def, size_t *len) {
+  const char *s;
+  int tt = lua_getfield(L, t, key);
+  if (tt != LUA_TNIL && tt != LUA_TSTRING)
+    luaL_error(L, "%s must be a string", key);
+  s = tt == LUA_TNIL ? def : lua_tolstring(L, -1, len);
+  if (tt == LUA_TNIL && len) *len = def ? strlen(def) : 0;
+  lua_pop(L, 1);   /* the string stays alive in the table */
+  return s;
+}
+
+/* client_send(map, spec, callback) -> handle. Everything is checked
+ * before anything is allocated: an error raised here leaks nothing. */
 static int client_send(lua_State *L) {
   smtpd_map *m = smtpd_check_map(L, 1);
+  smtpd_relay_conf conf;
   smtpd_client *c;
-  client_ud *ud;
   struct addrinfo hints;
   char portstr[16];
-  size_t len;
+  const char *host, *mailfrom, *helo, *data;
+  size_t mflen, datalen, nrcpts;
+  lua_Integer port;
   int err;
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TFUNCTION);
-  lua_getfield(L, 2, "mailfrom");
-  {
-    size_t n;
-    const char *mf = luaL_optlstring(L, -1, "<>", &n);
-    if (strcmp(mf, "<>") != 0 && (n == 0 || strcspn(mf, "\r\n<> \t") != n))
-      return luaL_error(L, "mailfrom %s is not an address we can send", mf);
-  }
+  smtpd_opts_read(L, 2, smtpd_relay_opts, &conf);
+  host = client_string(L, 2, "host", "localhost", NULL);
+  lua_getfield(L, 2, "port");
+  port = luaL_optinteger(L, -1, 25);
   lua_pop(L, 1);
+  luaL_argcheck(L, port > 0 && port <= 65535, 2, "port out of range");
+  mailfrom = client_string(L, 2, "mailfrom", "<>", &mflen);
+  if (strcmp(mailfrom, "<>") != 0 && !sendable(mailfrom, mflen))
+    return luaL_error(L, "mailfrom %s is not an address we can send",
+                      mailfrom);
+  helo = conf.helo ? conf.helo : smtpd_fqdn();
+  if (!helo[0] || strcspn(helo, "\r\n \t") != strlen(helo))
+    return luaL_error(L, "helo must be one word");
+  nrcpts = client_check_list(L, 2, "rcpttos");
+  if (nrcpts == 0)
+    return luaL_error(L, "rcpttos must hold at least one recipient");
+  client_check_list(L, 2, "mail_options");
+  data = client_string(L, 2, "data", NULL, &datalen);
+  if (data == NULL) return luaL_error(L, "data must be a string");
+
   c = calloc(1, sizeof *c);
   if (c == NULL) return luaL_error(L, "out of memory");
-  c->hdr.kind = SMTPD_H_OTHER;
-  c->hdr.close = client_close_hdr;
-  c->map = m;
-  c->cb_ref = c->data_ref = c->ud_ref = LUA_NOREF;
-  c->host = opt_strdup(L, 2, "host", "localhost");
-  lua_getfield(L, 2, "port");
-  c->port = (int)luaL_optinteger(L, -1, 25);
-  lua_pop(L, 1);
-  c->helo = opt_strdup(L, 2, "helo", smtpd_fqdn());
-  c->mailfrom = opt_strdup(L, 2, "mailfrom", "<>");
-  lua_getfield(L, 2, "lmtp");
-  c->lmtp = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  lua_getfield(L, 2, "tempfail_aborts");
-  c->tempfail_aborts = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  c->timeout_ms = (uint64_t)(opt_num(L, 2, "timeout", 60) * 1000);
-  c->connect_timeout_ms = (uint64_t)(opt_num(L, 2, "connect_timeout", 30)
-                                     * 1000);
-  if (strcspn(c->helo, "\r\n \t") != strlen(c->helo) || !c->helo[0]) {
-    client_free(c);
-    return luaL_error(L, "helo must be one word");
+  smtpd_handle_init(&c->h, m, SMTPD_H_CLIENT, client_close_handles,
+                    client_free);
+  c->cb_ref = c->data_ref = LUA_NOREF;
+  uv_timer_init(&m->loop, &c->timer);
+  smtpd_handle_attach(&c->h, (uv_handle_t *)&c->timer);
+  c->port = (int)port;
+  c->lmtp = conf.lmtp;
+  c->tempfail_aborts = conf.tempfail_aborts;
+  c->timeout_ms = conf.timeout_ms;
+  c->connect_timeout_ms = conf.connect_timeout_ms;
+  c->host = strdup(host);
+  c->helo = strdup(helo);
+  c->mailfrom = strdup(mailfrom);
+  c->r = calloc(nrcpts, sizeof *c->r);
+  if (!c->host || !c->helo || !c->mailfrom || !c->r ||
+      client_copy_list(L, 2, "rcpttos", &c->rcpts) ||
+      client_copy_list(L, 2, "mail_options", &c->mail_options)) {
+    client_close(c);
+    return luaL_error(L, "out of memory");
   }
-  opt_list(L, 2, "rcpttos", &c->rcpts, 1);
-  opt_list(L, 2, "mail_options", &c->mail_options, 1);
-  if (c->rcpts.n == 0) {
-    client_free(c);
-    return luaL_error(L, "rcpttos must hold at least one recipient");
-  }
-  c->r = calloc(c->rcpts.n, sizeof *c->r);
   lua_getfield(L, 2, "data");
-  c->data = luaL_checklstring(L, -1, &len);
-  c->data_len = len;
+  c->data = lua_tolstring(L, -1, &c->data_len);
   c->data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, 3);
   c->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  uv_timer_init(&m->loop, &c->timer);
-  c->timer.data = &c->hdr;
-  c->handles = 1;
-  smtpd_map_ref(m);
   memset(&hints, 0, sizeof hints);
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;
   snprintf(portstr, sizeof portstr, "%d", c->port);
   c->gai.data = c;
   c->state = ST_RESOLVE;
-  ud = lua_newuserdatauv(L, sizeof *ud, 0);
-  ud->c = c;
-  luaL_setmetatable(L, CLIENT_MT);
-  lua_pushvalue(L, -1);
-  c->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  smtpd_handle_push_box(L, &c->h, CLIENT_MT, 0);
   c->resolving = 1;
+  c->h.pending++;
   err = uv_getaddrinfo(&m->loop, &c->gai, client_on_resolve, c->host,
                        portstr, &hints);
   if (err) {
     /* Report on the next loop turn, never from inside this call. */
     c->resolving = 0;
+    c->h.pending--;
     c->failed = 1;
     snprintf(c->err, sizeof c->err, "resolve %s: %s", c->host,
              uv_strerror(err));
-    uv_timer_start(&c->timer, client_on_timer, 0, 0);
+    smtpd_timer_start(&c->timer, client_on_timer, 0);
   } else {
     smtpd_timer_start(&c->timer, client_on_timer, c->connect_timeout_ms);
   }
@@ -823,17 +805,13 @@ static int client_send(lua_State *L) {
 
 /* handle:cancel(): gives up; the callback is not called. */
 static int client_cancel(lua_State *L) {
-  client_ud *ud = luaL_checkudata(L, 1, CLIENT_MT);
-  if (ud->c) {
-    ud->c->reported = 1;
-    client_close(ud->c);
-  }
+  smtpd_handle *h = smtpd_handle_get(L, 1, CLIENT_MT);
+  if (h) smtpd_handle_close(h);
   return 0;
 }
 
 static int client_active(lua_State *L) {
-  client_ud *ud = luaL_checkudata(L, 1, CLIENT_MT);
-  lua_pushboolean(L, ud->c != NULL);
+  lua_pushboolean(L, smtpd_handle_get(L, 1, CLIENT_MT) != NULL);
   return 1;
 }
 

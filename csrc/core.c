@@ -1,11 +1,10 @@
 /* luaopen_smtpd_core: the C core as the module smtpd.core. */
-#define SMTPD_GLUE
 #include <pwd.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "smtpd.h"
+#include "glue.h"
 
 /* setup{base=, builtins=, make=, scan=, command=}: the Lua side's parts
  * the C core calls back into. */
@@ -72,9 +71,16 @@ static int core_resolve(lua_State *L) {
   return 1;
 }
 
-int luaopen_smtpd_core(lua_State *L);
+/* The one symbol the module exports (the Makefile hides the rest). */
+#if defined(__GNUC__)
+#define SMTPD_API __attribute__((visibility("default")))
+#else
+#define SMTPD_API
+#endif
 
-int luaopen_smtpd_core(lua_State *L) {
+SMTPD_API int luaopen_smtpd_core(lua_State *L);
+
+SMTPD_API int luaopen_smtpd_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"setup", core_setup}, {"class_changed", core_class_changed},
     {"stats", core_stats}, {"getfqdn", core_getfqdn},
@@ -86,12 +92,15 @@ int luaopen_smtpd_core(lua_State *L) {
   luaL_newlib(L, funcs);
   smtpd_open_map(L);
   smtpd_open_server(L);
-  smtpd_open_channel(L);
+  smtpd_open_conn(L);
+  smtpd_open_hook(L);
   smtpd_open_engine(L);
   smtpd_open_tcp(L);
   smtpd_open_client(L);
   smtpd_open_timer(L);
+  smtpd_open_signal(L);
   smtpd_open_workers(L);
+  smtpd_open_opts(L);
   lua_pushliteral(L, SMTPD_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushinteger(L, SMTPD_DATA_SIZE_DEFAULT);

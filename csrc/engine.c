@@ -6,10 +6,9 @@
  *   local e = core.engine{data_size_limit = 100}
  *   local out, msgs = e:feed("HELO x\r\n")
  */
-#define SMTPD_GLUE
 #include <string.h>
 
-#include "smtpd.h"
+#include "glue.h"
 
 #define ENGINE_MT "smtpd.engine"
 
@@ -24,35 +23,28 @@ static engine *engine_check(lua_State *L) {
   return luaL_checkudata(L, 1, ENGINE_MT);
 }
 
+/* engine(opts): the session's options of a server (smtpd_engine_opts),
+ * plus fqdn and the reply every message gets. */
 static int engine_new(lua_State *L) {
   engine *e;
+  smtpd_session_conf conf;
   const char *fqdn, *reply;
-  size_t n;
+  size_t n, rn;
   if (lua_isnoneornil(L, 1)) lua_newtable(L);
   luaL_checktype(L, 1, LUA_TTABLE);
+  smtpd_opts_read(L, 1, smtpd_engine_opts, &conf);
   lua_getfield(L, 1, "fqdn");
   fqdn = luaL_optlstring(L, -1, "test.example", &n);
+  lua_getfield(L, 1, "reply");
+  reply = luaL_optlstring(L, -1, "250 OK", &rn);
+  luaL_argcheck(L, rn < sizeof e->reply, 1, "reply too long");
   e = lua_newuserdatauv(L, sizeof *e, 0);
   memset(e, 0, sizeof *e);
-  smtpd_session_init(&e->s, &e->out, fqdn, n);
   luaL_setmetatable(L, ENGINE_MT);
-  lua_getfield(L, 1, "data_size_limit");
-  if (!lua_isnil(L, -1))
-    e->s.data_size_limit = lua_toboolean(L, -1) ?
-                           (size_t)lua_tointeger(L, -1) : 0;
-  lua_getfield(L, 1, "enable_SMTPUTF8");
-  e->s.enable_smtputf8 = lua_toboolean(L, -1);
-  lua_getfield(L, 1, "decode_data");
-  e->s.decode_data = lua_toboolean(L, -1);
-  lua_getfield(L, 1, "reply");
-  reply = luaL_optstring(L, -1, "250 OK");
-  strncpy(e->reply, reply, sizeof e->reply - 1);
-  lua_getfield(L, 1, "max_recipients");
-  if (!lua_isnil(L, -1)) e->s.max_recipients = (size_t)lua_tointeger(L, -1);
-  lua_getfield(L, 1, "max_bad_commands");
-  if (!lua_isnil(L, -1)) e->s.max_bad = (unsigned)lua_tointeger(L, -1);
-  lua_pop(L, 6);
-  smtpd_session_sync(&e->s);
+  if (smtpd_session_init(&e->s, &e->out, fqdn, n))
+    return luaL_error(L, "out of memory");
+  memcpy(e->reply, reply, rn + 1);
+  smtpd_session_configure(&e->s, &conf);
   return 1;
 }
 

@@ -18,7 +18,7 @@
  */
 #include <string.h>
 
-#include "smtpd.h"
+#include "proto.h"
 
 enum {
   /* command mode */

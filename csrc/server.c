@@ -1,13 +1,20 @@
-/* Listening sockets: bind, listen, accept into channels. */
-#define SMTPD_GLUE
+/*
+ * Listening sockets: bind, listen, accept into channels, the connection
+ * limits a server shares with its channels, and graceful shutdown.
+ *
+ *   local h = core.listen(map, server_object, ip, port, opts)
+ *   h:getsockname()  h:close(grace)  h:is_open()
+ */
 #include <errno.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 #include <string.h>
+#include <sys/socket.h>
 
-#include "smtpd.h"
+#include "glue.h"
 
-smtpd_shared *smtpd_shared_new(void) {
+/* ---- what a server shares with its channels ----------------------------- */
+
+static smtpd_shared *shared_new(void) {
   smtpd_shared *sh = calloc(1, sizeof *sh);
   if (sh) sh->refs = 1;
   return sh;
@@ -40,14 +47,16 @@ static smtpd_ipcount *shared_find(smtpd_shared *sh, const unsigned char *key,
   return NULL;
 }
 
-int smtpd_shared_admit(smtpd_shared *sh, const struct sockaddr *sa) {
+/* Counts a new connection from sa; 0 if a limit says no. */
+static int shared_admit(smtpd_shared *sh, const struct sockaddr *sa) {
   unsigned char key[16];
   int fam;
   smtpd_ipcount *e;
-  if (sh->max_connections && sh->total >= sh->max_connections) return 0;
+  if (sh->conf.max_connections && sh->total >= sh->conf.max_connections)
+    return 0;
   shared_key(sa, key, &fam);
   e = shared_find(sh, key, fam);
-  if (e && sh->max_per_ip && e->n >= sh->max_per_ip) return 0;
+  if (e && sh->conf.max_per_ip && e->n >= sh->conf.max_per_ip) return 0;
   if (e == NULL) {
     if (sh->nips == sh->capips) {
       size_t cap = sh->capips ? sh->capips * 2 : 16;
@@ -76,30 +85,58 @@ void smtpd_shared_leave(smtpd_shared *sh, const struct sockaddr *sa) {
   sh->total--;
 }
 
-static smtpd_server *server_check(lua_State *L, int idx) {
-  smtpd_server **ps = luaL_checkudata(L, idx, SMTPD_SERVER_MT);
-  return *ps;
-}
+/* ---- lifetime ----------------------------------------------------------- */
 
-static void server_on_close(uv_handle_t *h) {
-  smtpd_server *s = (smtpd_server *)h;
+static void server_free(smtpd_handle *h) {
+  smtpd_server *s = SMTPD_OWNER(smtpd_server, h);
   smtpd_shared_unref(s->shared);
   smtpd_str_free(&s->fqdn);
   free(s);
 }
 
-/* Idempotent: stops listening and releases the Lua object. */
-static void server_destroy(lua_State *L, smtpd_server **ps) {
-  smtpd_server *s = *ps;
-  if (s == NULL) return;
-  *ps = NULL;
-  if (s->closing) return;
-  s->closing = 1;
-  luaL_unref(L, LUA_REGISTRYINDEX, s->obj_ref);
+/* Stops listening and releases the Lua object; live channels go on. */
+static void server_close_handles(smtpd_handle *h) {
+  smtpd_server *s = SMTPD_OWNER(smtpd_server, h);
+  luaL_unref(h->map->L, LUA_REGISTRYINDEX, s->obj_ref);
   s->obj_ref = LUA_NOREF;
-  smtpd_map_unref(s->map);
-  uv_close((uv_handle_t *)&s->tcp, server_on_close);
+  smtpd_handle_uv_close(h, (uv_handle_t *)&s->tcp);
 }
+
+/* ---- accept ------------------------------------------------------------- */
+
+static void server_on_connection(uv_stream_t *st, int status) {
+  smtpd_server *srv = SMTPD_OWNER(smtpd_server, st->data);
+  smtpd_channel *ch;
+  int len = sizeof ch->peer;
+  if (status < 0) {
+    smtpd_log(srv->h.map, "accept: %s", uv_strerror(status));
+    return;
+  }
+  ch = smtpd_channel_new(srv);
+  if (ch == NULL) return;
+  if (uv_accept(st, (uv_stream_t *)&ch->tcp) ||
+      uv_tcp_getpeername(&ch->tcp, (struct sockaddr *)&ch->peer, &len)) {
+    smtpd_channel_close(ch);
+    return;
+  }
+  uv_tcp_nodelay(&ch->tcp, 1);
+  if (!shared_admit(ch->shared, (struct sockaddr *)&ch->peer)) {
+    /* Over a connection limit: say so and close, no Lua involved. */
+    smtpd_replyf(&ch->s, "421 4.7.0 %s Error: too many connections, try "
+                 "again later", srv->fqdn.p);
+    ch->close_when_done = 1;
+    smtpd_channel_flush(ch);
+    return;
+  }
+  ch->counted = 1;
+  if (smtpd_hook_accept(ch, srv)) {
+    smtpd_channel_close(ch);
+    return;
+  }
+  if (!ch->h.closing) smtpd_channel_start(ch);
+}
+
+/* ---- listen ------------------------------------------------------------- */
 
 /* SO_REUSEPORT: several processes (lua-smtpd --workers) listen on one
  * port and the kernel spreads new connections over them. */
@@ -117,179 +154,141 @@ static int server_reuse_port(uv_tcp_t *t) {
 #endif
 }
 
-/* listen(map, obj, host, port, opts) -> handle | nil, err, name */
+/* listen(map, obj, ip, port, opts) -> handle | nil, err, name. A bad
+ * option raises its message (no position: the caller re-raises it). */
 static int server_listen(lua_State *L) {
   smtpd_map *m = smtpd_check_map(L, 1);
-  const char *host = luaL_checkstring(L, 3);
+  const char *ip = luaL_checkstring(L, 3);
   int port = (int)luaL_checkinteger(L, 4);
   struct sockaddr_storage ss;
-  smtpd_server *s, **ps;
-  int err, reuse;
+  smtpd_server_conf conf;
+  smtpd_server *s;
+  const char *fqdn;
+  int err;
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 5, LUA_TTABLE);
   luaL_argcheck(L, port >= 0 && port <= 65535, 4, "port out of range");
-  if (strchr(host, ':')) err = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
-  else err = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+  smtpd_opts_read(L, 5, smtpd_server_opts, &conf);
+  err = smtpd_sockaddr(ip, port, &ss);
   if (err) return smtpd_fail(L, err);
+  fqdn = conf.fqdn ? conf.fqdn : smtpd_fqdn();
+  conf.fqdn = NULL;
   s = calloc(1, sizeof *s);
-  if (s == NULL) return luaL_error(L, "out of memory");
-  s->hdr.kind = SMTPD_H_SERVER;
-  s->map = m;
-  s->obj_ref = LUA_NOREF;
-  lua_getfield(L, 5, "data_size_limit");
-  s->data_size_limit = lua_toboolean(L, -1) ? (size_t)lua_tointeger(L, -1) : 0;
-  lua_getfield(L, 5, "enable_SMTPUTF8");
-  s->enable_smtputf8 = lua_toboolean(L, -1);
-  lua_getfield(L, 5, "decode_data");
-  s->decode_data = lua_toboolean(L, -1);
-  lua_getfield(L, 5, "max_recipients");
-  s->max_recipients = (size_t)luaL_optinteger(L, -1, SMTPD_MAX_RECIPIENTS);
-  lua_getfield(L, 5, "max_bad_commands");
-  s->max_bad = (unsigned)luaL_optinteger(L, -1, SMTPD_MAX_BAD_COMMANDS);
-  lua_getfield(L, 5, "timeout");
-  s->timeout_ms = (uint64_t)(luaL_optnumber(L, -1, 300) * 1000);
-  lua_getfield(L, 5, "handler_timeout");
-  s->handler_timeout_ms = (uint64_t)(luaL_optnumber(L, -1, 300) * 1000);
-  lua_pop(L, 4);
-  lua_getfield(L, 5, "data_timeout");
-  s->data_timeout_ms = (uint64_t)(luaL_optnumber(L, -1, 600) * 1000);
-  lua_getfield(L, 5, "data_rate_grace");
-  s->data_grace_ms = (uint64_t)(luaL_optnumber(L, -1, 30) * 1000);
-  lua_getfield(L, 5, "min_data_rate");
-  s->min_data_rate = (size_t)luaL_optinteger(L, -1, 128);
-  lua_getfield(L, 5, "max_data_memory");
-  if (!lua_isnil(L, -1)) m->data_cap = (size_t)lua_tointeger(L, -1);
-  lua_pop(L, 4);
-  s->shared = smtpd_shared_new();
-  if (s->shared == NULL) {
+  if (s == NULL || (s->shared = shared_new()) == NULL ||
+      smtpd_str_set(&s->fqdn, fqdn, strlen(fqdn))) {
+    if (s) smtpd_shared_unref(s->shared);
     free(s);
     return luaL_error(L, "out of memory");
   }
-  lua_getfield(L, 5, "max_connections");
-  s->shared->max_connections = (size_t)luaL_optinteger(L, -1, 1000);
-  lua_getfield(L, 5, "max_connections_per_ip");
-  s->shared->max_per_ip = (size_t)luaL_optinteger(L, -1, 50);
-  lua_pop(L, 2);
-  lua_getfield(L, 5, "fqdn");
-  {
-    size_t n;
-    const char *f = lua_tolstring(L, -1, &n);
-    if (f == NULL) { f = smtpd_fqdn(); n = strlen(f); }
-    smtpd_str_set(&s->fqdn, f, n);
-  }
-  lua_pop(L, 4);
-  lua_getfield(L, 5, "reuse_port");
-  reuse = lua_toboolean(L, -1);
-  lua_pop(L, 1);
+  s->shared->conf = conf;
+  s->obj_ref = LUA_NOREF;
+  if (conf.max_data_memory != (size_t)-1) m->data_cap = conf.max_data_memory;
+  smtpd_handle_init(&s->h, m, SMTPD_H_SERVER, server_close_handles,
+                    server_free);
   /* The socket exists before bind, so SO_REUSEPORT can be set on it
    * (libuv before 1.49 has no flag for it). */
   err = uv_tcp_init_ex(&m->loop, &s->tcp, ss.ss_family);
-  if (err) {
-    /* No socket (EMFILE...): the handle is not in the loop, free it here */
-    server_on_close((uv_handle_t *)&s->tcp);
-    return smtpd_fail(L, err);
-  }
-  s->tcp.data = &s->hdr;
-  err = reuse ? server_reuse_port(&s->tcp) : 0;
-  if (!err) err = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
   if (!err) {
-    lua_getfield(L, 5, "backlog");
-    err = uv_listen((uv_stream_t *)&s->tcp,
-                    (int)luaL_optinteger(L, -1, 1024),
-                    smtpd_server_on_connection);
-    lua_pop(L, 1);
+    smtpd_handle_attach(&s->h, (uv_handle_t *)&s->tcp);
+    if (conf.reuse_port) err = server_reuse_port(&s->tcp);
+    if (!err) err = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
+    if (!err) err = uv_listen((uv_stream_t *)&s->tcp, (int)conf.backlog,
+                              server_on_connection);
   }
   if (err) {
-    s->closing = 1;
-    uv_close((uv_handle_t *)&s->tcp, server_on_close);
+    /* With no socket (EMFILE) nothing was attached: closing frees it. */
+    smtpd_handle_close(&s->h);
     return smtpd_fail(L, err);
   }
   lua_pushvalue(L, 2);
   s->obj_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  smtpd_map_ref(m);
-  ps = lua_newuserdatauv(L, sizeof *ps, 0);
-  *ps = s;
-  luaL_setmetatable(L, SMTPD_SERVER_MT);
+  smtpd_handle_push_box(L, &s->h, SMTPD_SERVER_MT, 0);
   return 1;
 }
+
+/* ---- shutdown ------------------------------------------------------------ */
 
 typedef struct shutdown_walk {
   smtpd_shared *shared;
   int force;
 } shutdown_walk;
 
-static void server_walk_shutdown(uv_handle_t *h, void *arg) {
+static void server_walk_shutdown(uv_handle_t *u, void *arg) {
   shutdown_walk *w = arg;
-  smtpd_hdr *hdr = h->data;
-  if (hdr && hdr->kind == SMTPD_H_CHANNEL && h->type == UV_TCP &&
-      !uv_is_closing(h)) {
-    smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, hdr);
+  smtpd_handle *h = u->data;
+  if (h && h->kind == SMTPD_H_CHANNEL && u->type == UV_TCP && !h->closing) {
+    smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, h);
     if (ch->shared == w->shared) smtpd_channel_shutdown(ch, w->force);
   }
 }
 
 /* The end of a shutdown's grace period. */
 typedef struct grace_timer {
+  smtpd_handle h;
   uv_timer_t t;
-  smtpd_hdr hdr;
   smtpd_shared *shared;
 } grace_timer;
 
-static void grace_on_close(uv_handle_t *h) {
-  grace_timer *g = (grace_timer *)h;
+static void grace_free(smtpd_handle *h) {
+  grace_timer *g = SMTPD_OWNER(grace_timer, h);
   smtpd_shared_unref(g->shared);
   free(g);
 }
 
-static void grace_close_hdr(smtpd_hdr *h) {
-  grace_timer *g = SMTPD_OWNER(grace_timer, h);
-  if (!uv_is_closing((uv_handle_t *)&g->t))
-    uv_close((uv_handle_t *)&g->t, grace_on_close);
+static void grace_close(smtpd_handle *h) {
+  smtpd_handle_uv_close(h, (uv_handle_t *)&SMTPD_OWNER(grace_timer, h)->t);
 }
 
 static void grace_on_fire(uv_timer_t *t) {
-  grace_timer *g = (grace_timer *)t;
-  shutdown_walk w = {g->shared, 1};
+  grace_timer *g = SMTPD_OWNER(grace_timer, t->data);
+  shutdown_walk w;
+  w.shared = g->shared;
+  w.force = 1;
   uv_walk(t->loop, server_walk_shutdown, &w);
-  uv_close((uv_handle_t *)t, grace_on_close);
+  smtpd_handle_close(&g->h);
+}
+
+static void server_start_grace(smtpd_server *s, double grace) {
+  smtpd_map *m = s->h.map;
+  grace_timer *g = calloc(1, sizeof *g);
+  if (g == NULL) return;
+  smtpd_handle_init(&g->h, m, SMTPD_H_TIMER, grace_close, grace_free);
+  uv_timer_init(&m->loop, &g->t);
+  smtpd_handle_attach(&g->h, (uv_handle_t *)&g->t);
+  g->shared = s->shared;
+  s->shared->refs++;
+  smtpd_timer_start(&g->t, grace_on_fire, (uint64_t)(grace * 1000));
+  /* The grace period alone does not keep loop() running. */
+  uv_unref((uv_handle_t *)&g->t);
 }
 
 /* close(handle, grace): stops listening. With grace (seconds), also ends
  * the server's channels: idle ones get 421 now, those in DATA or in a
  * hook may finish their message within grace, then get 421. */
 static int server_close(lua_State *L) {
-  smtpd_server **ps = luaL_checkudata(L, 1, SMTPD_SERVER_MT);
-  smtpd_server *s = *ps;
+  smtpd_handle *h = smtpd_handle_get(L, 1, SMTPD_SERVER_MT);
   double grace = luaL_optnumber(L, 2, -1);
-  if (s && grace >= 0) {
-    smtpd_map *m = s->map;
-    shutdown_walk w = {s->shared, 0};
+  if (h == NULL) return 0;
+  if (grace >= 0) {
+    smtpd_server *s = SMTPD_OWNER(smtpd_server, h);
+    shutdown_walk w;
+    w.shared = s->shared;
+    w.force = 0;
     s->shared->shutting_down = 1;
-    uv_walk(&m->loop, server_walk_shutdown, &w);
-    if (s->shared->total > 0) {
-      grace_timer *g = calloc(1, sizeof *g);
-      if (g) {
-        uv_timer_init(&m->loop, &g->t);
-        g->hdr.kind = SMTPD_H_OTHER;
-        g->hdr.close = grace_close_hdr;
-        g->t.data = &g->hdr;
-        g->shared = s->shared;
-        s->shared->refs++;
-        smtpd_timer_start(&g->t, grace_on_fire, (uint64_t)(grace * 1000));
-        uv_unref((uv_handle_t *)&g->t);
-      }
-    }
+    uv_walk(&h->map->loop, server_walk_shutdown, &w);
+    if (s->shared->total > 0) server_start_grace(s, grace);
   }
-  server_destroy(L, ps);
+  smtpd_handle_close(h);
   return 0;
 }
 
 static int server_getsockname(lua_State *L) {
-  smtpd_server *s = server_check(L, 1);
+  smtpd_handle *h = smtpd_handle_get(L, 1, SMTPD_SERVER_MT);
   struct sockaddr_storage ss;
   int len = sizeof ss, err;
-  if (s == NULL) return smtpd_fail(L, UV_EBADF);
-  err = uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &len);
+  if (h == NULL) return smtpd_fail(L, UV_EBADF);
+  err = uv_tcp_getsockname(&SMTPD_OWNER(smtpd_server, h)->tcp,
+                           (struct sockaddr *)&ss, &len);
   if (err) return smtpd_fail(L, err);
   smtpd_push_addr(L, (struct sockaddr *)&ss);
   lua_rawgeti(L, -1, 1);
@@ -297,34 +296,17 @@ static int server_getsockname(lua_State *L) {
   return 2;
 }
 
-static int server_set_fqdn(lua_State *L) {
-  smtpd_server *s = server_check(L, 1);
-  size_t n;
-  const char *f = luaL_checklstring(L, 2, &n);
-  if (s) smtpd_str_set(&s->fqdn, f, n);
-  return 0;
-}
-
 static int server_is_open(lua_State *L) {
-  lua_pushboolean(L, server_check(L, 1) != NULL);
+  lua_pushboolean(L, smtpd_handle_get(L, 1, SMTPD_SERVER_MT) != NULL);
   return 1;
-}
-
-/* Closing happens through close(); a collected handle was closed already
- * (the registry anchors the object of an open server). */
-static int server_gc(lua_State *L) {
-  (void)L;
-  return 0;
 }
 
 void smtpd_open_server(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"close", server_close}, {"getsockname", server_getsockname},
-    {"set_fqdn", server_set_fqdn}, {"is_open", server_is_open}, {NULL, NULL}
+    {"is_open", server_is_open}, {NULL, NULL}
   };
   luaL_newmetatable(L, SMTPD_SERVER_MT);
-  lua_pushcfunction(L, server_gc);
-  lua_setfield(L, -2, "__gc");
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);

@@ -3,7 +3,8 @@
  * commands, with CPython smtpd's replies byte for byte. No Lua, no libuv:
  * replies are appended to s->out.
  *
- * Where smtpd crashes or breaks RFC 5321 we follow the RFC (see API.md):
+ * Where smtpd crashes or breaks RFC 5321 we follow the RFC (README.md,
+ * "Where it differs from CPython's smtpd"):
  * invalid UTF-8, bare CR/LF/NUL in a command line, a SIZE without a value
  * and addresses outside RFC 5321's path syntax get a 500/501 reply.
  */
@@ -12,12 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtpd.h"
+#include "proto.h"
 
+#define SMTPD_VERB_NAME(v) #v,
 const char *const smtpd_verb_names[SMTPD_NVERBS] = {
-  "HELO", "EHLO", "NOOP", "QUIT", "MAIL", "RCPT", "RSET", "DATA", "HELP",
-  "VRFY", "EXPN"
+  SMTPD_VERBS(SMTPD_VERB_NAME)
 };
+#undef SMTPD_VERB_NAME
 
 int smtpd_session_init(smtpd_session *s, smtpd_buf *out, const char *fqdn,
                        size_t fqdn_len) {
@@ -29,6 +31,15 @@ int smtpd_session_init(smtpd_session *s, smtpd_buf *out, const char *fqdn,
   s->max_recipients = SMTPD_MAX_RECIPIENTS;
   s->max_bad = SMTPD_MAX_BAD_COMMANDS;
   return smtpd_str_set(&s->fqdn, fqdn, fqdn_len);
+}
+
+void smtpd_session_configure(smtpd_session *s, const smtpd_session_conf *c) {
+  s->data_size_limit = c->data_size_limit;
+  s->enable_smtputf8 = c->enable_smtputf8;
+  s->decode_data = c->decode_data;
+  s->max_recipients = c->max_recipients;
+  s->max_bad = c->max_bad;
+  smtpd_session_sync(s);
 }
 
 void smtpd_session_free(smtpd_session *s) {
@@ -127,76 +138,6 @@ void smtpd_session_sync(smtpd_session *s) {
 
 /* ---- text helpers ------------------------------------------------------ */
 
-int smtpd_utf8_valid(const char *p, size_t n) {
-  const unsigned char *s = (const unsigned char *)p;
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    size_t k;
-    unsigned cp, min;
-    if (c < 0x80) { i++; continue; }
-    if (c >= 0xc2 && c <= 0xdf) { k = 1; cp = c & 0x1f; min = 0x80; }
-    else if (c >= 0xe0 && c <= 0xef) { k = 2; cp = c & 0x0f; min = 0x800; }
-    else if (c >= 0xf0 && c <= 0xf4) { k = 3; cp = c & 0x07; min = 0x10000; }
-    else return 0;
-    if (n - i <= k) return 0;
-    for (size_t j = 1; j <= k; j++) {
-      if ((s[i + j] & 0xc0) != 0x80) return 0;
-      cp = (cp << 6) | (s[i + j] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    i += k + 1;
-  }
-  return 1;
-}
-
-/* Length of the whitespace character (as Python's str.isspace) at p[0],
- * or 0. Input is valid UTF-8. */
-static size_t space_at(const unsigned char *p, size_t n) {
-  if (n == 0) return 0;
-  if (p[0] == ' ' || (p[0] >= 0x09 && p[0] <= 0x0d) ||
-      (p[0] >= 0x1c && p[0] <= 0x1f))
-    return 1;
-  if (n >= 2 && p[0] == 0xc2 && (p[1] == 0x85 || p[1] == 0xa0)) return 2;
-  if (n >= 3) {
-    if (p[0] == 0xe1 && p[1] == 0x9a && p[2] == 0x80) return 3;
-    if (p[0] == 0xe2 && p[1] == 0x80 &&
-        (p[2] <= 0x8a || p[2] == 0xa8 || p[2] == 0xa9 || p[2] == 0xaf))
-      return 3;
-    if (p[0] == 0xe2 && p[1] == 0x81 && p[2] == 0x9f) return 3;
-    if (p[0] == 0xe3 && p[1] == 0x80 && p[2] == 0x80) return 3;
-  }
-  return 0;
-}
-
-/* Length of the whitespace character ending at p[n-1], or 0. */
-static size_t space_before(const unsigned char *p, size_t n) {
-  size_t k;
-  for (k = 1; k <= 3 && k <= n; k++) {
-    if (space_at(p + n - k, k) == k) return k;
-  }
-  return 0;
-}
-
-/* Python's str.strip() over UTF-8. */
-static void ustrip(const char **pp, size_t *pn) {
-  const unsigned char *p = (const unsigned char *)*pp;
-  size_t n = *pn, k;
-  while ((k = space_at(p, n)) > 0) { p += k; n -= k; }
-  while ((k = space_before(p, n)) > 0) n -= k;
-  *pp = (const char *)p;
-  *pn = n;
-}
-
-static int is_alnum(unsigned char c) {
-  return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
-         (c >= 'a' && c <= 'z');
-}
-
-static char upper(char c) {
-  return (c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
-}
-
 int smtpd_verb_lookup(const char *name, size_t len) {
   int i;
   if (len != 4) return -1;
@@ -206,274 +147,14 @@ int smtpd_verb_lookup(const char *name, size_t len) {
   return -1;
 }
 
-/* ---- reply lines ------------------------------------------------------- */
-
-/* Reads the code of one reply line: "ddd", "ddd text" or "ddd-text" (more
- * lines follow: *more is set). Returns 100..599, or -1 when the line does
- * not start that way. Looks at the first 4 bytes only. */
-int smtpd_reply_code(const char *p, size_t n, int *more) {
-  if (n < 3 || p[0] < '1' || p[0] > '5' || p[1] < '0' || p[1] > '9' ||
-      p[2] < '0' || p[2] > '9')
-    return -1;
-  if (n > 3 && p[3] != ' ' && p[3] != '-') return -1;
-  if (more) *more = n > 3 && p[3] == '-';
-  return (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
-}
-
-/* A line we may send as is: no CR, LF or NUL, and within RFC 5321's 512
- * bytes with its CRLF. */
-int smtpd_reply_text_ok(const char *p, size_t n) {
-  return n <= SMTPD_REPLY_MAX && !memchr(p, '\r', n) && !memchr(p, '\n', n) &&
-         !memchr(p, '\0', n);
-}
-
-/* The reply a handler returned (process_message, a sender or recipient
- * check) when it ends a command: one final line whose class is one of
- * classes (a string of first digits, e.g. "245"), and not 220 or 221,
- * which open and close a session. The code, or 0. */
-int smtpd_final_reply(const char *p, size_t n, const char *classes) {
-  int more = 0, code = smtpd_reply_code(p, n, &more);
-  if (code < 0 || more || !strchr(classes, p[0]) || code == 220 ||
-      code == 221 || !smtpd_reply_text_ok(p, n))
-    return 0;
-  return code;
-}
-
-/* ---- addresses --------------------------------------------------------- */
-
-/* Characters Python's email parser does not take as atext. */
-static int atom_end(unsigned char c) {
-  return c == ' ' || c == '\t' || strchr("()<>@,:;.\\\"[]", c) != NULL ||
-         c == '\0';
-}
-
-typedef struct addr_out {
-  char buf[1100];
-  size_t len;
-} addr_out;
-
-static int addr_put(addr_out *o, const char *p, size_t n) {
-  if (o->len + n >= sizeof o->buf) return -1;
-  memcpy(o->buf + o->len, p, n);
-  o->len += n;
-  return 0;
-}
-
-/* dot-atom: 1*atext *("." 1*atext). Returns bytes used, 0 if none. */
-static size_t addr_dot_atom(const char *p, size_t n) {
-  size_t i = 0;
-  for (;;) {
-    size_t start = i;
-    while (i < n && !atom_end((unsigned char)p[i])) i++;
-    if (i == start) return 0;
-    if (i < n && p[i] == '.') { i++; continue; }
-    return i;
-  }
-}
-
-/* local-part = dot-atom / quoted-string, written to o the way Python's
- * AddrSpec.addr_spec spells it: quotes kept only where they are needed. */
-static size_t addr_local(const char *p, size_t n, addr_out *o) {
-  size_t i, k;
-  char raw[600];
-  size_t rn = 0;
-  int needq = 0;
-  if (n == 0) return 0;
-  if (p[0] != '"') {
-    k = addr_dot_atom(p, n);
-    if (k == 0 || addr_put(o, p, k)) return 0;
-    return k;
-  }
-  for (i = 1; i < n && p[i] != '"'; i++) {
-    if (p[i] == '\\') {
-      if (++i >= n) return 0;
-    }
-    if (rn >= sizeof raw) return 0;
-    raw[rn++] = p[i];
-  }
-  if (i >= n) return 0;  /* no closing quote */
-  for (k = 0; k < rn; k++) {
-    unsigned char c = (unsigned char)raw[k];
-    if (c != '.' && atom_end(c)) needq = 1;
-  }
-  if (!needq) {
-    if (rn == 0 || addr_put(o, raw, rn)) return rn == 0 ? 0 : 0;
-    return i + 1;
-  }
-  if (addr_put(o, "\"", 1)) return 0;
-  for (k = 0; k < rn; k++) {
-    if ((raw[k] == '"' || raw[k] == '\\') && addr_put(o, "\\", 1)) return 0;
-    if (addr_put(o, raw + k, 1)) return 0;
-  }
-  if (addr_put(o, "\"", 1)) return 0;
-  return i + 1;
-}
-
-/* domain = dot-atom / "[" dtext "]" */
-static size_t addr_domain(const char *p, size_t n, addr_out *o) {
-  size_t i;
-  if (n && p[0] == '[') {
-    for (i = 1; i < n && p[i] != ']'; i++) {
-      if (p[i] == '[' || p[i] == '\\' || p[i] == ' ' || p[i] == '\t')
-        return 0;
-    }
-    if (i >= n) return 0;
-    if (addr_put(o, p, i + 1)) return 0;
-    return i + 1;
-  }
-  i = addr_dot_atom(p, n);
-  if (i == 0 || addr_put(o, p, i)) return 0;
-  return i;
-}
-
-/* addr-spec = local-part ["@" domain] (smtpd also takes a bare local part,
- * e.g. "postmaster"). */
-static size_t addr_spec(const char *p, size_t n, addr_out *o) {
-  size_t i = addr_local(p, n, o), k;
-  if (i == 0) return 0;
-  if (i < n && p[i] == '@') {
-    if (addr_put(o, "@", 1)) return 0;
-    k = addr_domain(p + i + 1, n - i - 1, o);
-    if (k == 0) return 0;
-    i += 1 + k;
-  }
-  return i;
-}
-
-/* Python's _getaddr for RFC 5321 paths: "<" [route ":"] addr-spec ">",
- * "<>", or a bare addr-spec; then the rest (the parameters) with leading
- * blanks removed. Returns 1 and fills o/rest, or 0 when there is no
- * address we accept. */
-static int session_getaddr(const char *p, size_t n, addr_out *o,
-                           const char **rest, size_t *rest_n) {
-  size_t i = 0, k;
-  o->len = 0;
-  while (i < n && (p[i] == ' ' || p[i] == '\t')) i++;
-  if (i == n) return 0;
-  if (p[i] == '<') {
-    i++;
-    if (i < n && p[i] == '>') {
-      addr_put(o, "<>", 2);
-      i++;
-    } else {
-      /* Source route: "@" domain *("," "@" domain) ":", dropped. */
-      if (i < n && p[i] == '@') {
-        for (;;) {
-          addr_out junk = {{0}, 0};
-          if (i >= n || p[i] != '@') return 0;
-          k = addr_domain(p + i + 1, n - i - 1, &junk);
-          if (k == 0) return 0;
-          i += 1 + k;
-          if (i < n && p[i] == ',') { i++; continue; }
-          if (i < n && p[i] == ':') { i++; break; }
-          return 0;
-        }
-      }
-      k = addr_spec(p + i, n - i, o);
-      if (k == 0) return 0;
-      i += k;
-      if (i >= n || p[i] != '>') return 0;
-      i++;
-    }
-  } else {
-    k = addr_spec(p + i, n - i, o);
-    if (k == 0) return 0;
-    i += k;
-    /* A bare address must end where the parameters begin. */
-    if (i < n && p[i] != ' ' && p[i] != '\t') return 0;
-  }
-  while (i < n && (p[i] == ' ' || p[i] == '\t')) i++;
-  *rest = p + i;
-  *rest_n = n - i;
-  return 1;
-}
-
-/* Splits params on whitespace, upper-cased, into list (as
- * params.upper().split()). */
-static int session_split_params(const char *p, size_t n, smtpd_strlist *l) {
-  size_t i = 0, k;
-  smtpd_strlist_clear(l);
-  for (;;) {
-    size_t start;
-    char *w;
-    while (i < n && (k = space_at((const unsigned char *)p + i, n - i)) > 0)
-      i += k;
-    if (i >= n) return 0;
-    start = i;
-    while (i < n && space_at((const unsigned char *)p + i, n - i) == 0) i++;
-    if (smtpd_strlist_push(l, p + start, i - start)) return -1;
-    w = l->v[l->n - 1].p;
-    for (k = 0; k < i - start; k++) w[k] = upper(w[k]);
-  }
-}
-
-/* Checks every option is keyword[=value] as _getparams does. */
-static int params_valid(const smtpd_strlist *l) {
-  size_t i, j;
-  for (i = 0; i < l->n; i++) {
-    const char *s = l->v[i].p;
-    size_t n = l->v[i].len;
-    const char *eq = memchr(s, '=', n);
-    size_t klen = eq ? (size_t)(eq - s) : n;
-    if (klen == 0) return 0;
-    for (j = 0; j < klen; j++)
-      if (!is_alnum((unsigned char)s[j])) return 0;
-    if (eq && eq + 1 == s + n) return 0;
-  }
-  return 1;
-}
-
-/* Finds the last option with keyword key (later ones win, as in a dict).
- * Returns its index or -1; *val is NULL when it has no "=". */
-static long params_find(const smtpd_strlist *l, const char *key,
-                        const char **val, size_t *vlen) {
-  size_t i, kl = strlen(key);
-  long found = -1;
-  for (i = 0; i < l->n; i++) {
-    const char *s = l->v[i].p;
-    size_t n = l->v[i].len;
-    if (n >= kl && memcmp(s, key, kl) == 0 && (n == kl || s[kl] == '=')) {
-      found = (long)i;
-      *val = n == kl ? NULL : s + kl + 1;
-      *vlen = n == kl ? 0 : n - kl - 1;
-    }
-  }
-  return found;
-}
-
-/* Counts distinct keywords other than the given ones. */
-static int params_others(const smtpd_strlist *l, const char *const *known) {
-  size_t i, j;
-  for (i = 0; i < l->n; i++) {
-    const char *s = l->v[i].p;
-    const char *eq = memchr(s, '=', l->v[i].len);
-    size_t kl = eq ? (size_t)(eq - s) : l->v[i].len;
-    int ok = 0;
-    for (j = 0; known[j]; j++) {
-      if (strlen(known[j]) == kl && memcmp(s, known[j], kl) == 0) ok = 1;
-    }
-    if (!ok) return 1;
-  }
-  return 0;
-}
-
-/* ---- commands ---------------------------------------------------------- */
-
-static int arg_has_prefix(const char *arg, size_t n, const char *kw) {
-  size_t i, kl = strlen(kw);
-  if (n < kl) return 0;
-  for (i = 0; i < kl; i++)
-    if (upper(arg[i]) != kw[i]) return 0;
-  return 1;
-}
 
 /* _strip_command_keyword: the rest after "FROM:"/"TO:", stripped, or "". */
 static void strip_keyword(const char *kw, const char **arg, size_t *n) {
   size_t kl = strlen(kw);
-  if (*arg && arg_has_prefix(*arg, *n, kw)) {
+  if (*arg && smtpd_has_keyword(*arg, *n, kw)) {
     *arg += kl;
     *n -= kl;
-    ustrip(arg, n);
+    smtpd_ustrip(arg, n);
   } else {
     *arg = "";
     *n = 0;
@@ -526,7 +207,7 @@ static void cmd_help(smtpd_session *s, const char *arg, size_t n) {
     return;
   }
   if (n == 4) {
-    for (i = 0; i < 4; i++) up[i] = upper(arg[i]);
+    for (i = 0; i < 4; i++) up[i] = smtpd_upper(arg[i]);
     up[4] = '\0';
     for (i = 0; i < sizeof simple / sizeof simple[0]; i++) {
       if (strcmp(up, simple[i][0]) == 0) {
@@ -546,14 +227,14 @@ static void cmd_help(smtpd_session *s, const char *arg, size_t n) {
 }
 
 static void cmd_vrfy(smtpd_session *s, const char *arg, size_t n) {
-  addr_out o;
+  smtpd_addr o;
   const char *rest;
   size_t rn;
   if (!arg || n == 0) {
     REPLY(s, "501 Syntax: VRFY <address>");
     return;
   }
-  if (session_getaddr(arg, n, &o, &rest, &rn)) {
+  if (smtpd_addr_parse(arg, n, &o, &rest, &rn)) {
     REPLY(s, "252 Cannot VRFY user, but will accept message and attempt "
              "delivery");
   } else {
@@ -572,7 +253,7 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
   static const char *const known_noutf8[] = {"BODY", "SIZE", NULL};
   static const char *const known_none[] = {"SIZE", NULL};
   const char *const *k;
-  addr_out o;
+  smtpd_addr o;
   const char *rest, *val;
   size_t rn, vlen;
   if (!s->greeting.len) {
@@ -584,7 +265,7 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
     return;
   }
   strip_keyword("FROM:", &arg, &n);
-  if (!session_getaddr(arg, n, &o, &rest, &rn) ||
+  if (!smtpd_addr_parse(arg, n, &o, &rest, &rn) ||
       (!s->extended_smtp && rn)) {
     syntaxerr(s, "MAIL FROM");
     return;
@@ -593,12 +274,12 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
     REPLY(s, "503 Error: nested MAIL command");
     return;
   }
-  if (session_split_params(rest, rn, &s->mail_options)) return;
-  if (!params_valid(&s->mail_options)) {
+  if (smtpd_params_split(rest, rn, &s->mail_options)) return;
+  if (!smtpd_params_valid(&s->mail_options)) {
     syntaxerr(s, "MAIL FROM");
     return;
   }
-  if (!s->decode_data && params_find(&s->mail_options, "BODY", &val, &vlen) >= 0) {
+  if (!s->decode_data && smtpd_params_find(&s->mail_options, "BODY", &val, &vlen) >= 0) {
     if (!val || !((vlen == 4 && memcmp(val, "7BIT", 4) == 0) ||
                   (vlen == 8 && memcmp(val, "8BITMIME", 8) == 0))) {
       REPLY(s, "501 Error: BODY can only be one of 7BIT, 8BITMIME");
@@ -606,13 +287,13 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
     }
   }
   if (s->enable_smtputf8 &&
-      params_find(&s->mail_options, "SMTPUTF8", &val, &vlen) >= 0) {
+      smtpd_params_find(&s->mail_options, "SMTPUTF8", &val, &vlen) >= 0) {
     if (val) {
       REPLY(s, "501 Error: SMTPUTF8 takes no arguments");
       return;
     }
   }
-  if (params_find(&s->mail_options, "SIZE", &val, &vlen) >= 0) {
+  if (smtpd_params_find(&s->mail_options, "SIZE", &val, &vlen) >= 0) {
     size_t i, size = 0;
     int big = 0;
     /* smtpd crashes on a SIZE with no value; that is a syntax error. */
@@ -635,12 +316,12 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
   }
   if (s->decode_data) k = s->enable_smtputf8 ? known_nobody : known_none;
   else k = s->enable_smtputf8 ? known : known_noutf8;
-  if (params_others(&s->mail_options, k)) {
+  if (smtpd_params_others(&s->mail_options, k)) {
     REPLY(s, "555 MAIL FROM parameters not recognized or not implemented");
     return;
   }
   if (s->enable_smtputf8 &&
-      params_find(&s->mail_options, "SMTPUTF8", &val, &vlen) >= 0)
+      smtpd_params_find(&s->mail_options, "SMTPUTF8", &val, &vlen) >= 0)
     s->require_smtputf8 = 1;
   smtpd_str_set(&s->mailfrom, o.buf, o.len);
   s->has_mailfrom = 1;
@@ -648,7 +329,7 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
 }
 
 static void cmd_rcpt(smtpd_session *s, const char *arg, size_t n) {
-  addr_out o;
+  smtpd_addr o;
   const char *rest;
   size_t rn;
   smtpd_strlist opts = {NULL, 0, 0};
@@ -666,14 +347,14 @@ static void cmd_rcpt(smtpd_session *s, const char *arg, size_t n) {
   }
   strip_keyword("TO:", &arg, &n);
   /* A null reverse-path is not a recipient (RFC 5321 4.1.1.3). */
-  if (!session_getaddr(arg, n, &o, &rest, &rn) ||
+  if (!smtpd_addr_parse(arg, n, &o, &rest, &rn) ||
       (o.len == 2 && memcmp(o.buf, "<>", 2) == 0) ||
       (!s->extended_smtp && rn)) {
     syntaxerr(s, "RCPT TO");
     return;
   }
-  if (session_split_params(rest, rn, &opts)) return;
-  if (!params_valid(&opts)) {
+  if (smtpd_params_split(rest, rn, &opts)) return;
+  if (!smtpd_params_valid(&opts)) {
     smtpd_strlist_clear(&opts);
     syntaxerr(s, "RCPT TO");
     return;
@@ -804,7 +485,7 @@ int smtpd_session_line(smtpd_session *s, smtpd_command *cmd) {
   sp = memchr(line, ' ', kept);
   cmd->name_len = sp ? (size_t)(sp - line) : kept;
   /* The verb is upper-cased in place: only the argument is used as sent. */
-  for (i = 0; i < cmd->name_len; i++) p->line.p[i] = upper(line[i]);
+  for (i = 0; i < cmd->name_len; i++) p->line.p[i] = smtpd_upper(line[i]);
   cmd->name = line;
   cmd->verb = smtpd_verb_lookup(cmd->name, cmd->name_len);
   max = s->command_size_limit;
@@ -826,7 +507,7 @@ int smtpd_session_line(smtpd_session *s, smtpd_command *cmd) {
   if (sp) {
     cmd->arg = sp + 1;
     cmd->arg_len = len - (size_t)(sp + 1 - line);
-    ustrip(&cmd->arg, &cmd->arg_len);
+    smtpd_ustrip(&cmd->arg, &cmd->arg_len);
   } else {
     cmd->arg = NULL;
     cmd->arg_len = 0;

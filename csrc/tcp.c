@@ -6,63 +6,44 @@
  *   local c = core.tcp_connect(map, "127.0.0.1", port)
  *   c:write("HELO x\r\n"); map:loop(0.1, 1); print(c:read())
  */
-#define SMTPD_GLUE
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtpd.h"
+#include "glue.h"
 
 #define TCP_MT "smtpd.tcp"
 
 typedef struct tcp_client {
+  smtpd_handle h;
   uv_tcp_t tcp;
-  smtpd_hdr hdr;
-  smtpd_map *map;
   uv_connect_t creq;
   smtpd_buf in;
   int connected;
   int eof;
   int err;
-  int closing;
-  int refs;                /* the userdata and the handle */
   size_t writes;           /* writes in flight */
 } tcp_client;
 
+/* Write callbacks (ECANCELED after a close) all come before the close
+ * callback that frees the client. */
 typedef struct tcp_write {
   uv_write_t req;
   tcp_client *c;
   char data[1];
 } tcp_write;
 
-typedef struct tcp_ud {
-  tcp_client *c;
-} tcp_ud;
-
-static void tcp_release(tcp_client *c) {
-  if (--c->refs == 0) {
-    smtpd_buf_free(&c->in);
-    free(c);
-  }
+static void tcp_free(smtpd_handle *h) {
+  tcp_client *c = SMTPD_OWNER(tcp_client, h);
+  smtpd_buf_free(&c->in);
+  free(c);
 }
 
-static void tcp_on_close(uv_handle_t *h) {
-  tcp_client *c = (tcp_client *)h;
-  smtpd_map_unref(c->map);
-  tcp_release(c);
+static void tcp_close(smtpd_handle *h) {
+  smtpd_handle_uv_close(h, (uv_handle_t *)&SMTPD_OWNER(tcp_client, h)->tcp);
 }
 
-static void tcp_close(tcp_client *c) {
-  if (c->closing) return;
-  c->closing = 1;
-  uv_close((uv_handle_t *)&c->tcp, tcp_on_close);
-}
-
-static void tcp_close_hdr(smtpd_hdr *h) {
-  tcp_close(SMTPD_OWNER(tcp_client, h));
-}
-
-static void tcp_on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
-  tcp_client *c = (tcp_client *)h;
+static void tcp_on_alloc(uv_handle_t *u, size_t size, uv_buf_t *buf) {
+  tcp_client *c = SMTPD_OWNER(tcp_client, u->data);
   (void)size;
   if (smtpd_buf_reserve(&c->in, 65536)) {
     *buf = uv_buf_init(NULL, 0);
@@ -72,7 +53,7 @@ static void tcp_on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
 }
 
 static void tcp_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
-  tcp_client *c = (tcp_client *)st;
+  tcp_client *c = SMTPD_OWNER(tcp_client, st->data);
   (void)buf;
   if (n > 0) {
     c->in.len += (size_t)n;
@@ -92,7 +73,7 @@ static void tcp_on_connect(uv_connect_t *req, int status) {
     return;
   }
   c->connected = 1;
-  if (!c->closing) uv_read_start((uv_stream_t *)&c->tcp, tcp_on_alloc,
+  if (!c->h.closing) uv_read_start((uv_stream_t *)&c->tcp, tcp_on_alloc,
                                  tcp_on_read);
 }
 
@@ -103,45 +84,36 @@ static int tcp_connect(lua_State *L) {
   int port = (int)luaL_checkinteger(L, 3);
   struct sockaddr_storage ss;
   tcp_client *c;
-  tcp_ud *ud;
   int err;
-  if (strchr(host, ':')) err = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
-  else err = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+  luaL_argcheck(L, port >= 0 && port <= 65535, 3, "port out of range");
+  err = smtpd_sockaddr(host, port, &ss);
   if (err) return smtpd_fail(L, err);
   c = calloc(1, sizeof *c);
   if (c == NULL) return luaL_error(L, "out of memory");
-  c->hdr.kind = SMTPD_H_OTHER;
-  c->hdr.close = tcp_close_hdr;
-  c->map = m;
-  c->refs = 2;
+  smtpd_handle_init(&c->h, m, SMTPD_H_TCP, tcp_close, tcp_free);
   uv_tcp_init(&m->loop, &c->tcp);
-  c->tcp.data = &c->hdr;
-  smtpd_map_ref(m);
+  smtpd_handle_attach(&c->h, (uv_handle_t *)&c->tcp);
   c->creq.data = c;
   err = uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&ss,
                        tcp_on_connect);
   if (err) {
-    tcp_close(c);
-    tcp_release(c);
+    smtpd_handle_close(&c->h);
     return smtpd_fail(L, err);
   }
-  ud = lua_newuserdatauv(L, sizeof *ud, 0);
-  ud->c = c;
-  luaL_setmetatable(L, TCP_MT);
+  smtpd_handle_push_box(L, &c->h, TCP_MT, 0);
   return 1;
 }
 
+/* The client, or NULL once closed (by :close() or by its map): then
+ * reads give "", status() says eof and writes fail with EPIPE. */
 static tcp_client *tcp_check(lua_State *L) {
-  tcp_ud *ud = luaL_checkudata(L, 1, TCP_MT);
-  if (ud->c == NULL) luaL_error(L, "tcp client is closed");
-  return ud->c;
+  return SMTPD_OWNER(tcp_client, smtpd_handle_get(L, 1, TCP_MT));
 }
 
 static void tcp_on_write(uv_write_t *req, int status) {
   tcp_write *w = (tcp_write *)req;
   if (status < 0 && !w->c->err) w->c->err = status;
   w->c->writes--;
-  tcp_release(w->c);
   free(w);
 }
 
@@ -152,7 +124,7 @@ static int tcp_write_(lua_State *L) {
   tcp_write *w;
   uv_buf_t b;
   int err;
-  if (c->closing) return smtpd_fail(L, UV_EPIPE);
+  if (c == NULL) return smtpd_fail(L, UV_EPIPE);
   w = malloc(sizeof *w + n);
   if (w == NULL) return luaL_error(L, "out of memory");
   memcpy(w->data, s, n);
@@ -163,7 +135,6 @@ static int tcp_write_(lua_State *L) {
     free(w);
     return smtpd_fail(L, err);
   }
-  c->refs++;
   c->writes++;
   lua_pushboolean(L, 1);
   return 1;
@@ -172,6 +143,10 @@ static int tcp_write_(lua_State *L) {
 /* read() -> everything received so far (and clears it) */
 static int tcp_read(lua_State *L) {
   tcp_client *c = tcp_check(L);
+  if (c == NULL) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
   lua_pushlstring(L, c->in.p ? c->in.p : "", c->in.len);
   c->in.len = 0;
   return 1;
@@ -180,6 +155,10 @@ static int tcp_read(lua_State *L) {
 /* peek() -> everything received so far, kept */
 static int tcp_peek(lua_State *L) {
   tcp_client *c = tcp_check(L);
+  if (c == NULL) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
   lua_pushlstring(L, c->in.p ? c->in.p : "", c->in.len);
   return 1;
 }
@@ -187,11 +166,11 @@ static int tcp_peek(lua_State *L) {
 /* status() -> connected, eof, error name or nil, writes in flight */
 static int tcp_status(lua_State *L) {
   tcp_client *c = tcp_check(L);
-  lua_pushboolean(L, c->connected);
-  lua_pushboolean(L, c->eof);
-  if (c->err) lua_pushstring(L, uv_err_name(c->err));
+  lua_pushboolean(L, c && c->connected);
+  lua_pushboolean(L, c == NULL || c->eof);
+  if (c && c->err) lua_pushstring(L, uv_err_name(c->err));
   else lua_pushnil(L);
-  lua_pushinteger(L, (lua_Integer)c->writes);
+  lua_pushinteger(L, c ? (lua_Integer)c->writes : 0);
   return 4;
 }
 
@@ -202,7 +181,9 @@ static void tcp_on_shutdown(uv_shutdown_t *req, int status) {
 
 static int tcp_shutdown_write(lua_State *L) {
   tcp_client *c = tcp_check(L);
-  uv_shutdown_t *req = malloc(sizeof *req);
+  uv_shutdown_t *req;
+  if (c == NULL) return 0;
+  req = malloc(sizeof *req);
   if (req == NULL) return luaL_error(L, "out of memory");
   if (uv_shutdown(req, (uv_stream_t *)&c->tcp, tcp_on_shutdown)) free(req);
   return 0;
@@ -212,8 +193,9 @@ static int tcp_shutdown_write(lua_State *L) {
  * hide the server's output in its kernel buffer. */
 static int tcp_set_rcvbuf(lua_State *L) {
   tcp_client *c = tcp_check(L);
-  int v = (int)luaL_checkinteger(L, 2);
-  int err = uv_recv_buffer_size((uv_handle_t *)&c->tcp, &v);
+  int v = (int)luaL_checkinteger(L, 2), err;
+  if (c == NULL) return smtpd_fail(L, UV_EBADF);
+  err = uv_recv_buffer_size((uv_handle_t *)&c->tcp, &v);
   if (err) return smtpd_fail(L, err);
   lua_pushboolean(L, 1);
   return 1;
@@ -223,24 +205,20 @@ static int tcp_set_rcvbuf(lua_State *L) {
  * its replies). */
 static int tcp_pause(lua_State *L) {
   tcp_client *c = tcp_check(L);
-  if (c->connected && !c->closing) uv_read_stop((uv_stream_t *)&c->tcp);
+  if (c && c->connected) uv_read_stop((uv_stream_t *)&c->tcp);
   return 0;
 }
 
 static int tcp_resume(lua_State *L) {
   tcp_client *c = tcp_check(L);
-  if (c->connected && !c->closing && !c->eof)
+  if (c && c->connected && !c->eof)
     uv_read_start((uv_stream_t *)&c->tcp, tcp_on_alloc, tcp_on_read);
   return 0;
 }
 
 static int tcp_close_(lua_State *L) {
-  tcp_ud *ud = luaL_checkudata(L, 1, TCP_MT);
-  if (ud->c) {
-    tcp_close(ud->c);
-    tcp_release(ud->c);
-    ud->c = NULL;
-  }
+  smtpd_handle *h = smtpd_handle_get(L, 1, TCP_MT);
+  if (h) smtpd_handle_close(h);
   return 0;
 }
 
@@ -253,8 +231,6 @@ void smtpd_open_tcp(lua_State *L) {
     {"close", tcp_close_}, {NULL, NULL}
   };
   luaL_newmetatable(L, TCP_MT);
-  lua_pushcfunction(L, tcp_close_);
-  lua_setfield(L, -2, "__gc");
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);

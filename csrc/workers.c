@@ -9,7 +9,6 @@
  * stopping), replaces a worker that dies abnormally, and then returns
  * false and an exit status.
  */
-#define SMTPD_GLUE
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,7 +21,7 @@
 #include <sys/prctl.h>
 #endif
 
-#include "smtpd.h"
+#include "glue.h"
 
 #define MAX_WORKERS 1024
 /* A worker that fails sooner than this after it started failed to start

@@ -29,9 +29,11 @@ build = {
   modules = {
     ["smtpd.core"] = {
       sources = {
-        "csrc/buffer.c", "csrc/parser.c", "csrc/session.c", "csrc/loop.c",
-        "csrc/server.c", "csrc/channel.c", "csrc/engine.c", "csrc/tcp.c",
-        "csrc/client.c", "csrc/timer.c", "csrc/workers.c", "csrc/core.c",
+        "csrc/buffer.c", "csrc/parser.c", "csrc/text.c", "csrc/addr.c",
+        "csrc/session.c", "csrc/util.c", "csrc/opts.c", "csrc/handle.c",
+        "csrc/map.c", "csrc/server.c", "csrc/channel.c", "csrc/hook.c",
+        "csrc/conn.c", "csrc/client.c", "csrc/timer.c", "csrc/signal.c",
+        "csrc/tcp.c", "csrc/engine.c", "csrc/workers.c", "csrc/core.c",
       },
       defines = {"_GNU_SOURCE"},
       incdirs = {"$(LIBUV_INCDIR)"},
@@ -45,6 +47,8 @@ build = {
     ["smtpd.debugging"] = "lua/smtpd/debugging.lua",
     ["smtpd.cli"] = "lua/smtpd/cli.lua",
     ["smtpd.wait"] = "lua/smtpd/wait.lua",
+    ["smtpd.sendmail"] = "lua/smtpd/sendmail.lua",
+    ["smtpd.util"] = "lua/smtpd/util.lua",
     ["smtpd.proxy"] = "lua/smtpd/proxy.lua",
     ["smtpd.mailman"] = "lua/smtpd/mailman.lua",
   },

@@ -7,17 +7,10 @@
 local core = require "smtpd.core"
 local Object = require("smtpd.class").Object
 
--- Fields backed by C state: read through conn:get, written through conn:set.
-local CFIELDS = {
-  smtp_state = true, seen_greeting = true, mailfrom = true, rcpttos = true,
-  received_data = true, received_lines = true, fqdn = true, peer = "ro",
-  addr = "ro", mail_options = true, rcpt_options = true,
-  extended_smtp = true, require_SMTPUTF8 = true, enable_SMTPUTF8 = true,
-  data_size_limit = true, num_bytes = true, command_size_limit = true,
-}
-
-local VERBS = {"HELO", "EHLO", "NOOP", "QUIT", "MAIL", "RCPT", "RSET",
-               "DATA", "HELP", "VRFY", "EXPN"}
+-- Fields backed by C state (core.FIELDS: name -> "rw" or "ro"): read
+-- through conn:get, written through conn:set.
+local CFIELDS = core.FIELDS
+local VERBS = core.VERBS
 
 -- The built-in commands, one level below SMTPChannel, so that assigning
 -- SMTPChannel.smtp_X is seen as a change like any other class's.
@@ -46,7 +39,7 @@ function SMTPChannel.__index(t, k)
 end
 
 function SMTPChannel.__newindex(t, k, v)
-  if CFIELDS[k] == true then
+  if CFIELDS[k] == "rw" then
     rawget(t, "conn"):set(k, v)
   else
     rawset(t, k, v)

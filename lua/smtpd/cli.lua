@@ -1,6 +1,7 @@
 -- lua-smtpd: the command line, with python -m smtpd's options.
 
 local smtpd = require "smtpd"
+local util = require "smtpd.util"
 
 local M = {}
 
@@ -154,14 +155,10 @@ function M.parse(argv, prog)
   local localspec = args[1] or "localhost:8025"
   local remotespec = args[2] or "localhost:25"
   local function split(spec, what)
-    local host, port = spec:match("^%[(.*)%]:(.*)$")
-    if not host then host, port = spec:match("^(.-):(.*)$") end
+    local host, port = util.split_addr(spec)
     if not host then fail("Bad " .. what .. " spec: " .. spec) end
-    local p = math.tointeger(tonumber(port))
-    if not p or p < 0 or p > 65535 then
-      fail("Bad " .. what .. " port: " .. spec)
-    end
-    return host, p
+    if not port then fail("Bad " .. what .. " port: " .. spec) end
+    return host, port
   end
   opts.localhost, opts.localport = split(localspec, "local")
   opts.remotehost, opts.remoteport = split(remotespec, "remote")

@@ -1,6 +1,6 @@
 -- DebuggingServer: prints every message to stdout, as smtpd's does.
 
-local SMTPServer = require("smtpd.server").SMTPServer
+local SMTPServer = require "smtpd.server"
 
 local DebuggingServer = SMTPServer:extend("DebuggingServer")
 

@@ -2,24 +2,23 @@
 -- for Lua of Python's smtpd module.
 
 local core = require "smtpd.core"
-local server = require "smtpd.server"
 
+-- Python's names where smtpd users expect them (__version__, loop's
+-- use_poll, process_message's kwargs); Lua's everywhere else.
 local smtpd = {
   core = core,
   __version__ = core.version,
-  DATA_SIZE_DEFAULT = server.DATA_SIZE_DEFAULT,
-  socket_map = server.socket_map,
+  DATA_SIZE_DEFAULT = core.DATA_SIZE_DEFAULT,
+  socket_map = require("smtpd.util").socket_map,
   Object = require("smtpd.class").Object,
   SMTPChannel = require "smtpd.channel",
-  SMTPServer = server.SMTPServer,
+  SMTPServer = require "smtpd.server",
+  DebuggingServer = require "smtpd.debugging",
+  PureProxy = require "smtpd.proxy",
+  MailmanProxy = require "smtpd.mailman",
+  sleep = require("smtpd.wait").sleep,
+  sendmail = require "smtpd.sendmail",
 }
-smtpd.DebuggingServer = require "smtpd.debugging"
-smtpd.PureProxy = require "smtpd.proxy"
-smtpd.MailmanProxy = require "smtpd.mailman"
-
-local wait = require "smtpd.wait"
-smtpd.sleep = wait.sleep
-smtpd.sendmail = wait.sendmail
 
 -- A new, independent socket map (tests use one each).
 function smtpd.new_map()

@@ -7,8 +7,8 @@
 -- 550 for anything else. One LMTP transaction both asks and delivers.
 
 local PureProxy = require "smtpd.proxy"
-local parse_addr = require("smtpd.server").parse_addr
-local wait = require "smtpd.wait"
+local parse_addr = require("smtpd.util").parse_addr
+local sendmail = require "smtpd.sendmail"
 
 local MailmanProxy = PureProxy:extend("MailmanProxy")
 
@@ -38,7 +38,7 @@ local clean = PureProxy.clean
 --   tempfail: a reason when the message must be retried (nil otherwise).
 function MailmanProxy:_deliver_mailman(mailfrom, rcpttos, data)
   local mm = self.mailman
-  local refused, err, info = wait.sendmail(mm.lmtp, mailfrom, rcpttos, data, {
+  local refused, err, info = sendmail(mm.lmtp, mailfrom, rcpttos, data, {
     lmtp = true, tempfail_aborts = true, map = self._map,
     timeout = mm.timeout, connect_timeout = mm.connect_timeout,
     helo = mm.helo,

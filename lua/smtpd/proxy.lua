@@ -1,8 +1,8 @@
 -- PureProxy: relays every message to remoteaddr without blocking the
 -- server, and answers 250 only when the upstream took the message.
 
-local SMTPServer = require("smtpd.server").SMTPServer
-local wait = require "smtpd.wait"
+local SMTPServer = require "smtpd.server"
+local sendmail = require "smtpd.sendmail"
 
 local PureProxy = SMTPServer:extend("PureProxy")
 
@@ -38,7 +38,7 @@ function PureProxy:_deliver(mailfrom, rcpttos, data)
   local opts = {}
   for k, v in pairs(self.relay) do opts[k] = v end
   opts.map = opts.map or self._map
-  local refused, _, info = wait.sendmail(self._remoteaddr, mailfrom, rcpttos,
+  local refused, _, info = sendmail(self._remoteaddr, mailfrom, rcpttos,
                                          data, opts)
   if refused then return refused end
   return info.refused, info

@@ -1,4 +1,4 @@
--- Waiting helpers: smtpd.sleep and smtpd.sendmail.
+-- Waiting: what smtpd.sleep and smtpd.sendmail are built on.
 --
 -- Inside a hook (process_message, any smtp_<VERB>: they run as coroutines)
 -- a helper parks the hook and the loop serves everything else until the
@@ -6,8 +6,7 @@
 -- loop itself until the result arrives.
 
 local core = require "smtpd.core"
-local parse_addr = require("smtpd.server").parse_addr
-local socket_map = require("smtpd.server").socket_map
+local socket_map = require("smtpd.util").socket_map
 
 local M = {}
 
@@ -59,39 +58,6 @@ function M.sleep(seconds, map)
   end
   M.wait(map, function(m, done) return core.after(m, seconds, done) end,
          "smtpd.sleep")
-end
-
--- smtpd.sendmail(remoteaddr, mailfrom, rcpttos, data, opts) -> refused
--- | nil, err, info. refused maps each refused recipient to {code, message}
--- (empty when all were accepted). On failure err says why and info holds
--- stage, code, message, timeout and refused (every recipient).
--- Each refusal is {code, message, stage}: stage "rcpt" (refused at RCPT),
--- "message" (LMTP: refused after the data) or where the whole relay failed.
--- opts: helo, timeout (each step, default 60 s), connect_timeout (30 s),
--- mail_options, lmtp, tempfail_aborts (a 4xx to any RCPT sends no data and
--- fails the whole transaction), map.
-function M.sendmail(remoteaddr, mailfrom, rcpttos, data, opts)
-  opts = opts or {}
-  local addr = parse_addr(remoteaddr, "remoteaddr")
-  if type(rcpttos) == "string" then rcpttos = {rcpttos} end
-  if type(rcpttos) ~= "table" or #rcpttos == 0 then
-    error("sendmail: rcpttos must be a recipient or a non-empty list", 2)
-  end
-  if type(data) ~= "string" then
-    error("sendmail: data must be a string", 2)
-  end
-  if mailfrom == nil or mailfrom == "" then mailfrom = "<>" end
-  local spec = {
-    host = addr[1], port = addr[2], mailfrom = mailfrom, rcpttos = rcpttos,
-    data = data, helo = opts.helo, timeout = opts.timeout,
-    connect_timeout = opts.connect_timeout, lmtp = opts.lmtp,
-    mail_options = opts.mail_options, tempfail_aborts = opts.tempfail_aborts,
-  }
-  local result = M.wait(opts.map, function(map, done)
-    return core.client_send(map, spec, done)
-  end, "smtpd.sendmail")
-  if result.ok then return result.refused, result end
-  return nil, result.error, result
 end
 
 return M

@@ -2,22 +2,15 @@
  * Socket maps: each owns one uv_loop_t. loop() runs it the way asyncore's
  * loop() runs a map; close_all() closes every server and channel in it.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-#define SMTPD_GLUE
-#include <netdb.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <arpa/inet.h>
 
-#include "smtpd.h"
+#include "glue.h"
 
-unsigned smtpd_class_gen = 1;
+/* max_data_memory when no server of the map says otherwise. */
+#define SMTPD_MAP_DATA_CAP ((size_t)256 * 1024 * 1024)
+
 static smtpd_map *all_maps;
 int smtpd_sigint_users = 0;
 
@@ -32,127 +25,11 @@ int smtpd_maps_after_fork(void) {
   }
   return 0;
 }
-unsigned long smtpd_lua_calls = 0;
-
-int smtpd_fail(lua_State *L, int err) {
-  lua_pushnil(L);
-  lua_pushfstring(L, "%s: %s", uv_err_name(err), uv_strerror(err));
-  lua_pushstring(L, uv_err_name(err));
-  return 3;
-}
-
-void smtpd_log(smtpd_map *m, const char *fmt, ...) {
-  va_list ap;
-  (void)m;
-  va_start(ap, fmt);
-  fputs("smtpd: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  fflush(stderr);
-}
-
-void smtpd_push_addr(lua_State *L, const struct sockaddr *sa) {
-  char host[INET6_ADDRSTRLEN] = "";
-  int port = 0;
-  lua_createtable(L, 2, 0);
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-    uv_ip4_name(a, host, sizeof host);
-    port = ntohs(a->sin_port);
-  } else if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-    uv_ip6_name(a, host, sizeof host);
-    port = ntohs(a->sin6_port);
-  }
-  lua_pushstring(L, host);
-  lua_rawseti(L, -2, 1);
-  lua_pushinteger(L, port);
-  lua_rawseti(L, -2, 2);
-}
-
-/* Pushes a copy of a string list as a Lua array. */
-void smtpd_push_strlist(lua_State *L, const smtpd_strlist *l) {
-  size_t i;
-  lua_createtable(L, (int)l->n, 0);
-  for (i = 0; i < l->n; i++) {
-    lua_pushlstring(L, l->v[i].p, l->v[i].len);
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
-}
-
-/* Pushes the value the Lua side registered under key with core.setup. */
-int smtpd_setup_get(lua_State *L, const char *key) {
-  lua_getfield(L, LUA_REGISTRYINDEX, "smtpd.setup");
-  if (!lua_istable(L, -1)) {
-    lua_pop(L, 1);
-    lua_pushnil(L);
-    return LUA_TNIL;
-  }
-  lua_getfield(L, -1, key);
-  lua_remove(L, -2);
-  return lua_type(L, -1);
-}
-
-/* The host's fully qualified name, found once per process the way Python's
- * socket.getfqdn() finds it: the first of the canonical name and its
- * aliases that has a dot, else the canonical name, else the host name. */
-const char *smtpd_fqdn(void) {
-  static char fqdn[256];
-  static int done = 0;
-  char host[256];
-  struct addrinfo hints, *res = NULL;
-  size_t size = sizeof host;
-  if (done) return fqdn;
-  done = 1;
-  if (uv_os_gethostname(host, &size) != 0) strcpy(host, "localhost");
-  snprintf(fqdn, sizeof fqdn, "%s", host);
-  memset(&hints, 0, sizeof hints);
-  hints.ai_socktype = SOCK_STREAM;
-  if (getaddrinfo(host, NULL, &hints, &res) == 0 && res) {
-    char buf[8192];
-    struct hostent he, *hp = NULL;
-    int herr = 0;
-    const void *addr;
-    socklen_t alen;
-    int fam = res->ai_family;
-    if (fam == AF_INET) {
-      addr = &((struct sockaddr_in *)res->ai_addr)->sin_addr;
-      alen = sizeof(struct in_addr);
-    } else {
-      addr = &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr;
-      alen = sizeof(struct in6_addr);
-    }
-    if (gethostbyaddr_r(addr, alen, fam, &he, buf, sizeof buf, &hp,
-                        &herr) == 0 && hp) {
-      const char *pick = hp->h_name;
-      if (!strchr(pick, '.')) {
-        char **a;
-        for (a = hp->h_aliases; a && *a; a++) {
-          if (strchr(*a, '.')) { pick = *a; break; }
-        }
-      }
-      snprintf(fqdn, sizeof fqdn, "%s", pick);
-    }
-    freeaddrinfo(res);
-  }
-  return fqdn;
-}
 
 smtpd_map *smtpd_check_map(lua_State *L, int idx) {
   smtpd_map **pm = luaL_checkudata(L, idx, SMTPD_MAP_MT);
   if (*pm == NULL) luaL_argerror(L, idx, "map is closed");
   return *pm;
-}
-
-/* A map stays alive while any server or channel is open in it. */
-void smtpd_map_ref(smtpd_map *m) {
-  (void)m;
-  m->handles++;
-}
-
-void smtpd_map_unref(smtpd_map *m) {
-  m->handles--;
 }
 
 static int map_new(lua_State *L) {
@@ -173,8 +50,7 @@ static int map_new(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   m->L = lua_tothread(L, -1);
   lua_pop(L, 1);
-  m->self_ref = LUA_NOREF;
-  m->data_cap = (size_t)256 * 1024 * 1024;
+  m->data_cap = SMTPD_MAP_DATA_CAP;
   m->loop.data = m;
   m->next_map = all_maps;
   if (all_maps) all_maps->prev_map = m;
@@ -184,33 +60,43 @@ static int map_new(lua_State *L) {
   return 1;
 }
 
-static void map_walk_close(uv_handle_t *h, void *arg) {
-  smtpd_hdr *hdr = h->data;
-  (void)arg;
-  if (uv_is_closing(h) || hdr == NULL) return;
-  if (hdr->kind == SMTPD_H_SERVER) {
-    smtpd_server *s = SMTPD_OWNER(smtpd_server, hdr);
-    lua_State *L = s->map->L;
+/* The map's own handles (timer, sigint) have no data: map_gc ends them. */
+static void map_walk_close(uv_handle_t *u, void *arg) {
+  smtpd_handle *h = u->data;
+  if (uv_is_closing(u) || h == NULL || h->closing) return;
+  (*(int *)arg)++;
+  if (h->kind == SMTPD_H_SERVER) {
+    smtpd_server *s = SMTPD_OWNER(smtpd_server, h);
+    lua_State *L = h->map->L;
     /* Let the Lua object's close() do it: it releases its references. */
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->obj_ref);
     if (lua_getfield(L, -1, "close") == LUA_TFUNCTION) {
       lua_pushvalue(L, -2);
       if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-        smtpd_log(s->map, "close: %s", lua_tostring(L, -1));
+        smtpd_log(h->map, "close: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
       }
       lua_pop(L, 1);
     } else {
       lua_pop(L, 2);
     }
-  } else if (hdr->close) {
-    hdr->close(hdr);
   }
+  smtpd_handle_close(h);
+}
+
+/* Closes every handle of ours, and those closing made (a server's grace
+ * timer). */
+static void map_close_handles(smtpd_map *m) {
+  int closed;
+  do {
+    closed = 0;
+    uv_walk(&m->loop, map_walk_close, &closed);
+  } while (closed > 0);
 }
 
 static int map_close_all(lua_State *L) {
   smtpd_map *m = smtpd_check_map(L, 1);
-  uv_walk(&m->loop, map_walk_close, NULL);
+  map_close_handles(m);
   /* Run the close callbacks so memory is freed now. */
   if (!m->running) uv_run(&m->loop, UV_RUN_NOWAIT);
   return 0;
@@ -324,7 +210,7 @@ static int map_gc(lua_State *L) {
   else all_maps = m->next_map;
   if (m->next_map) m->next_map->prev_map = m->prev_map;
   m->next_map = m->prev_map = NULL;
-  uv_walk(&m->loop, map_walk_close, NULL);
+  map_close_handles(m);
   uv_walk(&m->loop, map_walk_force, NULL);
   uv_run(&m->loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&m->loop) == 0) free(m);
@@ -347,12 +233,11 @@ static int map_tostring(lua_State *L) {
   return 1;
 }
 
-static void map_walk_stats(uv_handle_t *h, void *arg) {
-  smtpd_hdr *hdr = h->data;
+static void map_walk_stats(uv_handle_t *u, void *arg) {
+  smtpd_handle *h = u->data;
   size_t *st = arg;
-  if (hdr && hdr->kind == SMTPD_H_CHANNEL && h->type == UV_TCP &&
-      !uv_is_closing(h)) {
-    smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, hdr);
+  if (h && h->kind == SMTPD_H_CHANNEL && u->type == UV_TCP && !h->closing) {
+    smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, h);
     size_t out = ch->out.len + ch->wbuf.len;
     st[0]++;
     st[1] += out;

@@ -1,0 +1,382 @@
+/*
+ * Lua hooks: a command line or a message that Lua handles runs in a
+ * coroutine. A hook that waits inside one of smtpd's helpers (sendmail,
+ * sleep) yields the WAIT token: the channel parks (input is held, not
+ * parsed) until the helper wakes it, so replies stay in order while every
+ * other connection goes on.
+ *
+ * Built-in commands the channel class does not override never get here:
+ * which ones it overrides is looked up once per class (smtpd_cls_cache),
+ * and again only when some class gained a method (smtpd_class_gen).
+ *
+ * The Lua channel object is made only when something needs it (a hook
+ * runs, or the channel class is not the plain SMTPChannel). A connection
+ * of the plain class is a C struct and nothing else until its messages
+ * reach process_message.
+ */
+#include <string.h>
+
+#include "glue.h"
+
+#define ERR_REPLY "451 4.3.0 Requested action aborted: local error in " \
+                  "processing"
+
+/* What a hook yields while it waits inside one of smtpd's helpers. */
+static char hook_wait_token;
+
+void smtpd_hook_unref(lua_State *L, int *ref) {
+  if (*ref != LUA_NOREF && *ref != LUA_REFNIL)
+    luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+  *ref = LUA_NOREF;
+}
+
+void smtpd_conn_push(lua_State *L, smtpd_channel *ch) {
+  smtpd_handle_push_box(L, &ch->h, SMTPD_CONN_MT, 0);
+}
+
+/* ---- the class cache ------------------------------------------------------ */
+
+/* Looks the class up again: which built-in verbs it overrides, whether it
+ * adds any. The class is at the top of the stack. */
+static void hook_class_info(lua_State *L, smtpd_cls_cache *c) {
+  int cls = lua_gettop(L), v;
+  char name[16];
+  c->cls = lua_topointer(L, cls);
+  c->gen = smtpd_class_gen;
+  c->mask = 0;
+  smtpd_setup_get(L, "base");
+  c->custom = !lua_rawequal(L, -1, cls);
+  lua_pop(L, 1);
+  smtpd_setup_get(L, "builtins");
+  for (v = 0; v < SMTPD_NVERBS; v++) {
+    memcpy(name, "smtp_", 5);
+    memcpy(name + 5, smtpd_verb_names[v], 5);
+    lua_getfield(L, cls, name);
+    lua_getfield(L, -2, smtpd_verb_names[v]);
+    if (!lua_rawequal(L, -1, -2)) c->mask |= 1u << v;
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+  smtpd_setup_get(L, "scan");
+  lua_pushvalue(L, cls);
+  smtpd_lua_calls++;
+  lua_call(L, 1, 1);
+  c->has_extra = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+}
+
+/* Pushes the Lua channel object, making it on first use. */
+static void hook_push_obj(lua_State *L, smtpd_channel *ch) {
+  if (ch->obj_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ch->obj_ref);
+    return;
+  }
+  smtpd_setup_get(L, "make");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ch->class_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ch->server_ref);
+  smtpd_conn_push(L, ch);
+  smtpd_lua_calls++;
+  lua_call(L, 3, 1);
+  if (!lua_istable(L, -1)) luaL_error(L, "channel_class did not make a table");
+  if (ch->h.closing) return;
+  lua_pushvalue(L, -1);
+  ch->obj_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static int hook_lua_accept(lua_State *L) {
+  smtpd_channel *ch = lua_touserdata(L, 1);
+  smtpd_server *srv = lua_touserdata(L, 2);
+  int cls;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->obj_ref);
+  lua_pushvalue(L, -1);
+  ch->server_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -1, "channel_class");
+  cls = lua_gettop(L);
+  if (!lua_istable(L, cls)) luaL_error(L, "channel_class is not a class");
+  if (srv->cls.cls != lua_topointer(L, cls) || srv->cls.gen != smtpd_class_gen)
+    hook_class_info(L, &srv->cls);
+  ch->cls = srv->cls;
+  lua_pushvalue(L, cls);
+  ch->class_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (ch->cls.custom) hook_push_obj(L, ch);
+  return 0;
+}
+
+static int hook_lua_recheck(lua_State *L) {
+  smtpd_channel *ch = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ch->class_ref);
+  hook_class_info(L, &ch->cls);
+  return 0;
+}
+
+/* Runs f(a, b) protected; logs and returns non-zero on error. */
+static int hook_pcall(smtpd_channel *ch, lua_CFunction f, void *a, void *b) {
+  lua_State *L = ch->h.map->L;
+  lua_pushcfunction(L, f);
+  lua_pushlightuserdata(L, a);
+  lua_pushlightuserdata(L, b);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    smtpd_channel_log(ch, "error", "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return -1;
+  }
+  return 0;
+}
+
+int smtpd_hook_accept(smtpd_channel *ch, smtpd_server *srv) {
+  return hook_pcall(ch, hook_lua_accept, ch, srv);
+}
+
+/* ---- running hooks --------------------------------------------------------- */
+
+static void hook_error(smtpd_channel *ch, lua_State *co, const char *what) {
+  lua_State *L = ch->h.map->L;
+  const char *msg = lua_tostring(co, -1);
+  luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
+  smtpd_channel_log(ch, "error", "error in %s: %s", what,
+                    lua_tostring(L, -1));
+  lua_pop(L, 1);
+  smtpd_reply(&ch->s, ERR_REPLY, sizeof ERR_REPLY - 1);
+}
+
+/* A finished message hook: its result is the reply. nil (or false, for
+ * `return cond and "550 ..."`) is 250 OK; anything else must be one final
+ * reply line of class 2, 4 or 5. */
+static void hook_message_result(smtpd_channel *ch, lua_State *co, int nres) {
+  size_t n = 0;
+  const char *r = NULL;
+  int t = nres > 0 ? lua_type(co, -nres) : LUA_TNIL, code;
+  if (t == LUA_TSTRING) r = lua_tolstring(co, -nres, &n);
+  smtpd_session_post_data(&ch->s);
+  if (t == LUA_TNIL || (t == LUA_TBOOLEAN && !lua_toboolean(co, -nres))) {
+    smtpd_reply(&ch->s, "250 OK", 6);
+  } else if (r && (code = smtpd_final_reply(r, n, "245")) != 0) {
+    smtpd_reply_raw(&ch->s, r, n);
+    /* 421 says the server closes the session: it does. */
+    if (code == 421) ch->close_when_done = 1;
+  } else {
+    char shown[84];
+    size_t i, k = 0;
+    for (i = 0; r && i < n && k < 80; i++) {
+      unsigned char c = (unsigned char)r[i];
+      shown[k++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+    }
+    shown[k] = '\0';
+    smtpd_channel_log(ch, "error", "process_message returned a malformed "
+                      "reply (%s%s%s%s); answering 451",
+                      r ? "\"" : luaL_typename(co, -nres), r ? shown : "",
+                      r && n > 80 ? "..." : "", r ? "\"" : "");
+    smtpd_reply(&ch->s, ERR_REPLY, sizeof ERR_REPLY - 1);
+  }
+}
+
+/* Resumes the hook coroutine; returns 1 when it finished. */
+static int hook_resume(smtpd_channel *ch, lua_State *co, int nargs) {
+  lua_State *L = ch->h.map->L;
+  int nres = 0, status, kind = ch->hook;
+  smtpd_lua_calls++;
+  ch->in_process++;
+  status = lua_resume(co, L, nargs, &nres);
+  ch->in_process--;
+  if (status == LUA_YIELD) {
+    if (nres >= 1 && lua_touserdata(co, -nres) == &hook_wait_token) {
+      lua_pop(co, nres);
+      ch->parked = 1;
+      return 0;
+    }
+    lua_pop(co, nres);
+    lua_pushstring(co, "a hook yielded outside smtpd's waiting helpers");
+    status = LUA_ERRRUN;
+    nres = 1;
+  }
+  ch->parked = 0;
+  ch->hook = SMTPD_HOOK_NONE;
+  if (!ch->h.closing) {
+    if (status != LUA_OK) {
+      if (kind == SMTPD_HOOK_MESSAGE) smtpd_session_post_data(&ch->s);
+      hook_error(ch, co, kind == SMTPD_HOOK_MESSAGE ? "process_message"
+                                                    : "command handler");
+    } else if (kind == SMTPD_HOOK_MESSAGE) {
+      hook_message_result(ch, co, nres);
+    }
+    smtpd_session_sync(&ch->s);
+    if (ch->s.quit) ch->close_when_done = 1;
+    smtpd_channel_check_shutdown(ch);
+  }
+  lua_settop(co, 0);
+  smtpd_hook_unref(L, &ch->thread_ref);
+  return 1;
+}
+
+/* hooks[thread] = conn while a hook runs, so the waiting helpers find the
+ * connection of the coroutine they run in (core.hook(co)). Weak keys. */
+static void hook_push_hooks(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "smtpd.hooks") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "smtpd.hooks");
+  }
+}
+
+/* Starts a hook: the stack of L holds the function and nargs arguments. */
+static void hook_start(smtpd_channel *ch, int kind, int nargs) {
+  lua_State *L = ch->h.map->L;
+  lua_State *co = lua_newthread(L);
+  hook_push_hooks(L);
+  lua_pushvalue(L, -2);
+  smtpd_conn_push(L, ch);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  ch->thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_xmove(L, co, nargs + 1);
+  ch->hook = kind;
+  hook_resume(ch, co, nargs);
+}
+
+static int hook_lua_command(lua_State *L) {
+  smtpd_channel *ch = lua_touserdata(L, 1);
+  smtpd_command *cmd = lua_touserdata(L, 2);
+  smtpd_setup_get(L, "command");
+  hook_push_obj(L, ch);
+  if (ch->h.closing) return 0;
+  lua_pushlstring(L, cmd->name, cmd->name_len);
+  if (cmd->arg) lua_pushlstring(L, cmd->arg, cmd->arg_len);
+  else lua_pushnil(L);
+  hook_start(ch, SMTPD_HOOK_COMMAND, 3);
+  return 0;
+}
+
+static int hook_lua_message(lua_State *L) {
+  smtpd_channel *ch = lua_touserdata(L, 1);
+  smtpd_session *s = &ch->s;
+  smtpd_buf *d = &s->parser.data;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ch->server_ref);
+  lua_getfield(L, -1, "process_message");
+  lua_insert(L, -2);
+  smtpd_push_addr(L, (struct sockaddr *)&ch->peer);
+  if (s->has_mailfrom) lua_pushlstring(L, s->mailfrom.p, s->mailfrom.len);
+  else lua_pushnil(L);
+  smtpd_push_strlist(L, &s->rcpttos);
+  /* The one copy of the message bytes: into the Lua string. */
+  lua_pushlstring(L, d->p ? d->p : "", d->len);
+  smtpd_parser_end_data(&s->parser);
+  if (ch->obj_ref != LUA_NOREF) {
+    smtpd_hook_unref(L, &ch->received_ref);
+    lua_pushvalue(L, -1);
+    ch->received_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    ch->received_gen = s->rset_gen;
+  }
+  if (s->decode_data) {
+    lua_createtable(L, 0, 0);
+  } else {
+    lua_createtable(L, 0, 2);
+    smtpd_push_strlist(L, &s->mail_options);
+    lua_setfield(L, -2, "mail_options");
+    smtpd_push_strlist(L, &s->rcpt_options);
+    lua_setfield(L, -2, "rcpt_options");
+  }
+  hook_start(ch, SMTPD_HOOK_MESSAGE, 6);
+  return 0;
+}
+
+/* A hook that failed to start (an error making the channel object). */
+static void hook_failed(smtpd_channel *ch) {
+  ch->hook = SMTPD_HOOK_NONE;
+  smtpd_hook_unref(ch->h.map->L, &ch->thread_ref);
+  smtpd_reply(&ch->s, ERR_REPLY, sizeof ERR_REPLY - 1);
+}
+
+void smtpd_hook_line(smtpd_channel *ch) {
+  smtpd_command cmd;
+  smtpd_session *s = &ch->s;
+  if (ch->h.map->debug) {
+    smtpd_log(ch->h.map, "Data: %.*s", (int)s->parser.line.len,
+              s->parser.line.p ? s->parser.line.p : "");
+  }
+  if (!smtpd_session_line(s, &cmd)) return;
+  if (ch->cls.gen != smtpd_class_gen &&
+      hook_pcall(ch, hook_lua_recheck, ch, NULL)) {
+    smtpd_reply(s, ERR_REPLY, sizeof ERR_REPLY - 1);
+    return;
+  }
+  if (cmd.verb >= 0 && !(ch->cls.mask & (1u << cmd.verb))) {
+    smtpd_session_builtin(s, cmd.verb, cmd.arg, cmd.arg_len);
+    return;
+  }
+  if (cmd.verb < 0 && !ch->cls.has_extra) {
+    smtpd_session_unknown(s, cmd.name, cmd.name_len);
+    return;
+  }
+  if (hook_pcall(ch, hook_lua_command, ch, &cmd)) hook_failed(ch);
+}
+
+void smtpd_hook_message(smtpd_channel *ch) {
+  if (!smtpd_session_data_end(&ch->s)) return;
+  if (hook_pcall(ch, hook_lua_message, ch, NULL)) {
+    smtpd_session_post_data(&ch->s);
+    hook_failed(ch);
+  }
+}
+
+void smtpd_hook_abandon(smtpd_channel *ch) {
+  ch->parked = 0;
+  ch->hook = SMTPD_HOOK_NONE;
+  smtpd_hook_unref(ch->h.map->L, &ch->thread_ref);
+}
+
+/* ---- waiting and waking ------------------------------------------------------ */
+
+/* wake(conn, co, ...): resumes hook coroutine co, parked on conn, with
+ * these values. Returns false when there is nothing to resume: the
+ * connection closed, or the hook was given up (handler_timeout). */
+int smtpd_hook_wake(lua_State *L) {
+  smtpd_handle *h = smtpd_handle_get(L, 1, SMTPD_CONN_MT);
+  smtpd_channel *ch = h ? SMTPD_OWNER(smtpd_channel, h) : NULL;
+  lua_State *co;
+  int nargs = lua_gettop(L) - 2;
+  luaL_checktype(L, 2, LUA_TTHREAD);
+  if (ch == NULL || !ch->parked || ch->thread_ref == LUA_NOREF) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ch->thread_ref);
+  co = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (co != lua_tothread(L, 2)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_xmove(L, co, nargs);
+  ch->parked = 0;
+  if (hook_resume(ch, co, nargs) && !ch->h.closing)
+    smtpd_channel_process_input(ch);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* hook(co) -> conn, server object | nil: the connection whose hook runs
+ * in coroutine co. */
+static int hook_of(lua_State *L) {
+  smtpd_box *b;
+  luaL_checktype(L, 1, LUA_TTHREAD);
+  hook_push_hooks(L);
+  lua_pushvalue(L, 1);
+  lua_rawget(L, -2);
+  b = lua_touserdata(L, -1);
+  if (b == NULL || b->h == NULL) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX,
+              SMTPD_OWNER(smtpd_channel, b->h)->server_ref);
+  return 2;
+}
+
+void smtpd_open_hook(lua_State *L) {
+  lua_pushlightuserdata(L, &hook_wait_token);
+  lua_setfield(L, -2, "WAIT");
+  lua_pushcfunction(L, hook_of);
+  lua_setfield(L, -2, "hook");
+}

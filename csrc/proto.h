@@ -1,0 +1,225 @@
+/*
+ * lua-smtpd: the SMTP protocol itself, with no Lua and no libuv. This is
+ * what the fuzzers link (fuzz/), and what the glue (glue.h) drives.
+ *
+ *   buffer.c   growable byte buffers and string lists
+ *   parser.c   framing of command lines and DATA
+ *   text.c     UTF-8, Python's whitespace, reply lines
+ *   addr.c     RFC 5321 paths and MAIL/RCPT parameters
+ *   session.c  the SMTP state machine and the built-in commands
+ */
+#ifndef SMTPD_PROTO_H
+#define SMTPD_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- buffer.c ---------------------------------------------------------- */
+
+typedef struct smtpd_buf {
+  char *p;
+  size_t len;
+  size_t cap;
+} smtpd_buf;
+
+typedef struct smtpd_str {
+  char *p;       /* NUL-terminated copy, may contain NULs before len */
+  size_t len;
+} smtpd_str;
+
+typedef struct smtpd_strlist {
+  smtpd_str *v;
+  size_t n;
+  size_t cap;
+} smtpd_strlist;
+
+/* Every function that allocates returns 0, or -1 with nothing changed. */
+int smtpd_buf_reserve(smtpd_buf *b, size_t extra);
+int smtpd_buf_append(smtpd_buf *b, const void *p, size_t n);
+int smtpd_buf_appendc(smtpd_buf *b, char c);
+void smtpd_buf_consume(smtpd_buf *b, size_t n);
+void smtpd_buf_free(smtpd_buf *b);
+
+int smtpd_str_set(smtpd_str *s, const char *p, size_t n);
+void smtpd_str_free(smtpd_str *s);
+int smtpd_strlist_push(smtpd_strlist *l, const char *p, size_t n);
+int smtpd_strlist_set(smtpd_strlist *l, size_t i, const char *p, size_t n);
+void smtpd_strlist_remove(smtpd_strlist *l, size_t i);
+void smtpd_strlist_clear(smtpd_strlist *l);
+
+/* ---- parser.c ---------------------------------------------------------- */
+
+enum {
+  SMTPD_PARSE_MORE = 0,   /* all input consumed, nothing complete yet */
+  SMTPD_PARSE_LINE,       /* a command line is complete */
+  SMTPD_PARSE_DATA_END,   /* the message ended with CRLF . CRLF */
+  SMTPD_PARSE_NOMEM       /* allocation failed */
+};
+
+typedef struct smtpd_parser {
+  int data_mode;          /* 0: command lines, 1: message data */
+  int st;                 /* sub-state within the mode */
+  /* Command line: at most line_keep bytes are kept, line_len counts all. */
+  smtpd_buf line;
+  size_t line_len;
+  size_t line_keep;
+  /* Message data: dot-unstuffed, CRLF turned into LF, as it streams. */
+  smtpd_buf data;
+  size_t data_raw;        /* raw bytes seen since DATA (terminator incl.) */
+  size_t data_limit;      /* 0: no limit */
+  int data_over;          /* data_raw went past data_limit: data dropped */
+  size_t term_len;        /* length of the terminator that ended DATA */
+} smtpd_parser;
+
+void smtpd_parser_init(smtpd_parser *p, size_t line_keep);
+void smtpd_parser_free(smtpd_parser *p);
+void smtpd_parser_begin_data(smtpd_parser *p, size_t limit);
+void smtpd_parser_end_data(smtpd_parser *p);
+int smtpd_parser_feed(smtpd_parser *p, const char *buf, size_t len,
+                      size_t *consumed);
+/* Raw size of the finished message, as smtpd counts it (no terminator). */
+size_t smtpd_parser_data_size(const smtpd_parser *p);
+
+/* ---- text.c ------------------------------------------------------------ */
+
+int smtpd_utf8_valid(const char *p, size_t n);
+/* Length of the whitespace character (as Python's str.isspace) at p[0]. */
+size_t smtpd_space_at(const unsigned char *p, size_t n);
+/* Python's str.strip() over UTF-8. */
+void smtpd_ustrip(const char **p, size_t *n);
+char smtpd_upper(char c);
+
+/* Reply lines: the one place their form is checked. */
+#define SMTPD_REPLY_MAX 510   /* bytes of a reply line without its CRLF */
+/* The code of "ddd", "ddd text" or "ddd-text" (*more set: lines follow),
+ * 100..599; -1 when the line does not start that way. */
+int smtpd_reply_code(const char *p, size_t n, int *more);
+/* No CR, LF or NUL, and at most SMTPD_REPLY_MAX bytes. */
+int smtpd_reply_text_ok(const char *p, size_t n);
+/* One final line of a class in classes ("245"), not 220 or 221, that we
+ * may send as is: its code, or 0. */
+int smtpd_final_reply(const char *p, size_t n, const char *classes);
+
+/* ---- addr.c ------------------------------------------------------------ */
+
+#define SMTPD_ADDR_MAX 1100
+
+typedef struct smtpd_addr {
+  char buf[SMTPD_ADDR_MAX];
+  size_t len;
+} smtpd_addr;
+
+/* Python smtpd's _getaddr for RFC 5321 paths: "<" [route ":"] addr-spec
+ * ">", "<>", or a bare addr-spec. Returns 1, the address in *o and the
+ * rest (the parameters, leading blanks removed) in *rest; 0 when there is
+ * no address we accept. */
+int smtpd_addr_parse(const char *p, size_t n, smtpd_addr *o,
+                     const char **rest, size_t *rest_n);
+/* Splits parameters on whitespace, upper-cased, into l (cleared first);
+ * -1 when out of memory. */
+int smtpd_params_split(const char *p, size_t n, smtpd_strlist *l);
+/* Every parameter is keyword[=value] as smtpd's _getparams wants. */
+int smtpd_params_valid(const smtpd_strlist *l);
+/* The last parameter with this keyword: its index, or -1; *val is NULL
+ * when it has no "=". */
+long smtpd_params_find(const smtpd_strlist *l, const char *key,
+                       const char **val, size_t *vlen);
+/* Whether some keyword is not in the NULL-ended list known. */
+int smtpd_params_others(const smtpd_strlist *l, const char *const *known);
+/* Whether arg starts with keyword kw ("FROM:"), ignoring ASCII case. */
+int smtpd_has_keyword(const char *arg, size_t n, const char *kw);
+
+/* ---- session.c --------------------------------------------------------- */
+
+/* The built-in commands, in the order of smtpd_verb_names. */
+#define SMTPD_VERBS(X) \
+  X(HELO) X(EHLO) X(NOOP) X(QUIT) X(MAIL) X(RCPT) X(RSET) X(DATA) X(HELP) \
+  X(VRFY) X(EXPN)
+#define SMTPD_VERB_ENUM(v) SMTPD_VERB_##v,
+enum { SMTPD_VERBS(SMTPD_VERB_ENUM) SMTPD_NVERBS };
+#undef SMTPD_VERB_ENUM
+
+extern const char *const smtpd_verb_names[SMTPD_NVERBS];
+
+#define SMTPD_COMMAND 0
+#define SMTPD_DATA 1
+#define SMTPD_COMMAND_SIZE_LIMIT 512
+#define SMTPD_DATA_SIZE_DEFAULT 33554432
+#define SMTPD_MAX_RECIPIENTS 1000
+#define SMTPD_MAX_BAD_COMMANDS 20
+/* Bytes of a command line the parser keeps before the session sets it. */
+#define SMTPD_LINE_KEEP (SMTPD_COMMAND_SIZE_LIMIT + 1)
+
+/* What a session is set up with (server options, the engine's). */
+typedef struct smtpd_session_conf {
+  size_t data_size_limit;  /* 0: none */
+  int enable_smtputf8;
+  int decode_data;
+  size_t max_recipients;   /* 0: no limit; past it RCPT gets 452 */
+  size_t max_bad;          /* 0: no limit; past it 421 and close */
+} smtpd_session_conf;
+
+typedef struct smtpd_session {
+  smtpd_parser parser;
+  smtpd_buf *out;          /* replies are appended here */
+  int state;               /* SMTPD_COMMAND or SMTPD_DATA */
+  int extended_smtp;
+  int require_smtputf8;
+  int enable_smtputf8;
+  int decode_data;
+  int quit;                /* close once the replies are written */
+  smtpd_str greeting;      /* seen_greeting; empty when none */
+  smtpd_str mailfrom;
+  int has_mailfrom;
+  smtpd_strlist rcpttos;
+  smtpd_strlist mail_options;
+  smtpd_strlist rcpt_options;
+  size_t data_size_limit;  /* 0: none */
+  size_t command_size_limit;
+  size_t mail_extra;       /* extra bytes MAIL may use (SIZE, SMTPUTF8) */
+  size_t num_bytes;        /* bytes of the last line or message */
+  smtpd_str fqdn;
+  unsigned rset_gen;       /* bumped by RSET/HELO/EHLO: received_data gone */
+  size_t max_recipients;
+  size_t max_bad;
+  size_t bad;              /* 500/501 replies so far */
+  int data_blocked;        /* memory cap reached: DATA gets 451 */
+} smtpd_session;
+
+/* The outcome of reading one command line. */
+typedef struct smtpd_command {
+  int verb;                /* SMTPD_VERB_*, or -1 for any other verb */
+  const char *name;        /* upper-cased verb, NUL-terminated */
+  size_t name_len;
+  const char *arg;         /* stripped argument, NULL when absent */
+  size_t arg_len;
+} smtpd_command;
+
+int smtpd_session_init(smtpd_session *s, smtpd_buf *out, const char *fqdn,
+                       size_t fqdn_len);
+void smtpd_session_configure(smtpd_session *s, const smtpd_session_conf *c);
+void smtpd_session_free(smtpd_session *s);
+int smtpd_reply(smtpd_session *s, const char *line, size_t len);
+int smtpd_reply_raw(smtpd_session *s, const char *line, size_t len);
+int smtpd_replyf(smtpd_session *s, const char *fmt, ...);
+void smtpd_session_rset(smtpd_session *s);
+void smtpd_session_post_data(smtpd_session *s);
+/* Reads the line the parser completed: 1 = a command to dispatch in *cmd,
+ * 0 = already answered (syntax error, line too long, ...). */
+int smtpd_session_line(smtpd_session *s, smtpd_command *cmd);
+void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
+                           size_t arg_len);
+void smtpd_session_unknown(smtpd_session *s, const char *name, size_t len);
+int smtpd_session_data_end(smtpd_session *s);
+/* Runs input through the session with the built-in commands only (no
+ * hooks): the socket-less engine and the fuzzers. Each message that
+ * reaches the handler goes to on_message, whose reply is sent. Stops at
+ * QUIT (s->quit); 0, or -1 when out of memory. */
+typedef const char *(*smtpd_message_fn)(smtpd_session *s, void *ctx);
+int smtpd_session_run(smtpd_session *s, const char *buf, size_t len,
+                      smtpd_message_fn on_message, void *ctx);
+int smtpd_verb_lookup(const char *name, size_t len);
+/* Makes the parser follow smtp_state after a command ran. */
+void smtpd_session_sync(smtpd_session *s);
+
+#endif

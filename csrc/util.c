@@ -1,0 +1,127 @@
+/* Small things every part of the glue uses. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+
+#include "glue.h"
+
+unsigned long smtpd_lua_calls = 0;
+unsigned smtpd_class_gen = 1;
+
+/* A failure as luv reports one: nil, "ENAME: message", "ENAME". */
+int smtpd_fail(lua_State *L, int err) {
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", uv_err_name(err), uv_strerror(err));
+  lua_pushstring(L, uv_err_name(err));
+  return 3;
+}
+
+void smtpd_log(smtpd_map *m, const char *fmt, ...) {
+  va_list ap;
+  (void)m;
+  va_start(ap, fmt);
+  fputs("smtpd: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  fflush(stderr);
+}
+
+/* Pushes {host, port}. */
+void smtpd_push_addr(lua_State *L, const struct sockaddr *sa) {
+  char host[INET6_ADDRSTRLEN] = "";
+  int port = 0;
+  lua_createtable(L, 2, 0);
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    uv_ip4_name(a, host, sizeof host);
+    port = ntohs(a->sin_port);
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(a, host, sizeof host);
+    port = ntohs(a->sin6_port);
+  }
+  lua_pushstring(L, host);
+  lua_rawseti(L, -2, 1);
+  lua_pushinteger(L, port);
+  lua_rawseti(L, -2, 2);
+}
+
+/* Pushes a copy of a string list as a Lua array. */
+void smtpd_push_strlist(lua_State *L, const smtpd_strlist *l) {
+  size_t i;
+  lua_createtable(L, (int)l->n, 0);
+  for (i = 0; i < l->n; i++) {
+    lua_pushlstring(L, l->v[i].p, l->v[i].len);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+}
+
+int smtpd_setup_get(lua_State *L, const char *key) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "smtpd.setup");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return LUA_TNIL;
+  }
+  lua_getfield(L, -1, key);
+  lua_remove(L, -2);
+  return lua_type(L, -1);
+}
+
+int smtpd_sockaddr(const char *host, int port, struct sockaddr_storage *ss) {
+  if (strchr(host, ':'))
+    return uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss);
+  return uv_ip4_addr(host, port, (struct sockaddr_in *)ss);
+}
+
+/* The host's fully qualified name, found once per process the way Python's
+ * socket.getfqdn() finds it: the first of the canonical name and its
+ * aliases that has a dot, else the canonical name, else the host name. */
+const char *smtpd_fqdn(void) {
+  static char fqdn[256];
+  static int done = 0;
+  char host[256];
+  struct addrinfo hints, *res = NULL;
+  size_t size = sizeof host;
+  if (done) return fqdn;
+  done = 1;
+  if (uv_os_gethostname(host, &size) != 0) strcpy(host, "localhost");
+  snprintf(fqdn, sizeof fqdn, "%s", host);
+  memset(&hints, 0, sizeof hints);
+  hints.ai_socktype = SOCK_STREAM;
+  if (getaddrinfo(host, NULL, &hints, &res) == 0 && res) {
+    char buf[8192];
+    struct hostent he, *hp = NULL;
+    int herr = 0;
+    const void *addr;
+    socklen_t alen;
+    int fam = res->ai_family;
+    if (fam == AF_INET) {
+      addr = &((struct sockaddr_in *)res->ai_addr)->sin_addr;
+      alen = sizeof(struct in_addr);
+    } else {
+      addr = &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr;
+      alen = sizeof(struct in6_addr);
+    }
+    if (gethostbyaddr_r(addr, alen, fam, &he, buf, sizeof buf, &hp,
+                        &herr) == 0 && hp) {
+      const char *pick = hp->h_name;
+      if (!strchr(pick, '.')) {
+        char **a;
+        for (a = hp->h_aliases; a && *a; a++) {
+          if (strchr(*a, '.')) { pick = *a; break; }
+        }
+      }
+      snprintf(fqdn, sizeof fqdn, "%s", pick);
+    }
+    freeaddrinfo(res);
+  }
+  return fqdn;
+}

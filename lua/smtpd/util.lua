@@ -1,0 +1,44 @@
+-- What several modules share: the default socket map and address parsing.
+
+local core = require "smtpd.core"
+
+local M = {}
+
+-- The default map: servers made without opts.map run in it.
+M.socket_map = core.map()
+
+-- "host:port" or "[v6]:port" -> host, port (nil unless it is 0..65535);
+-- nil when there is no ":" at all.
+function M.split_addr(s)
+  local host, port = s:match("^%[(.*)%]:(.*)$")
+  if not host then host, port = s:match("^(.*):(.*)$") end
+  if not host then return nil end
+  port = port:match("^%d+$") and math.tointeger(tonumber(port))
+  if port and port > 65535 then port = nil end
+  return host, port or nil
+end
+
+-- {host, port}, "host:port", "[v6]:port" -> {host, port}. Raises an error
+-- naming `what` at the caller's caller (level 3) when addr is bad.
+function M.parse_addr(addr, what)
+  what = what or "address"
+  local host, port
+  if type(addr) == "table" then
+    host, port = addr[1] or addr.host, addr[2] or addr.port
+  elseif type(addr) == "string" then
+    host, port = M.split_addr(addr)
+    if not host then
+      error(("bad %s %q: expected \"host:port\""):format(what, addr), 3)
+    end
+  else
+    error(("bad %s: expected {host, port} or \"host:port\", got %s")
+          :format(what, type(addr)), 3)
+  end
+  port = math.tointeger(tonumber(port))
+  if type(host) ~= "string" or not port or port < 0 or port > 65535 then
+    error(("bad %s: host must be a string and port 0..65535"):format(what), 3)
+  end
+  return {host, port}
+end
+
+return M
