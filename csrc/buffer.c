@@ -4,6 +4,17 @@
 
 #include "proto.h"
 
+static unsigned long fault_countdown = 0;
+
+void smtpd_fault_alloc(unsigned long n) {
+  fault_countdown = n;
+}
+
+/* Whether this allocation is the one to fail. */
+static int fault_now(void) {
+  return fault_countdown > 0 && --fault_countdown == 0;
+}
+
 int smtpd_buf_reserve(smtpd_buf *b, size_t extra) {
   size_t need, cap;
   char *p;
@@ -53,7 +64,7 @@ void smtpd_buf_free(smtpd_buf *b) {
 }
 
 int smtpd_str_set(smtpd_str *s, const char *p, size_t n) {
-  char *c = malloc(n + 1);
+  char *c = fault_now() ? NULL : malloc(n + 1);
   if (c == NULL) return -1;
   if (n) memcpy(c, p, n);
   c[n] = '\0';
@@ -72,7 +83,7 @@ void smtpd_str_free(smtpd_str *s) {
 int smtpd_strlist_push(smtpd_strlist *l, const char *p, size_t n) {
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 4;
-    smtpd_str *v = realloc(l->v, cap * sizeof *v);
+    smtpd_str *v = fault_now() ? NULL : realloc(l->v, cap * sizeof *v);
     if (v == NULL) return -1;
     l->v = v;
     l->cap = cap;

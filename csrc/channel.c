@@ -20,9 +20,6 @@
 
 #include "glue.h"
 
-#define ERR_REPLY "451 4.3.0 Requested action aborted: local error in " \
-                  "processing"
-
 /* Back-pressure: past this many unsent reply bytes the channel stops
  * parsing and reading until the client drains them; past this many held
  * input bytes it stops reading. A read is at most 64 KiB (map->rbuf). */
@@ -58,12 +55,12 @@ static void channel_close_handles(smtpd_handle *h) {
   lua_State *L = h->map->L;
   h->map->data_held -= ch->data_counted;
   ch->data_counted = 0;
+  if (h->map->debug) smtpd_channel_log(ch, "debug", "channel closed");
   smtpd_hook_unref(L, &ch->obj_ref);
   smtpd_hook_unref(L, &ch->class_ref);
   smtpd_hook_unref(L, &ch->server_ref);
   smtpd_hook_unref(L, &ch->thread_ref);
   smtpd_hook_unref(L, &ch->received_ref);
-  if (h->map->debug) smtpd_log(h->map, "channel closed");
   smtpd_handle_uv_close(h, (uv_handle_t *)&ch->timer);
   smtpd_handle_uv_close(h, (uv_handle_t *)&ch->tcp);
 }
@@ -97,7 +94,7 @@ smtpd_channel *smtpd_channel_new(smtpd_server *srv) {
 }
 
 void smtpd_channel_start(smtpd_channel *ch) {
-  if (ch->h.map->debug) smtpd_log(ch->h.map, "Incoming connection");
+  if (ch->h.map->debug) smtpd_channel_log(ch, "debug", "Incoming connection");
   smtpd_replyf(&ch->s, "220 %s %s", ch->s.fqdn.p, SMTPD_VERSION);
   smtpd_channel_arm(ch);
   smtpd_channel_flush(ch);
@@ -106,13 +103,12 @@ void smtpd_channel_start(smtpd_channel *ch) {
 
 void smtpd_channel_log(smtpd_channel *ch, const char *level,
                        const char *fmt, ...) {
-  char msg[2048];
+  char msg[4096];
   va_list ap;
-  (void)level;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  smtpd_log(ch->h.map, "%s", msg);
+  smtpd_log_to(ch->h.map, ch->server_ref, level, msg);
 }
 
 /* ---- message memory, shared by the map ---------------------------------- */
@@ -201,7 +197,7 @@ static void channel_on_timer(uv_timer_t *t) {
                       (double)ch->shared->conf.handler_timeout_ms / 1000.0);
     smtpd_hook_abandon(ch);
     if (kind == SMTPD_HOOK_MESSAGE) smtpd_session_post_data(&ch->s);
-    smtpd_reply(&ch->s, ERR_REPLY, sizeof ERR_REPLY - 1);
+    smtpd_reply(&ch->s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
     smtpd_session_sync(&ch->s);
     smtpd_channel_process_input(ch);
     return;

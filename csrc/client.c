@@ -264,18 +264,22 @@ static void client_send_buf(smtpd_client *c, char *buf, size_t len) {
 static void client_sendf(smtpd_client *c, const char *fmt, ...) {
   va_list ap;
   int n;
-  char *buf;
+  char tmp[1024], *buf;
   va_start(ap, fmt);
-  n = vsnprintf(NULL, 0, fmt, ap);
+  n = vsnprintf(tmp, sizeof tmp, fmt, ap);
   va_end(ap);
-  buf = malloc((size_t)n + 1);
+  buf = n < 0 ? NULL : malloc((size_t)n + 1);
   if (buf == NULL) {
     client_fail(c, 0, "out of memory");
     return;
   }
-  va_start(ap, fmt);
-  vsnprintf(buf, (size_t)n + 1, fmt, ap);
-  va_end(ap);
+  if ((size_t)n < sizeof tmp) {
+    memcpy(buf, tmp, (size_t)n + 1);
+  } else {
+    va_start(ap, fmt);
+    vsnprintf(buf, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+  }
   client_send_buf(c, buf, (size_t)n);
 }
 

@@ -32,6 +32,11 @@ static smtpd_channel *conn_check(lua_State *L, int idx) {
                                                        "the connection"));
 }
 
+/* The field keeps its old value. */
+static int conn_nomem(lua_State *L) {
+  return luaL_error(L, "out of memory");
+}
+
 static int conn_field(lua_State *L, int idx) {
   const char *k = luaL_checkstring(L, idx);
   int i;
@@ -148,12 +153,20 @@ static smtpd_strlist *list_check(lua_State *L, int idx) {
   return list_get(ch, lu->which);
 }
 
-static void list_push(lua_State *L, int conn_idx, int which) {
-  list_ud *lu = lua_newuserdatauv(L, sizeof *lu, 1);
+/* Pushes the view of list `which` of the conn box at index 1: one per
+ * list and connection, so self.rcpttos == self.rcpttos. */
+static void list_push(lua_State *L, int which) {
+  int slot = which == F_rcpttos ? 1 : which == F_mail_options ? 2 : 3;
+  list_ud *lu;
+  if (lua_getiuservalue(L, 1, slot) == LUA_TUSERDATA) return;
+  lua_pop(L, 1);
+  lu = lua_newuserdatauv(L, sizeof *lu, 1);
   lu->which = which;
-  lua_pushvalue(L, conn_idx);
+  lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
   luaL_setmetatable(L, SMTPD_LIST_MT);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, 1, slot);
 }
 
 static int list_index(lua_State *L) {
@@ -224,6 +237,8 @@ static int list_tostring(lua_State *L) {
   return 1;
 }
 
+/* Replaces l with the strings of the list at idx: a table, or a list-like
+ * value (__len and __index), such as another of these views. */
 static void list_assign(lua_State *L, smtpd_strlist *l, int idx) {
   lua_Integer i, n;
   smtpd_strlist fresh = {NULL, 0, 0};
@@ -231,16 +246,24 @@ static void list_assign(lua_State *L, smtpd_strlist *l, int idx) {
     smtpd_strlist_clear(l);
     return;
   }
-  luaL_checktype(L, idx, LUA_TTABLE);
+  if (!lua_istable(L, idx)) {
+    if (!luaL_getmetafield(L, idx, "__len"))
+      luaL_error(L, "a list of strings is needed");
+    lua_pop(L, 1);
+  }
   n = luaL_len(L, idx);
   for (i = 1; i <= n; i++) {
     size_t len;
     const char *s;
     lua_geti(L, idx, i);
     s = lua_tolstring(L, -1, &len);
-    if (s == NULL || smtpd_strlist_push(&fresh, s, len)) {
+    if (s == NULL) {
       smtpd_strlist_clear(&fresh);
       luaL_error(L, "a list of strings is needed");
+    }
+    if (smtpd_strlist_push(&fresh, s, len)) {
+      smtpd_strlist_clear(&fresh);
+      conn_nomem(L);
     }
     lua_pop(L, 1);
   }
@@ -254,7 +277,8 @@ static void list_assign(lua_State *L, smtpd_strlist *l, int idx) {
 static int conn_get(lua_State *L) {
   smtpd_channel *ch = conn_check(L, 1);
   smtpd_session *s = &ch->s;
-  switch (conn_field(L, 2)) {
+  int f = conn_field(L, 2);
+  switch (f) {
   case F_smtp_state: lua_pushinteger(L, s->state); break;
   case F_seen_greeting:
     lua_pushlstring(L, s->greeting.p ? s->greeting.p : "", s->greeting.len);
@@ -263,9 +287,9 @@ static int conn_get(lua_State *L) {
     if (s->has_mailfrom) lua_pushlstring(L, s->mailfrom.p, s->mailfrom.len);
     else lua_pushnil(L);
     break;
-  case F_rcpttos: list_push(L, 1, F_rcpttos); break;
-  case F_mail_options: list_push(L, 1, F_mail_options); break;
-  case F_rcpt_options: list_push(L, 1, F_rcpt_options); break;
+  case F_rcpttos:
+  case F_mail_options:
+  case F_rcpt_options: list_push(L, f); break;
   case F_received_data:
     if (ch->received_ref != LUA_NOREF && ch->received_gen == s->rset_gen)
       lua_rawgeti(L, LUA_REGISTRYINDEX, ch->received_ref);
@@ -325,7 +349,7 @@ static int conn_set(lua_State *L) {
   case F_seen_greeting:
     v = lua_toboolean(L, 3) ? luaL_checklstring(L, 3, &n) : "";
     if (!lua_toboolean(L, 3)) n = 0;
-    smtpd_str_set(&s->greeting, v, n);
+    if (smtpd_str_set(&s->greeting, v, n)) return conn_nomem(L);
     break;
   case F_mailfrom:
     if (!lua_toboolean(L, 3)) {
@@ -333,7 +357,7 @@ static int conn_set(lua_State *L) {
       s->has_mailfrom = 0;
     } else {
       v = luaL_checklstring(L, 3, &n);
-      smtpd_str_set(&s->mailfrom, v, n);
+      if (smtpd_str_set(&s->mailfrom, v, n)) return conn_nomem(L);
       s->has_mailfrom = 1;
     }
     break;
@@ -352,7 +376,7 @@ static int conn_set(lua_State *L) {
   case F_received_lines: luaL_checktype(L, 3, LUA_TTABLE); break;
   case F_fqdn:
     v = luaL_checklstring(L, 3, &n);
-    smtpd_str_set(&s->fqdn, v, n);
+    if (smtpd_str_set(&s->fqdn, v, n)) return conn_nomem(L);
     break;
   case F_extended_smtp: s->extended_smtp = lua_toboolean(L, 3); break;
   case F_require_SMTPUTF8: s->require_smtputf8 = lua_toboolean(L, 3); break;

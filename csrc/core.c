@@ -24,8 +24,18 @@ static int core_class_changed(lua_State *L) {
   return 0;
 }
 
+/* fault_alloc(n): the n-th string allocation from now fails (specs). */
+static int core_fault_alloc(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 0, 1, "must not be negative");
+  smtpd_fault_alloc((unsigned long)n);
+  return 0;
+}
+
 static int core_stats(lua_State *L) {
-  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)smtpd_handles_live);
+  lua_setfield(L, -2, "handles");
   lua_pushinteger(L, (lua_Integer)smtpd_lua_calls);
   lua_setfield(L, -2, "lua_calls");
   lua_pushinteger(L, (lua_Integer)smtpd_class_gen);
@@ -85,6 +95,7 @@ SMTPD_API int luaopen_smtpd_core(lua_State *L) {
     {"setup", core_setup}, {"class_changed", core_class_changed},
     {"stats", core_stats}, {"getfqdn", core_getfqdn},
     {"setuid_nobody", core_setuid_nobody}, {"resolve", core_resolve},
+    {"fault_alloc", core_fault_alloc},
     {NULL, NULL}
   };
   /* A peer that closes while we write must give EPIPE, not kill us. */

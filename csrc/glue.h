@@ -63,6 +63,8 @@ struct smtpd_handle {
   smtpd_handle_fn free;    /* frees the owner */
 };
 
+extern size_t smtpd_handles_live;
+
 typedef struct smtpd_box {
   smtpd_handle *h;         /* NULL once closed */
 } smtpd_box;
@@ -181,6 +183,9 @@ int smtpd_setup_get(lua_State *L, const char *key);
 const char *smtpd_fqdn(void);
 /* A log line to stderr, for what no server hears (timers, the map). */
 void smtpd_log(smtpd_map *m, const char *fmt, ...);
+/* A log line through obj:log(level, "%s", msg), obj being the Lua server
+ * at registry ref; stderr when there is none or its log fails. */
+void smtpd_log_to(smtpd_map *m, int ref, const char *level, const char *msg);
 /* Parses "host" and port into ss (IPv6 when host has a ':'). */
 int smtpd_sockaddr(const char *host, int port, struct sockaddr_storage *ss);
 

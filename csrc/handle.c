@@ -12,6 +12,9 @@
  */
 #include "glue.h"
 
+/* Owners allocated and not yet freed, in every map (core.stats). */
+size_t smtpd_handles_live = 0;
+
 void smtpd_handle_init(smtpd_handle *h, smtpd_map *m, int kind,
                        smtpd_handle_fn close, smtpd_handle_fn free) {
   h->kind = kind;
@@ -22,6 +25,7 @@ void smtpd_handle_init(smtpd_handle *h, smtpd_map *m, int kind,
   h->close = close;
   h->free = free;
   m->handles++;
+  smtpd_handles_live++;
 }
 
 void smtpd_handle_attach(smtpd_handle *h, uv_handle_t *u) {
@@ -30,7 +34,10 @@ void smtpd_handle_attach(smtpd_handle *h, uv_handle_t *u) {
 }
 
 void smtpd_handle_done(smtpd_handle *h) {
-  if (--h->pending == 0 && h->closing) h->free(h);
+  if (--h->pending == 0 && h->closing) {
+    smtpd_handles_live--;
+    h->free(h);
+  }
 }
 
 static void handle_on_close(uv_handle_t *u) {

@@ -18,9 +18,6 @@
 
 #include "glue.h"
 
-#define ERR_REPLY "451 4.3.0 Requested action aborted: local error in " \
-                  "processing"
-
 /* What a hook yields while it waits inside one of smtpd's helpers. */
 static char hook_wait_token;
 
@@ -30,8 +27,9 @@ void smtpd_hook_unref(lua_State *L, int *ref) {
   *ref = LUA_NOREF;
 }
 
+/* The conn box keeps its three list views (conn.c) as user values. */
 void smtpd_conn_push(lua_State *L, smtpd_channel *ch) {
-  smtpd_handle_push_box(L, &ch->h, SMTPD_CONN_MT, 0);
+  smtpd_handle_push_box(L, &ch->h, SMTPD_CONN_MT, 3);
 }
 
 /* ---- the class cache ------------------------------------------------------ */
@@ -136,7 +134,7 @@ static void hook_error(smtpd_channel *ch, lua_State *co, const char *what) {
   smtpd_channel_log(ch, "error", "error in %s: %s", what,
                     lua_tostring(L, -1));
   lua_pop(L, 1);
-  smtpd_reply(&ch->s, ERR_REPLY, sizeof ERR_REPLY - 1);
+  smtpd_reply(&ch->s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
 }
 
 /* A finished message hook: its result is the reply. nil (or false, for
@@ -166,7 +164,7 @@ static void hook_message_result(smtpd_channel *ch, lua_State *co, int nres) {
                       "reply (%s%s%s%s); answering 451",
                       r ? "\"" : luaL_typename(co, -nres), r ? shown : "",
                       r && n > 80 ? "..." : "", r ? "\"" : "");
-    smtpd_reply(&ch->s, ERR_REPLY, sizeof ERR_REPLY - 1);
+    smtpd_reply(&ch->s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
   }
 }
 
@@ -288,20 +286,20 @@ static int hook_lua_message(lua_State *L) {
 static void hook_failed(smtpd_channel *ch) {
   ch->hook = SMTPD_HOOK_NONE;
   smtpd_hook_unref(ch->h.map->L, &ch->thread_ref);
-  smtpd_reply(&ch->s, ERR_REPLY, sizeof ERR_REPLY - 1);
+  smtpd_reply(&ch->s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
 }
 
 void smtpd_hook_line(smtpd_channel *ch) {
   smtpd_command cmd;
   smtpd_session *s = &ch->s;
   if (ch->h.map->debug) {
-    smtpd_log(ch->h.map, "Data: %.*s", (int)s->parser.line.len,
-              s->parser.line.p ? s->parser.line.p : "");
+    smtpd_channel_log(ch, "debug", "Data: %.*s", (int)s->parser.line.len,
+                      s->parser.line.p ? s->parser.line.p : "");
   }
   if (!smtpd_session_line(s, &cmd)) return;
   if (ch->cls.gen != smtpd_class_gen &&
       hook_pcall(ch, hook_lua_recheck, ch, NULL)) {
-    smtpd_reply(s, ERR_REPLY, sizeof ERR_REPLY - 1);
+    smtpd_reply(s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
     return;
   }
   if (cmd.verb >= 0 && !(ch->cls.mask & (1u << cmd.verb))) {

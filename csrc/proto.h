@@ -34,6 +34,11 @@ typedef struct smtpd_strlist {
 } smtpd_strlist;
 
 /* Every function that allocates returns 0, or -1 with nothing changed. */
+
+/* Fault injection, for the specs (core.fault_alloc): when n > 0, the n-th
+ * allocation of a string or a string list from now fails, as if memory
+ * had run out. */
+void smtpd_fault_alloc(unsigned long n);
 int smtpd_buf_reserve(smtpd_buf *b, size_t extra);
 int smtpd_buf_append(smtpd_buf *b, const void *p, size_t n);
 int smtpd_buf_appendc(smtpd_buf *b, char c);
@@ -140,6 +145,11 @@ enum { SMTPD_VERBS(SMTPD_VERB_ENUM) SMTPD_NVERBS };
 #undef SMTPD_VERB_ENUM
 
 extern const char *const smtpd_verb_names[SMTPD_NVERBS];
+
+/* The reply when something on our side failed (a hook, memory): 4xx, so
+ * the client tries again later. */
+#define SMTPD_ERR_REPLY "451 4.3.0 Requested action aborted: local error " \
+                        "in processing"
 
 #define SMTPD_COMMAND 0
 #define SMTPD_DATA 1

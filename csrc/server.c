@@ -109,7 +109,7 @@ static void server_on_connection(uv_stream_t *st, int status) {
   smtpd_channel *ch;
   int len = sizeof ch->peer;
   if (status < 0) {
-    smtpd_log(srv->h.map, "accept: %s", uv_strerror(status));
+    smtpd_log_to(srv->h.map, srv->obj_ref, "error", uv_strerror(status));
     return;
   }
   ch = smtpd_channel_new(srv);

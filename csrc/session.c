@@ -173,7 +173,10 @@ static void cmd_greet(smtpd_session *s, const char *arg, size_t n, int ext) {
     return;
   }
   smtpd_session_rset(s);
-  smtpd_str_set(&s->greeting, arg, n);
+  if (smtpd_str_set(&s->greeting, arg, n)) {
+    REPLY(s, SMTPD_ERR_REPLY);
+    return;
+  }
   if (!ext) {
     smtpd_replyf(s, "250 %s", fq);
     return;
@@ -274,7 +277,11 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
     REPLY(s, "503 Error: nested MAIL command");
     return;
   }
-  if (smtpd_params_split(rest, rn, &s->mail_options)) return;
+  if (smtpd_params_split(rest, rn, &s->mail_options)) {
+    smtpd_strlist_clear(&s->mail_options);
+    REPLY(s, SMTPD_ERR_REPLY);
+    return;
+  }
   if (!smtpd_params_valid(&s->mail_options)) {
     syntaxerr(s, "MAIL FROM");
     return;
@@ -323,7 +330,10 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
   if (s->enable_smtputf8 &&
       smtpd_params_find(&s->mail_options, "SMTPUTF8", &val, &vlen) >= 0)
     s->require_smtputf8 = 1;
-  smtpd_str_set(&s->mailfrom, o.buf, o.len);
+  if (smtpd_str_set(&s->mailfrom, o.buf, o.len)) {
+    REPLY(s, SMTPD_ERR_REPLY);
+    return;
+  }
   s->has_mailfrom = 1;
   REPLY(s, "250 OK");
 }
@@ -353,7 +363,11 @@ static void cmd_rcpt(smtpd_session *s, const char *arg, size_t n) {
     syntaxerr(s, "RCPT TO");
     return;
   }
-  if (smtpd_params_split(rest, rn, &opts)) return;
+  if (smtpd_params_split(rest, rn, &opts)) {
+    smtpd_strlist_clear(&opts);
+    REPLY(s, SMTPD_ERR_REPLY);
+    return;
+  }
   if (!smtpd_params_valid(&opts)) {
     smtpd_strlist_clear(&opts);
     syntaxerr(s, "RCPT TO");
@@ -371,10 +385,14 @@ static void cmd_rcpt(smtpd_session *s, const char *arg, size_t n) {
     REPLY(s, "452 4.5.3 Error: too many recipients");
     return;
   }
+  if (smtpd_strlist_push(&s->rcpttos, o.buf, o.len)) {
+    smtpd_strlist_clear(&opts);
+    REPLY(s, SMTPD_ERR_REPLY);
+    return;
+  }
   /* Only an accepted RCPT sets rcpt_options (smtpd leaks refused ones). */
   smtpd_strlist_clear(&s->rcpt_options);
   s->rcpt_options = opts;
-  smtpd_strlist_push(&s->rcpttos, o.buf, o.len);
   REPLY(s, "250 OK");
 }
 

@@ -33,6 +33,30 @@ void smtpd_log(smtpd_map *m, const char *fmt, ...) {
   fflush(stderr);
 }
 
+static int util_call_log(lua_State *L) {
+  lua_getfield(L, 1, "log");
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushliteral(L, "%s");
+  lua_pushvalue(L, 3);
+  lua_call(L, 4, 0);
+  return 0;
+}
+
+void smtpd_log_to(smtpd_map *m, int ref, const char *level, const char *msg) {
+  lua_State *L = m->L;
+  if (ref != LUA_NOREF && ref != LUA_REFNIL) {
+    lua_pushcfunction(L, util_call_log);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_pushstring(L, level);
+    lua_pushstring(L, msg);
+    if (lua_pcall(L, 3, 0, 0) == LUA_OK) return;
+    smtpd_log(m, "server:log failed: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  smtpd_log(m, "%s", msg);
+}
+
 /* Pushes {host, port}. */
 void smtpd_push_addr(lua_State *L, const struct sockaddr *sa) {
   char host[INET6_ADDRSTRLEN] = "";

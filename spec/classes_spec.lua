@@ -128,8 +128,13 @@ describe("classes", function()
   -- Not one final reply line of class 2, 4 or 5: an unfinished multi-line
   -- reply would hang the client, a 354 or 221 would tell it something
   -- untrue, and "" is no reply at all.
-  it("answers 451 for a malformed reply and says why on stderr", function()
+  it("answers 451 for a malformed reply and says why in server:log",
+     function()
     local srv, map, host, port = H.server(H.Recorder)
+    local logged = {}
+    function srv:log(level, fmt, ...)
+      logged[#logged + 1] = level .. " " .. fmt:format(...)
+    end
     for _, bad in ipairs({"hello", "250 a\r\n250 b", "25", "199 x",
                           "250 \0", 42, {}, ("250 " .. ("x"):rep(507)),
                           "250-continued", "452-4.5.3 Too many", "250-",
@@ -138,7 +143,42 @@ describe("classes", function()
       local replies = H.converse(map, host, port, MSG .. "NOOP\r\nQUIT\r\n")
       assert.same({R.helo, R.ok, R.ok, R.data, R.local_error, R.ok, R.bye},
                   replies)
+      assert.matches("^error process_message returned a malformed reply",
+                     logged[#logged])
     end
+    assert.matches('("250-continued")', logged[9], 1, true)
+    H.cleanup(map)
+  end)
+
+  -- The core's own log lines used to go straight to stderr, out of reach
+  -- of a subclass.
+  it("sends the core's log lines through server:log", function()
+    local S = H.Recorder:extend()
+    local logged = {}
+    function S:log(level, fmt, ...)
+      logged[#logged + 1] = {level, fmt:format(...)}
+    end
+    function S:process_message(peer, mailfrom)
+      if mailfrom == "boom@x" then error("kaboom") end
+      if mailfrom == "wait@x" then smtpd.sleep(5) end
+    end
+    local _, map, host, port = H.server(S, {handler_timeout = 0.2})
+    map:set_debug(true)
+    local replies = H.converse(map, host, port, "HELO x\r\nMAIL FROM:<boom@x>"
+      .. "\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n.\r\nMAIL FROM:<wait@x>\r\n"
+      .. "RCPT TO:<c@d>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n")
+    map:set_debug(false)
+    assert.equal(R.local_error, replies[5])
+    assert.equal(R.local_error, replies[9])
+    local text = {}
+    for _, l in ipairs(logged) do text[#text + 1] = l[1] .. ": " .. l[2] end
+    text = table.concat(text, "\n")
+    assert.matches("error: error in process_message: [^\n]*kaboom\nstack "
+                   .. "traceback:", text)
+    assert.matches("error: a process_message still waited after 0.2 s; "
+                   .. "answering 451", text, 1, true)
+    assert.matches("debug: Incoming connection", text, 1, true)
+    assert.matches("debug: Data: MAIL FROM:<boom@x>", text, 1, true)
     H.cleanup(map)
   end)
 
@@ -209,6 +249,45 @@ describe("classes", function()
 end)
 
 describe("channels", function()
+  -- Each read of a list field used to make a new proxy, so a hook could
+  -- not hand self.rcpttos to smtpd.sendmail.
+  it("keeps one live view per list, which the helpers take as a list",
+     function()
+    local map = H.core.map()
+    local up = H.Recorder({"127.0.0.1", 0}, nil, {map = map})
+    local upaddr = {up:getsockname()}
+    local Chan = smtpd.SMTPChannel:extend()
+    local same, refused, err
+    function Chan:smtp_XRELAY()
+      same = rawequal(self.rcpttos, self.rcpttos)
+        and rawequal(self.mail_options, self.mail_options)
+      refused, err = smtpd.sendmail(upaddr, self.mailfrom, self.rcpttos,
+                                    "Subject: relayed\n\nbody",
+                                    {map = map,
+                                     mail_options = self.mail_options})
+      -- Other helpers and the list functions take the view too.
+      self.rcpt_options = self.mail_options
+      local reply = smtpd.PureProxy.reply_for(refused or {}, self.rcpttos)
+      self:push(("250 relayed to %s (%s, %d options)"):format(
+        table.concat(self.rcpttos, ","), tostring(reply),
+        #self.rcpt_options))
+    end
+    local Srv = H.Recorder:extend()
+    Srv.channel_class = Chan
+    local _, _, host, port = H.server(Srv, nil, map)
+    local replies = H.converse(map, host, port, "EHLO x\r\nMAIL FROM:<a@b> "
+      .. "BODY=8BITMIME\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nXRELAY\r\n"
+      .. "QUIT\r\n")
+    assert.same({}, refused, tostring(err))
+    assert.is_true(same)
+    assert.equal("250 relayed to c@d,e@f (nil, 1 options)", replies[8])
+    assert.same({"c@d", "e@f"}, up.messages[1].rcpttos)
+    -- The client adds SIZE= itself; BODY came from the list view.
+    assert.same({"SIZE=22", "BODY=8BITMIME"},
+                up.messages[1].kwargs.mail_options)
+    H.cleanup(map)
+  end)
+
   it("lets a channel class override and extend commands", function()
     local Chan = smtpd.SMTPChannel:extend("Chan")
     function Chan:smtp_HELO(arg)

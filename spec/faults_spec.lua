@@ -40,3 +40,59 @@ describe("vanishing clients", function()
     H.cleanup(map)
   end)
 end)
+
+-- Storing a greeting, a sender or a recipient can fail (out of memory).
+-- core.fault_alloc(n) makes the n-th string allocation from now fail:
+-- whichever one it hits, the client gets either the usual reply with the
+-- state stored, or 451 4.3.0 with the state as it was; never a 250 for
+-- something that was not kept, and never no reply at all.
+describe("allocation failures", function()
+  local CASES = {
+    {name = "HELO", before = "", cmd = "HELO client.example",
+     ok = R.helo, after = "MAIL FROM:<a@b>", stored = R.ok,
+     lost = R.need_helo},
+    {name = "MAIL", before = "EHLO x\r\n",
+     cmd = "MAIL FROM:<a@b> SIZE=10 BODY=8BITMIME", ok = R.ok,
+     after = "RCPT TO:<c@d>", stored = R.ok, lost = R.need_mail},
+    {name = "RCPT", before = "EHLO x\r\nMAIL FROM:<a@b>\r\n",
+     cmd = "RCPT TO:<c@d>", ok = R.ok, after = "DATA", stored = R.data,
+     lost = R.need_rcpt},
+  }
+  for _, case in ipairs(CASES) do
+    it(case.name .. " answers 451 4.3.0 and keeps its state consistent",
+       function()
+      local _, map, host, port = H.server(H.Recorder)
+      local failed = 0
+      for n = 1, 6 do
+        local c = H.connect(map, host, port)
+        c:lines(1)
+        local _, k = case.before:gsub("\r\n", "")
+        c:send(case.before)
+        c:lines(k == 0 and 0 or (case.name == "RCPT" and 5 or 4))
+        H.core.fault_alloc(n)
+        c:send(case.cmd .. "\r\n")
+        local reply = c:reply()[1]
+        H.core.fault_alloc(0)
+        c:send(case.after .. "\r\n")
+        local next_reply = c:reply()[1]
+        if reply == R.local_error then
+          failed = failed + 1
+          assert.equal(case.lost, next_reply, "n = " .. n)
+        else
+          assert.equal(case.ok, reply, "n = " .. n)
+          assert.equal(case.stored, next_reply, "n = " .. n)
+        end
+        if next_reply == R.data then     -- end the message it began
+          c:send("x\r\n.\r\n")
+          assert.equal(R.ok, c:reply()[1])
+        end
+        c:send("NOOP\r\n")
+        -- The session goes on either way.
+        assert.equal(R.ok, c:reply()[1])
+        c:close()
+      end
+      assert.is_true(failed > 0, "no allocation failed")
+      H.cleanup(map)
+    end)
+  end
+end)

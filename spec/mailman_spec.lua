@@ -157,7 +157,9 @@ describe("MailmanProxy with Mailman 3", function()
     local p = smtpd.MailmanProxy({"127.0.0.1", 0}, {"127.0.0.1", sink},
       {map = map, mailman = {lmtp = "127.0.0.1:" .. (lmtp_port or lmtp)}})
     p.logged = {}
-    function p:log(fmt, ...) self.logged[#self.logged + 1] = fmt:format(...) end
+    function p:log(level, fmt, ...)
+      self.logged[#self.logged + 1] = fmt:format(...)
+    end
     return p, select(2, p:getsockname())
   end
 

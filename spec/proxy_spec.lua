@@ -13,7 +13,9 @@ local function proxy(map, upstream, opts)
   opts.map = map
   local p = smtpd.PureProxy({"127.0.0.1", 0}, upstream, opts)
   p.logged = {}
-  function p:log(fmt, ...) self.logged[#self.logged + 1] = fmt:format(...) end
+  function p:log(level, fmt, ...)
+    self.logged[#self.logged + 1] = fmt:format(...)
+  end
   local _, port = p:getsockname()
   return p, port
 end
@@ -41,6 +43,34 @@ local function upstream(map, answers)
   up.answers = answers or {}
   return up, {up:getsockname()}
 end
+
+describe("smtpd.sendmail", function()
+  -- It used to allocate its client before checking its arguments: each
+  -- bad call leaked the client.
+  it("raises on bad arguments and leaks nothing", function()
+    local map = H.core.map()
+    local _, addr = upstream(map)
+    local before = H.core.stats().handles
+    local BAD = {
+      {rcpttos = {{}}}, {rcpttos = {"c@d", "two words"}},
+      {rcpttos = {"c@d"}, opts = {helo = "two words"}},
+      {rcpttos = {"c@d"}, opts = {timeout = "soon"}},
+      {rcpttos = {"c@d"}, opts = {lmtp = "yes"}},
+      {rcpttos = {"c@d"}, opts = {mail_options = {"A", false}}},
+      {rcpttos = {"c@d"}, mailfrom = "a b@c"},
+    }
+    for i = 1, 210 do
+      local bad = BAD[i % #BAD + 1]
+      local opts = {map = map}
+      for k, v in pairs(bad.opts or {}) do opts[k] = v end
+      assert.has_error(function()
+        smtpd.sendmail(addr, bad.mailfrom or "a@b", bad.rcpttos, "x", opts)
+      end)
+    end
+    assert.equal(before, H.core.stats().handles)
+    H.cleanup(map)
+  end)
+end)
 
 describe("PureProxy", function()
   it("relays with X-Peer after the headers", function()

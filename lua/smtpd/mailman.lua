@@ -83,11 +83,12 @@ function MailmanProxy:process_message(peer, mailfrom, rcpttos, data)
     self:_deliver_mailman(mailfrom, rcpttos, data)
   local function retry(reason)
     if #lists > 0 then
-      self:log("lists %s already have the message from %s, which the "
-               .. "client will send again: %s", table.concat(lists, ", "),
-               mailfrom, reason)
+      self:log("warning", "lists %s already have the message from %s, "
+               .. "which the client will send again: %s",
+               table.concat(lists, ", "), mailfrom, reason)
     else
-      self:log("message from %s not accepted: %s", mailfrom, reason)
+      self:log("warning", "message from %s not accepted: %s", mailfrom,
+               reason)
     end
     return reason
   end
@@ -100,7 +101,7 @@ function MailmanProxy:process_message(peer, mailfrom, rcpttos, data)
   end
   local reply = PureProxy.reply_for(refused, rcpttos)
   if reply then
-    self:log("message from %s refused: %s", mailfrom, reply)
+    self:log("warning", "message from %s refused: %s", mailfrom, reply)
     return reply
   end
   self:log_refusals(refused)

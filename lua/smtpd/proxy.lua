@@ -65,7 +65,7 @@ function PureProxy:log_refusals(refused)
     parts[#parts + 1] = ("%s: %s %s"):format(r, e[1], clean(e[2]))
   end
   table.sort(parts)
-  self:log("we got some refusals: %s", table.concat(parts, "; "))
+  self:log("warning", "we got some refusals: %s", table.concat(parts, "; "))
 end
 
 -- The reply for a message not every recipient got, from the refused
@@ -109,7 +109,8 @@ function PureProxy:process_message(peer, mailfrom, rcpttos, data)
   local refused, info = self:_deliver(mailfrom, rcpttos, data)
   local reply = PureProxy.reply_for(refused, rcpttos, info)
   if reply then
-    self:log("relay of a message from %s failed: %s", mailfrom, reply)
+    self:log("warning", "relay of a message from %s failed: %s", mailfrom,
+             reply)
     return reply
   end
   self:log_refusals(refused)

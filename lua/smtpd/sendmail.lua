@@ -2,7 +2,7 @@
 -- client (csrc/client.c), waiting as the helpers of smtpd.wait do.
 
 local core = require "smtpd.core"
-local parse_addr = require("smtpd.util").parse_addr
+local util = require "smtpd.util"
 local wait = require "smtpd.wait"
 
 -- smtpd.sendmail(remoteaddr, mailfrom, rcpttos, data, opts) -> refused
@@ -16,9 +16,9 @@ local wait = require "smtpd.wait"
 -- fails the whole transaction), map.
 local function sendmail(remoteaddr, mailfrom, rcpttos, data, opts)
   opts = opts or {}
-  local addr = parse_addr(remoteaddr, "remoteaddr")
-  if type(rcpttos) == "string" then rcpttos = {rcpttos} end
-  if type(rcpttos) ~= "table" or #rcpttos == 0 then
+  local addr = util.parse_addr(remoteaddr, "remoteaddr")
+  rcpttos = util.strings(rcpttos)
+  if not rcpttos or #rcpttos == 0 then
     error("sendmail: rcpttos must be a recipient or a non-empty list", 2)
   end
   if type(data) ~= "string" then

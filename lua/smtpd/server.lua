@@ -54,9 +54,19 @@ function SMTPServer:process_message(peer, mailfrom, rcpttos, data, kwargs)
         .. "override it", 2)
 end
 
--- Writes one line to stderr (a subclass may send it elsewhere).
-function SMTPServer:log(fmt, ...)
-  io.stderr:write("smtpd: ", fmt:format(...), "\n")
+-- server:log(level, fmt, ...): one line of this server's, at level
+-- "debug", "info", "warning" or "error". Everything the server and its
+-- sessions say goes through here: errors raised in hooks (with their
+-- traceback), malformed replies, hooks given up, relay refusals, and the
+-- debug lines of lua-smtpd -d. This one writes to stderr; a subclass may
+-- send the lines elsewhere.
+function SMTPServer:log(level, fmt, ...)
+  local line = fmt:format(...)
+  if level == "info" or level == "debug" then
+    io.stderr:write("smtpd: ", line, "\n")
+  else
+    io.stderr:write("smtpd: ", tostring(level), ": ", line, "\n")
+  end
 end
 
 -- Returns host, port of the listening socket.

@@ -41,4 +41,18 @@ function M.parse_addr(addr, what)
   return {host, port}
 end
 
+-- A plain list of strings from v: a string (one item), a table, or a
+-- list-like value (with __len and __index, such as a channel's rcpttos).
+-- nil when v is none of these.
+function M.strings(v)
+  if type(v) == "string" then return {v} end
+  local mt = getmetatable(v)
+  if type(v) ~= "table" and not (type(mt) == "table" and mt.__len) then
+    return nil
+  end
+  local t = {}
+  for i = 1, #v do t[i] = v[i] end
+  return t
+end
+
 return M
