@@ -73,17 +73,114 @@ static int conn_close(lua_State *L) {
   return 0;
 }
 
+/* Pushes {KEYWORD = value or true, ...}, as smtpd's _getparams. */
+static void conn_push_params(lua_State *L, const smtpd_strlist *l) {
+  size_t i;
+  lua_createtable(L, 0, (int)l->n);
+  for (i = 0; i < l->n; i++) {
+    const char *p = l->v[i].p, *eq = memchr(p, '=', l->v[i].len);
+    if (eq) {
+      lua_pushlstring(L, p, (size_t)(eq - p));
+      lua_pushlstring(L, eq + 1, l->v[i].len - (size_t)(eq - p) - 1);
+    } else {
+      lua_pushlstring(L, p, l->v[i].len);
+      lua_pushboolean(L, 1);
+    }
+    lua_rawset(L, -3);
+  }
+}
+
+/* builtin(conn, verb, arg, check): the built-in command. With check, a
+ * MAIL or RCPT that passes the built-in checks is not stored or answered:
+ * it returns address, params for the script's check, then settle(). */
 static int conn_builtin(lua_State *L) {
   smtpd_channel *ch = conn_check(L, 1);
+  smtpd_session *s = &ch->s;
   size_t n, an = 0;
   const char *verb = luaL_checklstring(L, 2, &n);
   const char *arg = luaL_optlstring(L, 3, NULL, &an);
   int v = smtpd_verb_lookup(verb, n);
   luaL_argcheck(L, v >= 0, 2, "not a built-in command");
-  smtpd_session_builtin(&ch->s, v, arg, an);
-  if (ch->s.quit) ch->close_when_done = 1;
+  s->check = lua_toboolean(L, 4) &&
+             (v == SMTPD_VERB_MAIL || v == SMTPD_VERB_RCPT);
+  smtpd_session_builtin(s, v, arg, an);
+  s->check = 0;
+  if (s->quit) ch->close_when_done = 1;
+  smtpd_channel_after_lua(ch);
+  if (!s->pending) return 0;
+  lua_pushlstring(L, s->pending_path.p, s->pending_path.len);
+  conn_push_params(L, v == SMTPD_VERB_MAIL ? &s->mail_options
+                                          : &s->pending_params);
+  return 2;
+}
+
+/* settle(conn, what, ok, result): the verdict of a script's check on the
+ * pending MAIL or RCPT (what: "check_sender"...), as xpcall gave it: nil or
+ * false accept with 250 OK, a 2xx reply accepts with it, a 4xx or 5xx
+ * refuses with it; an error or anything else is logged and refused with
+ * 451. */
+static int conn_settle(lua_State *L) {
+  smtpd_channel *ch = conn_check(L, 1);
+  const char *what = luaL_checkstring(L, 2);
+  int ok = lua_toboolean(L, 3), t = lua_type(L, 4), code = 0;
+  size_t n = 0;
+  const char *r = t == LUA_TSTRING ? lua_tolstring(L, 4, &n) : NULL;
+  luaL_argcheck(L, ch->s.pending, 1, "no MAIL or RCPT waits for a verdict");
+  if (!ok) {
+    smtpd_channel_log(ch, "error", "error in %s: %s", what,
+                      r ? r : luaL_typename(L, 4));
+  } else if (t == LUA_TNONE || t == LUA_TNIL ||
+             (t == LUA_TBOOLEAN && !lua_toboolean(L, 4))) {
+    smtpd_session_settle(&ch->s, 1, NULL, 0);
+    smtpd_channel_after_lua(ch);
+    return 0;
+  } else if (r && (code = smtpd_final_reply(r, n, "245")) != 0) {
+    smtpd_session_settle(&ch->s, code < 400, r, n);
+    if (code == 421) ch->close_when_done = 1;
+    smtpd_channel_after_lua(ch);
+    return 0;
+  } else {
+    smtpd_channel_log(ch, "error", "%s returned a malformed reply (%s); "
+                      "answering 451", what,
+                      r ? "a string" : luaL_typename(L, 4));
+  }
+  smtpd_session_settle(&ch->s, 0, SMTPD_ERR_REPLY,
+                       sizeof SMTPD_ERR_REPLY - 1);
   smtpd_channel_after_lua(ch);
   return 0;
+}
+
+/* getaddr(conn, keyword, arg) -> address, params | nil, reply: the core's
+ * own parsing of a MAIL FROM:/RCPT TO: argument (keyword "FROM:", "TO:"),
+ * as smtpd's _getaddr and _getparams; reply is the 501 the built-in
+ * command would send. */
+static int conn_getaddr(lua_State *L) {
+  smtpd_channel *ch = conn_check(L, 1);
+  const char *kw = luaL_checkstring(L, 2);
+  size_t n = 0, rn;
+  const char *arg = luaL_optlstring(L, 3, NULL, &n), *rest;
+  smtpd_addr o;
+  smtpd_strlist params = {NULL, 0, 0};
+  char reply[128];
+  luaL_argcheck(L, *kw && kw[strlen(kw) - 1] == ':', 2,
+                "a keyword such as \"FROM:\" or \"TO:\"");
+  if (smtpd_session_path(&ch->s, kw, arg, n, &o, &rest, &rn)) {
+    if (smtpd_params_split(rest, rn, &params)) {
+      smtpd_strlist_clear(&params);
+      return conn_nomem(L);
+    }
+    if (smtpd_params_valid(&params)) {
+      lua_pushlstring(L, o.buf, o.len);
+      conn_push_params(L, &params);
+      smtpd_strlist_clear(&params);
+      return 2;
+    }
+    smtpd_strlist_clear(&params);
+  }
+  smtpd_syntax_reply(&ch->s, kw, reply, sizeof reply);
+  lua_pushnil(L);
+  lua_pushstring(L, reply);
+  return 2;
 }
 
 static int conn_unknown(lua_State *L) {
@@ -402,7 +499,8 @@ void smtpd_open_conn(lua_State *L) {
     {"unknown", conn_unknown}, {"get", conn_get}, {"set", conn_set},
     {"is_open", conn_is_open}, {"getpeername", conn_getpeername},
     {"getsockname", conn_getsockname}, {"wake", smtpd_hook_wake},
-    {"server", conn_server}, {NULL, NULL}
+    {"server", conn_server}, {"settle", conn_settle},
+    {"getaddr", conn_getaddr}, {NULL, NULL}
   };
   static const luaL_Reg listmeta[] = {
     {"__index", list_index}, {"__newindex", list_newindex},

@@ -35,7 +35,9 @@ void smtpd_conn_push(lua_State *L, smtpd_channel *ch) {
 /* ---- the class cache ------------------------------------------------------ */
 
 /* Looks the class up again: which built-in verbs it overrides, whether it
- * adds any. The class is at the top of the stack. */
+ * adds any. The class is at the top of the stack, the server object below
+ * it: a server that checks senders or recipients (check_sender,
+ * check_recipient) has MAIL or RCPT go through Lua as if overridden. */
 static void hook_class_info(lua_State *L, smtpd_cls_cache *c) {
   int cls = lua_gettop(L), v;
   char name[16];
@@ -55,6 +57,11 @@ static void hook_class_info(lua_State *L, smtpd_cls_cache *c) {
     lua_pop(L, 2);
   }
   lua_pop(L, 1);
+  if (lua_getfield(L, cls - 1, "check_sender") != LUA_TNIL)
+    c->mask |= 1u << SMTPD_VERB_MAIL;
+  if (lua_getfield(L, cls - 1, "check_recipient") != LUA_TNIL)
+    c->mask |= 1u << SMTPD_VERB_RCPT;
+  lua_pop(L, 2);
   smtpd_setup_get(L, "scan");
   lua_pushvalue(L, cls);
   smtpd_lua_calls++;
@@ -102,6 +109,7 @@ static int hook_lua_accept(lua_State *L) {
 
 static int hook_lua_recheck(lua_State *L) {
   smtpd_channel *ch = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ch->server_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ch->class_ref);
   hook_class_info(L, &ch->cls);
   return 0;

@@ -194,6 +194,14 @@ typedef struct smtpd_session {
   size_t max_bad;
   size_t bad;              /* 500/501 replies so far */
   int data_blocked;        /* memory cap reached: DATA gets 451 */
+  /* A script checks MAIL and RCPT (server:check_sender/_recipient): with
+   * check set, a MAIL or RCPT that passes the built-in checks stores
+   * nothing and answers nothing; it is pending until settled. */
+  int check;
+  int pending;             /* 0, SMTPD_VERB_MAIL + 1 or SMTPD_VERB_RCPT + 1 */
+  smtpd_str pending_path;
+  smtpd_strlist pending_params;
+  int pending_smtputf8;
 } smtpd_session;
 
 /* The outcome of reading one command line. */
@@ -229,6 +237,19 @@ typedef const char *(*smtpd_message_fn)(smtpd_session *s, void *ctx);
 int smtpd_session_run(smtpd_session *s, const char *buf, size_t len,
                       smtpd_message_fn on_message, void *ctx);
 int smtpd_verb_lookup(const char *name, size_t len);
+/* The path of a MAIL/RCPT argument ("FROM:"/"TO:" kw), checked as the
+ * built-in commands check it: 1 with the address in *o and the unsplit
+ * parameters in *rest, or 0. */
+int smtpd_session_path(const smtpd_session *s, const char *kw,
+                       const char *arg, size_t n, smtpd_addr *o,
+                       const char **rest, size_t *rn);
+/* The syntax error reply for kw's command, as the built-ins send it. */
+void smtpd_syntax_reply(const smtpd_session *s, const char *kw, char *buf,
+                        size_t size);
+/* Settles a pending MAIL/RCPT: accept stores it and answers reply (NULL:
+ * 250 OK); refuse answers reply. -1 when nothing was pending. */
+int smtpd_session_settle(smtpd_session *s, int accept, const char *reply,
+                         size_t n);
 /* Makes the parser follow smtp_state after a command ran. */
 void smtpd_session_sync(smtpd_session *s);
 

@@ -43,6 +43,8 @@ void smtpd_session_configure(smtpd_session *s, const smtpd_session_conf *c) {
 }
 
 void smtpd_session_free(smtpd_session *s) {
+  smtpd_str_free(&s->pending_path);
+  smtpd_strlist_clear(&s->pending_params);
   smtpd_parser_free(&s->parser);
   smtpd_str_free(&s->greeting);
   smtpd_str_free(&s->mailfrom);
@@ -110,6 +112,8 @@ static int session_reply_echo(smtpd_session *s, const char *pre,
   return 0;
 }
 
+static void session_drop_pending(smtpd_session *s);
+
 /* Clears the transaction, as smtpd's _set_post_data_state. */
 void smtpd_session_post_data(smtpd_session *s) {
   s->state = SMTPD_COMMAND;
@@ -119,6 +123,7 @@ void smtpd_session_post_data(smtpd_session *s) {
   s->require_smtputf8 = 0;
   s->num_bytes = 0;
   if (s->parser.data_mode) smtpd_parser_end_data(&s->parser);
+  session_drop_pending(s);
 }
 
 /* As smtpd's _set_rset_state: everything but the greeting. */
@@ -245,9 +250,83 @@ static void cmd_vrfy(smtpd_session *s, const char *arg, size_t n) {
   }
 }
 
-static void syntaxerr(smtpd_session *s, const char *what) {
-  smtpd_replyf(s, "501 Syntax: %s: <address>%s", what,
-               s->extended_smtp ? " [SP <mail-parameters>]" : "");
+void smtpd_syntax_reply(const smtpd_session *s, const char *kw, char *buf,
+                        size_t size) {
+  const char *what = strcmp(kw, "FROM:") == 0 ? "MAIL FROM" :
+                     strcmp(kw, "TO:") == 0 ? "RCPT TO" : NULL;
+  size_t kl = strlen(kw);
+  if (what == NULL && kl && kw[kl - 1] == ':') kl--;
+  snprintf(buf, size, "501 Syntax: %.*s: <address>%s",
+           what ? (int)strlen(what) : (int)kl, what ? what : kw,
+           s->extended_smtp ? " [SP <mail-parameters>]" : "");
+}
+
+static void syntaxerr(smtpd_session *s, const char *kw) {
+  char buf[128];
+  smtpd_syntax_reply(s, kw, buf, sizeof buf);
+  smtpd_reply(s, buf, strlen(buf));
+}
+
+int smtpd_session_path(const smtpd_session *s, const char *kw,
+                       const char *arg, size_t n, smtpd_addr *o,
+                       const char **rest, size_t *rn) {
+  if (!arg) return 0;
+  strip_keyword(kw, &arg, &n);
+  if (!smtpd_addr_parse(arg, n, o, rest, rn)) return 0;
+  /* A null reverse-path is not a recipient (RFC 5321 4.1.1.3). */
+  if (strcmp(kw, "TO:") == 0 && o->len == 2 && memcmp(o->buf, "<>", 2) == 0)
+    return 0;
+  return s->extended_smtp || *rn == 0;
+}
+
+/* A MAIL or RCPT that passed every built-in check, while a script checks
+ * them: kept until smtpd_session_settle, nothing answered. */
+static void session_hold(smtpd_session *s, int verb, const smtpd_addr *o,
+                         smtpd_strlist *params, int smtputf8) {
+  if (smtpd_str_set(&s->pending_path, o->buf, o->len)) {
+    if (params) smtpd_strlist_clear(params);
+    REPLY(s, SMTPD_ERR_REPLY);
+    return;
+  }
+  smtpd_strlist_clear(&s->pending_params);
+  if (params) s->pending_params = *params;
+  s->pending = verb + 1;
+  s->pending_smtputf8 = smtputf8;
+}
+
+static void session_drop_pending(smtpd_session *s) {
+  s->pending = 0;
+  smtpd_str_free(&s->pending_path);
+  smtpd_strlist_clear(&s->pending_params);
+}
+
+int smtpd_session_settle(smtpd_session *s, int accept, const char *reply,
+                         size_t n) {
+  int verb = s->pending - 1;
+  if (!s->pending) return -1;
+  s->pending = 0;
+  if (!accept) {
+    if (verb == SMTPD_VERB_MAIL) smtpd_strlist_clear(&s->mail_options);
+  } else if (verb == SMTPD_VERB_MAIL) {
+    smtpd_str_free(&s->mailfrom);
+    s->mailfrom = s->pending_path;           /* taken over */
+    s->pending_path.p = NULL;
+    s->pending_path.len = 0;
+    s->has_mailfrom = 1;
+    s->require_smtputf8 = s->pending_smtputf8;
+  } else if (smtpd_strlist_push(&s->rcpttos, s->pending_path.p,
+                                s->pending_path.len)) {
+    reply = SMTPD_ERR_REPLY;
+    n = sizeof SMTPD_ERR_REPLY - 1;
+  } else {
+    smtpd_strlist_clear(&s->rcpt_options);
+    s->rcpt_options = s->pending_params;     /* taken over */
+    memset(&s->pending_params, 0, sizeof s->pending_params);
+  }
+  session_drop_pending(s);
+  if (reply) smtpd_reply(s, reply, n);
+  else REPLY(s, "250 OK");
+  return 0;
 }
 
 static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
@@ -259,18 +338,13 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
   smtpd_addr o;
   const char *rest, *val;
   size_t rn, vlen;
+  int smtputf8;
   if (!s->greeting.len) {
     REPLY(s, "503 Error: send HELO first");
     return;
   }
-  if (!arg) {
-    syntaxerr(s, "MAIL FROM");
-    return;
-  }
-  strip_keyword("FROM:", &arg, &n);
-  if (!smtpd_addr_parse(arg, n, &o, &rest, &rn) ||
-      (!s->extended_smtp && rn)) {
-    syntaxerr(s, "MAIL FROM");
+  if (!smtpd_session_path(s, "FROM:", arg, n, &o, &rest, &rn)) {
+    syntaxerr(s, "FROM:");
     return;
   }
   if (s->has_mailfrom) {
@@ -283,7 +357,7 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
     return;
   }
   if (!smtpd_params_valid(&s->mail_options)) {
-    syntaxerr(s, "MAIL FROM");
+    syntaxerr(s, "FROM:");
     return;
   }
   if (!s->decode_data && smtpd_params_find(&s->mail_options, "BODY", &val, &vlen) >= 0) {
@@ -305,12 +379,12 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
     int big = 0;
     /* smtpd crashes on a SIZE with no value; that is a syntax error. */
     if (!val) {
-      syntaxerr(s, "MAIL FROM");
+      syntaxerr(s, "FROM:");
       return;
     }
     for (i = 0; i < vlen; i++) {
       if (val[i] < '0' || val[i] > '9') {
-        syntaxerr(s, "MAIL FROM");
+        syntaxerr(s, "FROM:");
         return;
       }
       if (size > ((size_t)-1 - 9) / 10) big = 1;
@@ -327,9 +401,13 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
     REPLY(s, "555 MAIL FROM parameters not recognized or not implemented");
     return;
   }
-  if (s->enable_smtputf8 &&
-      smtpd_params_find(&s->mail_options, "SMTPUTF8", &val, &vlen) >= 0)
-    s->require_smtputf8 = 1;
+  smtputf8 = s->enable_smtputf8 &&
+             smtpd_params_find(&s->mail_options, "SMTPUTF8", &val, &vlen) >= 0;
+  if (s->check) {
+    session_hold(s, SMTPD_VERB_MAIL, &o, NULL, smtputf8);
+    return;
+  }
+  if (smtputf8) s->require_smtputf8 = 1;
   if (smtpd_str_set(&s->mailfrom, o.buf, o.len)) {
     REPLY(s, SMTPD_ERR_REPLY);
     return;
@@ -351,16 +429,8 @@ static void cmd_rcpt(smtpd_session *s, const char *arg, size_t n) {
     REPLY(s, "503 Error: need MAIL command");
     return;
   }
-  if (!arg) {
-    syntaxerr(s, "RCPT TO");
-    return;
-  }
-  strip_keyword("TO:", &arg, &n);
-  /* A null reverse-path is not a recipient (RFC 5321 4.1.1.3). */
-  if (!smtpd_addr_parse(arg, n, &o, &rest, &rn) ||
-      (o.len == 2 && memcmp(o.buf, "<>", 2) == 0) ||
-      (!s->extended_smtp && rn)) {
-    syntaxerr(s, "RCPT TO");
+  if (!smtpd_session_path(s, "TO:", arg, n, &o, &rest, &rn)) {
+    syntaxerr(s, "TO:");
     return;
   }
   if (smtpd_params_split(rest, rn, &opts)) {
@@ -370,7 +440,7 @@ static void cmd_rcpt(smtpd_session *s, const char *arg, size_t n) {
   }
   if (!smtpd_params_valid(&opts)) {
     smtpd_strlist_clear(&opts);
-    syntaxerr(s, "RCPT TO");
+    syntaxerr(s, "TO:");
     return;
   }
   if (opts.n > 0) {
@@ -383,6 +453,10 @@ static void cmd_rcpt(smtpd_session *s, const char *arg, size_t n) {
   if (s->max_recipients && s->rcpttos.n >= s->max_recipients) {
     smtpd_strlist_clear(&opts);
     REPLY(s, "452 4.5.3 Error: too many recipients");
+    return;
+  }
+  if (s->check) {
+    session_hold(s, SMTPD_VERB_RCPT, &o, &opts, 0);
     return;
   }
   if (smtpd_strlist_push(&s->rcpttos, o.buf, o.len)) {

@@ -30,8 +30,8 @@ end
 -- Upstream whose channel answers RCPT per recipient from a table.
 local Picky = smtpd.SMTPChannel:extend("Picky")
 function Picky:smtp_RCPT(arg)
-  local addr = arg and arg:match("<(.-)>")
-  local answer = self.smtp_server.answers[addr]
+  local addr = self:getaddr("TO:", arg)
+  local answer = addr and self.smtp_server.answers[addr]
   if answer then return self:push(answer) end
   return Picky.super.smtp_RCPT(self, arg)
 end

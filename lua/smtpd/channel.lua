@@ -12,13 +12,31 @@ local Object = require("smtpd.class").Object
 local CFIELDS = core.FIELDS
 local VERBS = core.VERBS
 
+-- The server methods that check a sender or a recipient once the built-in
+-- checks passed (see SMTPServer:check_recipient).
+local CHECKS = {MAIL = "check_sender", RCPT = "check_recipient"}
+
+local function traceback(err)
+  return debug.traceback(tostring(err), 2)
+end
+
 -- The built-in commands, one level below SMTPChannel, so that assigning
 -- SMTPChannel.smtp_X is seen as a change like any other class's.
 local Builtins = Object:extend("SMTPChannel")
 local builtin_funcs = {}
 for _, verb in ipairs(VERBS) do
+  local check = CHECKS[verb]
   local f = function(self, arg)
-    return rawget(self, "conn"):builtin(verb, arg)
+    local conn = rawget(self, "conn")
+    local server = check and rawget(self, "smtp_server")
+    local hook = server and server[check]
+    if not hook then return conn:builtin(verb, arg) end
+    -- Checked in C first (greeting, order, syntax, limits): only then does
+    -- the script see the address, and its verdict is the reply.
+    local address, params = conn:builtin(verb, arg, true)
+    if address == nil then return end
+    conn:settle(check, xpcall(hook, traceback, server, self, address,
+                              params))
   end
   Builtins["smtp_" .. verb] = f
   builtin_funcs[verb] = f
@@ -69,6 +87,15 @@ end
 -- Sends one reply line (CRLF is added).
 function SMTPChannel:push(line)
   return rawget(self, "conn"):push(line)
+end
+
+-- channel:getaddr(keyword, arg) -> address, params | nil, reply: the
+-- core's own parsing of a MAIL/RCPT argument (keyword "FROM:" or "TO:"),
+-- as smtpd's _getaddr and _getparams: the address ("<>" for the null
+-- path) and the parameters as {KEYWORD = value or true}, or nil and the
+-- 501 reply the built-in command would give.
+function SMTPChannel:getaddr(keyword, arg)
+  return rawget(self, "conn"):getaddr(keyword, arg)
 end
 
 -- Closes once the queued replies are written.

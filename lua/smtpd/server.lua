@@ -9,6 +9,15 @@ local util = require "smtpd.util"
 local SMTPServer = Object:extend("SMTPServer")
 SMTPServer.channel_class = SMTPChannel
 
+-- A check method set on a server object (not its class) must be noticed
+-- too: the core looks such methods up once per class change.
+function SMTPServer.__newindex(t, k, v)
+  rawset(t, k, v)
+  if k == "check_sender" or k == "check_recipient" then
+    core.class_changed()
+  end
+end
+
 -- SMTPServer(localaddr, remoteaddr, opts). The C core reads and checks
 -- the options it knows (core.OPTIONS.server: their names and defaults).
 function SMTPServer:initialize(localaddr, remoteaddr, opts)
