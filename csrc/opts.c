@@ -157,9 +157,24 @@ void smtpd_opts_push(lua_State *L, const smtpd_optdef *defs) {
   }
 }
 
+/* check_options(kind, t): raises as the core would on reading t as
+ * kind's options ("server" or "relay"). */
+static int opts_check(lua_State *L) {
+  static const char *const kinds[] = {"server", "relay", NULL};
+  smtpd_server_conf sc;
+  smtpd_relay_conf rc;
+  int kind = luaL_checkoption(L, 1, NULL, kinds);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (kind == 0) smtpd_opts_read(L, 2, smtpd_server_opts, &sc);
+  else smtpd_opts_read(L, 2, smtpd_relay_opts, &rc);
+  return 0;
+}
+
 /* core.OPTIONS = {server = {...}, relay = {...}}: every option name the
  * core reads, with its default (false: none, or decided elsewhere). */
 void smtpd_open_opts(lua_State *L) {
+  lua_pushcfunction(L, opts_check);
+  lua_setfield(L, -2, "check_options");
   lua_createtable(L, 0, 2);
   smtpd_opts_push(L, smtpd_server_opts);
   lua_setfield(L, -2, "server");

@@ -49,6 +49,7 @@ build = {
     ["smtpd.wait"] = "lua/smtpd/wait.lua",
     ["smtpd.sendmail"] = "lua/smtpd/sendmail.lua",
     ["smtpd.util"] = "lua/smtpd/util.lua",
+    ["smtpd.options"] = "lua/smtpd/options.lua",
     ["smtpd.proxy"] = "lua/smtpd/proxy.lua",
     ["smtpd.mailman"] = "lua/smtpd/mailman.lua",
   },

@@ -64,6 +64,71 @@ describe("classes", function()
     H.cleanup(map)
   end)
 
+  -- A misspelt option used to be ignored: the server started without the
+  -- limit (or the TLS) asked for.
+  it("refuses option names it does not know, and says which", function()
+    local map = H.core.map()
+    -- Called from this file (not straight from pcall), so the error
+    -- says where: at the user's line, not inside the library.
+    local function err_of(f, ...)
+      local args = table.pack(...)
+      local ok, e = pcall(function()
+        local r = f(table.unpack(args, 1, args.n))
+        return r
+      end)
+      assert.is_false(ok, "no error")
+      return e
+    end
+    local e = err_of(H.Recorder, "127.0.0.1:0", nil,
+                     {map = map, max_recipient = 5})
+    assert.matches('^spec/classes_spec.lua:%d+: unknown option '
+                   .. '"max_recipient" %(did you mean "max_recipients"%?%)$', e)
+    e = err_of(H.Recorder, "127.0.0.1:0", nil,
+               {map = map, tls = {cert = "c.pem", key = "k.pem"}})
+    assert.matches('unknown option "tls"$', e)
+    e = err_of(H.Recorder, "127.0.0.1:0", nil, {map = map, [1] = true})
+    assert.matches("unknown option 1", e, 1, true)
+    -- Values are checked too, naming the option.
+    e = err_of(H.Recorder, "127.0.0.1:0", nil, {map = map, timeout = "5"})
+    assert.matches("^spec/classes_spec.lua:%d+: timeout must be a number of "
+                   .. "seconds", e)
+    e = err_of(H.Recorder, "127.0.0.1:0", nil, {map = map, decode_data = 1})
+    assert.matches("decode_data must be true or false", e, 1, true)
+    -- A subclass (or its channel class) declares the options it adds.
+    local S = H.Recorder:extend()
+    S.OPTIONS = {greeting_delay = true}
+    local C = smtpd.SMTPChannel:extend()
+    C.OPTIONS = {banner = true}
+    S.channel_class = C
+    assert.has_no.errors(function()
+      S("127.0.0.1:0", nil, {map = map, greeting_delay = 1, banner = "x"})
+    end)
+    assert.matches('unknown option "banner"', err_of(H.Recorder,
+      "127.0.0.1:0", nil, {map = map, banner = "x"}), 1, true)
+    -- The relay's, Mailman's and sendmail's tables too.
+    local up = "127.0.0.1:25"
+    e = err_of(smtpd.PureProxy, "127.0.0.1:0", up,
+               {map = map, relay = {timout = 5}})
+    assert.matches('^spec/classes_spec.lua:%d+: unknown relay option '
+                   .. '"timout" %(did you mean "timeout"%?%)$', e)
+    e = err_of(smtpd.PureProxy, "127.0.0.1:0", up,
+               {map = map, relay = {timeout = "soon"}})
+    assert.matches("^spec/classes_spec.lua:%d+: timeout must be a number of "
+                   .. "seconds", e)
+    e = err_of(smtpd.MailmanProxy, "127.0.0.1:0", up,
+               {map = map, mailman = {lmpt = "127.0.0.1:8024"}})
+    assert.matches('unknown mailman option "lmpt" (did you mean "lmtp"?)', e,
+                   1, true)
+    e = err_of(smtpd.sendmail, up, "a@b", {"c@d"}, "x",
+               {map = map, connect_timout = 1})
+    assert.matches('^spec/classes_spec.lua:%d+: unknown sendmail option '
+                   .. '"connect_timout" %(did you mean "connect_timeout"%?%)$',
+                   e)
+    -- Nothing was left listening by the failed constructors: only S.
+    assert.equal(1, map:count())
+    H.cleanup(map)
+  end)
+
   it("listens on IPv6 loopback", function()
     local map = H.core.map()
     local ok, srv = pcall(H.Recorder, "[::1]:0", nil, {map = map})

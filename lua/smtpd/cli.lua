@@ -1,6 +1,7 @@
 -- lua-smtpd: the command line, with python -m smtpd's options.
 
 local smtpd = require "smtpd"
+local options = require "smtpd.options"
 local util = require "smtpd.util"
 
 local M = {}
@@ -206,6 +207,11 @@ function M.main(argv, prog)
   if not cls then
     io.stderr:write(prog, ": cannot load class ", opts.classname, ": ",
                     tostring(err), "\n")
+    os.exit(1)
+  end
+  if opts.mailman_lmtp and not options.known(cls).mailman then
+    io.stderr:write(prog, ": --mailman-lmtp is for -c MailmanProxy (and its "
+                    .. "subclasses), not ", opts.classname, "\n")
     os.exit(1)
   end
   local size = opts.size_limit

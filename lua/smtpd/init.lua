@@ -17,7 +17,7 @@ local smtpd = {
   PureProxy = require "smtpd.proxy",
   MailmanProxy = require "smtpd.mailman",
   sleep = require("smtpd.wait").sleep,
-  sendmail = require "smtpd.sendmail",
+  sendmail = require("smtpd.sendmail").sendmail,
 }
 
 -- A new, independent socket map (tests use one each).

@@ -8,23 +8,34 @@
 
 local PureProxy = require "smtpd.proxy"
 local parse_addr = require("smtpd.util").parse_addr
-local sendmail = require "smtpd.sendmail"
+local options = require "smtpd.options"
+local raise = require("smtpd.util").raise
+local relay = require "smtpd.sendmail"
+local sendmail = relay.sendmail
 
 local MailmanProxy = PureProxy:extend("MailmanProxy")
+MailmanProxy.OPTIONS = {mailman = true}
 
 MailmanProxy.DEFAULT_LMTP = "127.0.0.1:8024"   -- Mailman 3's default
+local MAILMAN_OPTIONS = options.set{"lmtp", "timeout", "connect_timeout",
+                                    "helo"}
 
 -- MailmanProxy(localaddr, remoteaddr, opts); opts.mailman = {lmtp =
 -- "host:port", timeout =, connect_timeout =}.
 function MailmanProxy:initialize(localaddr, remoteaddr, opts)
-  MailmanProxy.super.initialize(self, localaddr, remoteaddr, opts)
   local mm = type(opts) == "table" and opts.mailman or {}
   if type(mm) ~= "table" then
-    error("opts.mailman must be a table like {lmtp = \"127.0.0.1:8024\"}", 3)
+    raise("opts.mailman must be a table like {lmtp = \"127.0.0.1:8024\"}")
   end
+  options.check(mm, MAILMAN_OPTIONS, "mailman option")
+  local lmtp = parse_addr(mm.lmtp or MailmanProxy.DEFAULT_LMTP,
+                          "mailman.lmtp")
+  relay.check_options({timeout = mm.timeout, helo = mm.helo,
+                       connect_timeout = mm.connect_timeout},
+                      "mailman option")
+  MailmanProxy.super.initialize(self, localaddr, remoteaddr, opts)
   self.mailman = {
-    lmtp = parse_addr(mm.lmtp or MailmanProxy.DEFAULT_LMTP, "mailman.lmtp"),
-    timeout = mm.timeout, connect_timeout = mm.connect_timeout,
+    lmtp = lmtp, timeout = mm.timeout, connect_timeout = mm.connect_timeout,
     helo = mm.helo,
   }
 end

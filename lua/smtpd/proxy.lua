@@ -2,21 +2,29 @@
 -- server, and answers 250 only when the upstream took the message.
 
 local SMTPServer = require "smtpd.server"
-local sendmail = require "smtpd.sendmail"
+local raise = require("smtpd.util").raise
+local relay = require "smtpd.sendmail"
+local sendmail = relay.sendmail
 
 local PureProxy = SMTPServer:extend("PureProxy")
+PureProxy.OPTIONS = {relay = true}
 
+-- Everything is checked before the server listens: a failed constructor
+-- leaves nothing open.
 function PureProxy:initialize(localaddr, remoteaddr, opts)
-  if type(opts) == "table" and opts.enable_SMTPUTF8 then
-    error("PureProxy does not support SMTPUTF8.", 3)
+  local t = type(opts) == "table" and opts or {}
+  if t.enable_SMTPUTF8 then
+    raise("PureProxy does not support SMTPUTF8.")
   end
-  PureProxy.super.initialize(self, localaddr, remoteaddr, opts)
-  if not self._remoteaddr then
-    error("PureProxy needs a remoteaddr to relay to", 3)
+  if remoteaddr == nil then
+    raise("PureProxy needs a remoteaddr to relay to")
   end
-  opts = type(opts) == "table" and opts or {}
   -- Options for the upstream connection (see smtpd.sendmail).
-  self.relay = opts.relay or {}
+  local r = t.relay or {}
+  if type(r) ~= "table" then raise("opts.relay must be a table") end
+  relay.check_options(r, "relay option")
+  PureProxy.super.initialize(self, localaddr, remoteaddr, opts)
+  self.relay = r
 end
 
 -- Inserts "X-Peer: host" where smtpd's PureProxy does: before the first

@@ -4,10 +4,17 @@
 local core = require "smtpd.core"
 local Object = require("smtpd.class").Object
 local SMTPChannel = require "smtpd.channel"
+local options = require "smtpd.options"
 local util = require "smtpd.util"
 
 local SMTPServer = Object:extend("SMTPServer")
 SMTPServer.channel_class = SMTPChannel
+
+-- The options it takes: the core's (core.OPTIONS.server) and map. A
+-- subclass that takes more lists them in its own OPTIONS (so does a
+-- channel class): SMTPServer(...) refuses any other key.
+SMTPServer.OPTIONS = options.set(core.OPTIONS.server)
+SMTPServer.OPTIONS.map = true
 
 -- A check method set on a server object (not its class) must be noticed
 -- too: the core looks such methods up once per class change.
@@ -26,11 +33,14 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
   end
   opts = opts or {}
   if type(opts) ~= "table" then
-    error("opts must be a table, got " .. type(opts), 3)
+    util.raise("opts must be a table, got " .. type(opts))
   end
+  local cls = getmetatable(self)
+  options.check(opts, options.known(cls, options.known(self.channel_class)),
+                "option")
   if opts.enable_SMTPUTF8 and opts.decode_data then
-    error("decode_data and enable_SMTPUTF8 cannot be set to true at the "
-          .. "same time", 3)
+    util.raise("decode_data and enable_SMTPUTF8 cannot be set to true at the "
+          .. "same time")
   end
   local map = opts.map or util.socket_map
   local laddr = util.parse_addr(localaddr, "localaddr")
@@ -41,13 +51,14 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
   self._map = map
   local ip, err = core.resolve(laddr[1])
   if not ip then
-    error(("cannot resolve %s: %s"):format(laddr[1], err), 3)
+    util.raise(("cannot resolve %s: %s"):format(laddr[1], err))
   end
   local ok, handle
   ok, handle, err = pcall(core.listen, map, self, ip, laddr[2], opts)
-  if not ok then error(handle, 3) end        -- a bad option
+  if not ok then util.raise(handle) end        -- a bad option
   if not handle then
-    error(("cannot listen on %s:%d: %s"):format(laddr[1], laddr[2], err), 3)
+    util.raise(("cannot listen on %s:%d: %s"):format(laddr[1], laddr[2],
+                                                     err))
   end
   self._handle = handle
   -- smtpd's attributes.

@@ -7,6 +7,22 @@ local M = {}
 -- The default map: servers made without opts.map run in it.
 M.socket_map = core.map()
 
+-- Raises msg at the first caller outside this library (a user's call
+-- through any depth of constructors and super calls), or at the first C
+-- frame (pcall) on the way.
+function M.raise(msg)
+  local level = 2
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info or info.what == "C" or info.what == "main"
+        or not info.source:find("[/\\]smtpd[/\\][%w_]+%.lua$") then
+      break
+    end
+    level = level + 1
+  end
+  error(msg, level)
+end
+
 -- "host:port" or "[v6]:port" -> host, port (nil unless it is 0..65535);
 -- nil when there is no ":" at all.
 function M.split_addr(s)
@@ -19,7 +35,7 @@ function M.split_addr(s)
 end
 
 -- {host, port}, "host:port", "[v6]:port" -> {host, port}. Raises an error
--- naming `what` at the caller's caller (level 3) when addr is bad.
+-- naming `what` (at the user's call) when addr is bad.
 function M.parse_addr(addr, what)
   what = what or "address"
   local host, port
@@ -28,15 +44,15 @@ function M.parse_addr(addr, what)
   elseif type(addr) == "string" then
     host, port = M.split_addr(addr)
     if not host then
-      error(("bad %s %q: expected \"host:port\""):format(what, addr), 3)
+      M.raise(("bad %s %q: expected \"host:port\""):format(what, addr))
     end
   else
-    error(("bad %s: expected {host, port} or \"host:port\", got %s")
-          :format(what, type(addr)), 3)
+    M.raise(("bad %s: expected {host, port} or \"host:port\", got %s")
+            :format(what, type(addr)))
   end
   port = math.tointeger(tonumber(port))
   if type(host) ~= "string" or not port or port < 0 or port > 65535 then
-    error(("bad %s: host must be a string and port 0..65535"):format(what), 3)
+    M.raise(("bad %s: host must be a string and port 0..65535"):format(what))
   end
   return {host, port}
 end
