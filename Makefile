@@ -46,8 +46,11 @@ $(SO): $(SRC) $(HDR)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -fvisibility=hidden $(PKG_CFLAGS) \
 	  -o $@ $(SRC) $(PKG_LIBS)
 
+# make run PORT=2525, or SMTPD_ADDR=0.0.0.0:2525 (host:port).
+PORT       ?= 8025
+SMTPD_ADDR ?= localhost:$(PORT)
 run: all
-	$(LUAENV) $(LUA) bin/lua-smtpd -n -c DebuggingServer localhost:8025
+	$(LUAENV) $(LUA) bin/lua-smtpd -n -c DebuggingServer $(SMTPD_ADDR)
 
 test: all
 	$(LUAENV) $(WATCHDOG) $(LUA) spec/run.lua $(SPEC)

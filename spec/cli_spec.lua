@@ -61,6 +61,7 @@ describe("lua-smtpd", function()
     local port = free_port()
     local pid, out = H.spawn(("exec lua5.4 %s -c DebuggingServer "
                               .. "127.0.0.1:%d </dev/null"):format(BIN, port))
+    finally(function() H.kill(pid) end)
     local map = H.core.map()
     local uid
     H.run_until(map, function()
@@ -68,7 +69,7 @@ describe("lua-smtpd", function()
       if not status then return true end      -- exited
       uid = tonumber(status:match("\nUid:%s+(%d+)"))
       return uid ~= 0 and uid ~= nil and H.alive(pid)
-        and (H.readfile(out) or "") == ""
+        and (H.readfile(out) or ""):find("listening on", 1, true)
     end, 5, "setuid or exit")
     local alive = H.alive(pid)
     H.kill(pid)
@@ -79,6 +80,52 @@ describe("lua-smtpd", function()
       assert.matches('Cannot setuid "nobody"; try running with %-n option',
                      H.readfile(out))
     end
+  end)
+
+  -- make run is a newcomer's first command: it says where it listens,
+  -- PORT= (or SMTPD_ADDR=) moves it, and it shows each envelope.
+  it("make run: a DebuggingServer that says where it listens; PORT= moves "
+     .. "it", function()
+    local port = free_port()
+    local pid, out = H.spawn(("exec make -s run PORT=%d </dev/null")
+                             :format(port))
+    finally(function()
+      os.execute(("pkill -f 'lua-smtpd -n -c DebuggingServer localhost:%d'")
+                 :format(port))
+      H.kill(pid)
+    end)
+    assert.is_true(H.wait_listening(port, 60), H.readfile(out))
+    local map = H.core.map()
+    local replies = H.converse(map, "127.0.0.1", port,
+      "HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<bcc@e>\r\n"
+      .. "DATA\r\nSubject: s\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    assert.same({R.helo, R.ok, R.ok, R.ok, R.data, R.ok, R.bye}, replies)
+    H.run_until(map, function()
+      return (H.readfile(out) or ""):find("END MESSAGE", 1, true)
+    end, 5, "the printed message")
+    local text = H.readfile(out)
+    assert.matches(("DebuggingServer listening on 127%%.0%%.0%%.1:%d "
+                    .. "%%(localhost%%); Ctrl%%-C stops it"):format(port), text)
+    assert.matches("MAIL FROM: <a@b>\nRCPT TO: <c@d>, <bcc@e>\n%-+ MESSAGE "
+                   .. "FOLLOWS", text)
+    -- SMTPD_ADDR= names the whole address (the dry run shows the command).
+    local p = io.popen("make -n run SMTPD_ADDR=127.0.0.1:2626 2>&1")
+    local dry = p:read("a")
+    p:close()
+    assert.matches("bin/lua-smtpd -n -c DebuggingServer 127.0.0.1:2626", dry,
+                   1, true)
+    H.cleanup(map)
+  end)
+
+  it("runs from a checkout without installing, from any directory",
+     function()
+    local out = os.tmpname()
+    local ok = os.execute(("cd / && env -u LUA_PATH -u LUA_CPATH %s/%s -V "
+                           .. ">%s 2>&1"):format(os.getenv("PWD"), BIN, out))
+    local text = H.readfile(out)
+    os.remove(out)
+    assert.is_true(ok == true, text)
+    assert.equal("Lua SMTP proxy version 0.1\n", text)
   end)
 
   it("runs a DebuggingServer that prints each message", function()

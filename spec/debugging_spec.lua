@@ -14,13 +14,26 @@ local function capture(srv)
 end
 
 describe("DebuggingServer", function()
-  it("prints the message with X-Peer after the headers", function()
+  -- The envelope first: Bcc recipients are in no header.
+  it("prints the envelope, then the message with X-Peer after the headers",
+     function()
     local srv, map, host, port = H.server(smtpd.DebuggingServer)
     local done = capture(srv)
-    H.converse(map, host, port, "EHLO x\r\nMAIL FROM:<a@b> BODY=8BITMIME\r\n"
-               .. "RCPT TO:<c@d>\r\nDATA\r\nSubject: hi\r\nFrom: a@b\r\n\r\n"
-               .. "line 1\r\n\r\nline 3\r\n.\r\nQUIT\r\n")
+    local c = H.connect(map, host, port)
+    c:lines(1)
+    c:send("EHLO x\r\nMAIL FROM:<a@b> BODY=8BITMIME\r\n"
+           .. "RCPT TO:<c@d>\r\nRCPT TO:<bcc@e>\r\nDATA\r\nSubject: hi\r\n"
+           .. "From: a@b\r\n\r\nline 1\r\n\r\nline 3\r\n.\r\nQUIT\r\n")
+    c:wait_closed()
+    c:close()
+    local text = done()
+    local peer_port = text:match("Peer: 127%.0%.0%.1:(%d+)\n")
+    assert.is_truthy(peer_port, text)
     assert.equal(table.concat({
+      "---------- ENVELOPE ----------",
+      "Peer: 127.0.0.1:" .. peer_port,
+      "MAIL FROM: <a@b>",
+      "RCPT TO: <c@d>, <bcc@e>",
       "---------- MESSAGE FOLLOWS ----------",
       "mail options: ['BODY=8BITMIME']",
       "Subject: hi",
@@ -31,13 +44,31 @@ describe("DebuggingServer", function()
       "",
       "line 3",
       "------------ END MESSAGE ------------",
-      ""}, "\n"), done())
+      ""}, "\n"), text)
+    H.cleanup(map)
+  end)
+
+  it("prints smtpd's block alone with show_envelope = false, and <> as "
+     .. "such", function()
+    local srv, map, host, port = H.server(smtpd.DebuggingServer)
+    local done = capture(srv)
+    H.converse(map, host, port, "HELO x\r\nMAIL FROM:<>\r\nRCPT TO:<c@d>\r\n"
+               .. "DATA\r\nSubject: s\r\n\r\nb\r\n.\r\nQUIT\r\n")
+    assert.matches("\nMAIL FROM: <>\n", done(), 1, true)
+    srv.show_envelope = false
+    done = capture(srv)
+    H.converse(map, host, port, "HELO x\r\nMAIL FROM:<>\r\nRCPT TO:<c@d>\r\n"
+               .. "DATA\r\nSubject: s\r\n\r\nb\r\n.\r\nQUIT\r\n")
+    assert.equal("---------- MESSAGE FOLLOWS ----------\nSubject: s\nX-Peer: "
+                 .. "127.0.0.1\n\nb\n------------ END MESSAGE ------------\n",
+                 done())
     H.cleanup(map)
   end)
 
   it("prints no X-Peer for a message without a body", function()
     local srv, map, host, port = H.server(smtpd.DebuggingServer,
                                           {decode_data = true})
+    srv.show_envelope = false
     local done = capture(srv)
     H.converse(map, host, port, "HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
                .. "DATA\r\nSubject: only\r\n.\r\nQUIT\r\n")

@@ -200,6 +200,29 @@ end
 
 M.GRACE = 30   -- seconds messages in DATA get after SIGTERM
 
+local function hostport(host, port)
+  if host:find(":", 1, true) then host = "[" .. host .. "]" end
+  return host .. ":" .. tostring(port)
+end
+
+-- "DebuggingServer listening on 127.0.0.1:8025 (localhost); Ctrl-C ..."
+function M.describe(server, opts)
+  local host, port = server:getsockname()
+  local name = getmetatable(server).__name or "server"
+  local text = ("%s listening on %s"):format(name, hostport(host, port))
+  if opts.localhost ~= host then
+    text = text .. " (" .. opts.localhost .. ")"
+  end
+  if server:is_a(smtpd.PureProxy) then
+    text = text .. ", relaying to "
+           .. hostport(opts.remotehost, opts.remoteport)
+  end
+  if opts.workers > 1 then
+    text = text .. (", %d workers"):format(opts.workers)
+  end
+  return text .. "; Ctrl-C stops it"
+end
+
 function M.main(argv, prog)
   prog = prog or "lua-smtpd"
   local opts = M.parse(argv, prog)
@@ -216,10 +239,12 @@ function M.main(argv, prog)
   end
   local size = opts.size_limit
   if size == nil then size = smtpd.DATA_SIZE_DEFAULT end
+  local worker_index
   if opts.workers > 1 then
     -- The parent stays in core.workers until every worker has ended.
     local worker, status = smtpd.core.workers(opts.workers)
     if not worker then return status end
+    worker_index = worker
   end
   local ok, server = pcall(cls, {opts.localhost, opts.localport},
                            {opts.remotehost, opts.remoteport},
@@ -249,6 +274,10 @@ function M.main(argv, prog)
     end
   end
   io.stdout:setvbuf("line")
+  -- Say where it listens (once, even with several workers).
+  if worker_index == nil or worker_index == 1 then
+    io.stderr:write(prog, ": ", M.describe(server, opts), "\n")
+  end
   -- SIGTERM or SIGINT (Ctrl-C): stop accepting, let messages in DATA
   -- finish (30 s), then go. A second one exits at once.
   local stopping = false

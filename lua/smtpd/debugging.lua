@@ -1,8 +1,13 @@
--- DebuggingServer: prints every message to stdout, as smtpd's does.
+-- DebuggingServer: prints every message to stdout, as smtpd's does, after
+-- its envelope (Bcc recipients are in no header: only the envelope shows
+-- them).
 
 local SMTPServer = require "smtpd.server"
 
 local DebuggingServer = SMTPServer:extend("DebuggingServer")
+
+-- false: smtpd's output exactly, without the envelope block.
+DebuggingServer.show_envelope = true
 
 local function pylist(t)
   local out = {}
@@ -39,9 +44,27 @@ function DebuggingServer:_print_message_content(peer, data)
   end
 end
 
+local function path(a)
+  if a == "<>" then return a end
+  return "<" .. tostring(a) .. ">"
+end
+
+function DebuggingServer:_print_envelope(peer, mailfrom, rcpttos)
+  local out = self.stdout or io.stdout
+  local host = peer[1]:find(":", 1, true) and "[" .. peer[1] .. "]"
+               or peer[1]
+  local to = {}
+  for i = 1, #rcpttos do to[i] = path(rcpttos[i]) end
+  out:write("---------- ENVELOPE ----------\n",
+            "Peer: ", host, ":", tostring(peer[2]), "\n",
+            "MAIL FROM: ", path(mailfrom), "\n",
+            "RCPT TO: ", table.concat(to, ", "), "\n")
+end
+
 function DebuggingServer:process_message(peer, mailfrom, rcpttos, data,
                                          kwargs)
   local out = self.stdout or io.stdout
+  if self.show_envelope then self:_print_envelope(peer, mailfrom, rcpttos) end
   out:write("---------- MESSAGE FOLLOWS ----------\n")
   if kwargs then
     if kwargs.mail_options and #kwargs.mail_options > 0 then
