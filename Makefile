@@ -1,5 +1,6 @@
 # lua-smtpd. `make run` and `make test` are all a newcomer needs: both
-# install the Debian packages they miss (as root) or print the command.
+# install the Debian packages they miss (make deps: as root, or it prints
+# the command). Plain `make` only builds.
 
 LUA      ?= lua5.4
 PKGS      = lua5.4 liblua5.4-dev libuv1-dev lua-busted pkg-config gcc make
@@ -7,10 +8,22 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN      = -std=c99 -D_GNU_SOURCE -Wall -Wextra -Wshadow \
             -Wmissing-prototypes -Wstrict-prototypes
+# luarocks (build type "make") passes LUA_INCDIR and LIBUV_*DIR; a checkout
+# asks pkg-config.
+ifdef LUA_INCDIR
+PKG_CFLAGS = -I$(LUA_INCDIR) -I$(LIBUV_INCDIR)
+PKG_LIBS   = -L$(LIBUV_LIBDIR) -luv
+else
 PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libuv 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
+endif
 SRC       = $(wildcard csrc/*.c)
 HDR       = $(wildcard csrc/*.h)
+# The version is defined once, in csrc/glue.h.
+VERSION  := $(shell sed -n 's/^\#define SMTPD_VERSION_NUM "\(.*\)"/\1/p' \
+              csrc/glue.h)
+ROCK      = lua-smtpd-$(VERSION)-1
+ROCK_OUT ?= .
 BUILD    ?= build
 SO        = $(BUILD)/smtpd/core.so
 luaenv    = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
@@ -21,9 +34,10 @@ ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 # A hung spec must fail the run, not hold CI: the suite takes ~30 s.
 WATCHDOG ?= timeout -k 10 900
 
-.PHONY: all deps run test asan valgrind fuzz fuzz-deps fuzz-short soak bench clean
+.PHONY: all lib install deps run test asan valgrind fuzz fuzz-deps \
+        fuzz-short soak bench rock golden clean
 
-all: deps $(SO)
+all: $(SO)
 
 # Installs what is missing (root) or says exactly what to run.
 deps:
@@ -49,10 +63,10 @@ $(SO): $(SRC) $(HDR)
 # make run PORT=2525, or SMTPD_ADDR=0.0.0.0:2525 (host:port).
 PORT       ?= 8025
 SMTPD_ADDR ?= localhost:$(PORT)
-run: all
+run: deps $(SO)
 	$(LUAENV) $(LUA) bin/lua-smtpd -n -c DebuggingServer $(SMTPD_ADDR)
 
-test: all
+test: deps $(SO)
 	$(LUAENV) $(WATCHDOG) $(LUA) spec/run.lua $(SPEC)
 
 # The whole suite under AddressSanitizer + UBSan.
@@ -64,7 +78,7 @@ asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(WATCHDOG) $(LUA) spec/run.lua $(SPEC)
 
-valgrind: all
+valgrind: deps $(SO)
 	$(LUAENV) $(WATCHDOG) valgrind --leak-check=full --error-exitcode=3 --errors-for-leak-kinds=definite \
 	  $(LUA) spec/run.lua $(SPEC)
 
@@ -99,16 +113,59 @@ fuzz: fuzz-deps $(addprefix fuzz/build/,$(FUZZ_TARGETS))
 	done
 
 # Not a test: 1000 idle connections beside 50 x 100 messages (bench/soak).
-soak: all
+soak: deps $(SO)
 	bench/soak
 
 # Not a test: lua-smtpd against smtp-sink, smtp-server, CPython smtpd and
 # aiosmtpd under smtp-source, then 10,000 idle connections (bench/README.md).
-bench: all
+bench: deps $(SO)
 	$(WATCHDOG) bench/run
 
 fuzz-short:
 	$(MAKE) fuzz FUZZ_SECONDS=30
 
+# CPython smtpd's answers to spec/conversations.lua, kept in
+# spec/golden/cpython.lua for the differential spec; needs a Python with
+# smtpd (3.11 or earlier). Shows what changed.
+golden: deps $(SO)
+	$(LUAENV) $(LUA) spec/make_golden.lua
+	@git --no-pager diff --stat -- spec/golden 2>/dev/null || true
+
+# What luarocks runs (rockspec/: build type "make"): build and install,
+# with no Debian packages installed and no files outside build/.
+lib: $(SO)
+
+install: $(SO)
+	install -d $(INST_LIBDIR)/smtpd $(INST_LUADIR)/smtpd
+	install -m 755 $(SO) $(INST_LIBDIR)/smtpd/core.so
+	install -m 644 lua/smtpd/*.lua $(INST_LUADIR)/smtpd/
+
+# The source rock of this version, from this checkout (its files as they
+# are now), for `luarocks install lua-smtpd-X.Y.Z-1.src.rock`: the
+# rockspec and the tree under lua-smtpd/, as `luarocks pack` lays them out
+# for a git source.
+rock:
+	@command -v zip >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq zip) >/dev/null || exit 1; \
+	  else echo "missing zip; run:"; echo "  sudo apt-get install -y zip"; \
+	    exit 1; fi; }
+	@test -f rockspec/$(ROCK).rockspec || \
+	  { echo "no rockspec/$(ROCK).rockspec for version $(VERSION)"; exit 1; }
+	@tmp=$$(mktemp -d) && mkdir $$tmp/lua-smtpd && \
+	  if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git ls-files -z --cached --others --exclude-standard | \
+	      xargs -0 sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done' sh | \
+	      tar --null -T - -cf - | tar -C $$tmp/lua-smtpd -xf -; \
+	  else \
+	    cp -r Makefile README.md LICENSE CHANGELOG.md .busted bin csrc lua \
+	      rockspec spec $$tmp/lua-smtpd/; \
+	  fi && \
+	  cp rockspec/$(ROCK).rockspec $$tmp/ && \
+	  out=$$(cd $(ROCK_OUT) && pwd)/$(ROCK).src.rock && rm -f $$out && \
+	  (cd $$tmp && zip -qr $$out $(ROCK).rockspec lua-smtpd) && \
+	  rm -rf $$tmp && echo "$$out"
+
 clean:
-	rm -rf build build-asan fuzz/build bench/.work
+	rm -rf build build-asan fuzz/build bench/.work *.src.rock

@@ -114,6 +114,8 @@ SMTPD_API int luaopen_smtpd_core(lua_State *L) {
   smtpd_open_opts(L);
   lua_pushliteral(L, SMTPD_VERSION);
   lua_setfield(L, -2, "version");
+  lua_pushliteral(L, SMTPD_VERSION_NUM);
+  lua_setfield(L, -2, "VERSION");
   lua_pushinteger(L, SMTPD_DATA_SIZE_DEFAULT);
   lua_setfield(L, -2, "DATA_SIZE_DEFAULT");
   return 1;

@@ -25,7 +25,11 @@
 
 #include "proto.h"
 
-#define SMTPD_VERSION "Lua SMTP proxy version 0.1"
+/* The version, in this one place: the Makefile, the rockspecs' spec and
+ * smtpd._VERSION read it from here. */
+#define SMTPD_VERSION_NUM "0.2.0"
+/* The banner of the greeting and smtpd.__version__, as smtpd's. */
+#define SMTPD_VERSION "Lua SMTP proxy version " SMTPD_VERSION_NUM
 
 #define SMTPD_MAP_MT "smtpd.map"
 #define SMTPD_SERVER_MT "smtpd.server"

@@ -24,6 +24,29 @@ if os.getenv("LD_PRELOAD") and not rawget(_G, "SMTPD_SHELL_WRAPPED") then
   io.popen = function(cmd, mode) return popen(clean(cmd), mode) end
 end
 
+-- Under a runner that set the module paths inside Lua only (luarocks test:
+-- busted's lpath/cpath from .busted), the programs the specs start
+-- (lua5.4 -i, scripts) get them through the environment too.
+if not os.getenv("LUA_PATH") and not rawget(_G, "SMTPD_PATHS_EXPORTED") then
+  rawset(_G, "SMTPD_PATHS_EXPORTED", true)
+  local cwd = os.getenv("PWD") or "."
+  local function absolute(paths)
+    local out = {}
+    for entry in paths:gmatch("[^;]+") do
+      if entry:sub(1, 1) ~= "/" then entry = cwd .. "/" .. entry end
+      out[#out + 1] = entry
+    end
+    return table.concat(out, ";") .. ";;"
+  end
+  local prefix = ("export LUA_PATH='%s' LUA_CPATH='%s'; "):format(
+    absolute(package.path), absolute(package.cpath))
+  local execute, popen = os.execute, io.popen
+  os.execute = function(cmd)
+    return execute(cmd and prefix .. cmd)
+  end
+  io.popen = function(cmd, mode) return popen(prefix .. cmd, mode) end
+end
+
 -- Runs the map until pred() is true; raises after timeout seconds.
 function H.run_until(map, pred, timeout, what)
   local t0 = H.now()

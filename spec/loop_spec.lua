@@ -131,7 +131,7 @@ describe("loop", function()
 
   it("has the module's constants", function()
     assert.equal(33554432, smtpd.DATA_SIZE_DEFAULT)
-    assert.equal("Lua SMTP proxy version 0.1", smtpd.__version__)
+    assert.equal(H.core.version, smtpd.__version__)
     assert.matches("^smtpd.map", tostring(smtpd.socket_map))
     assert.equal(0, smtpd.SMTPChannel.COMMAND)
     assert.equal(1, smtpd.SMTPChannel.DATA)

@@ -7,7 +7,8 @@ local core = require "smtpd.core"
 -- use_poll, process_message's kwargs); Lua's everywhere else.
 local smtpd = {
   core = core,
-  __version__ = core.version,
+  _VERSION = core.VERSION,              -- "0.2.0": the rock's version
+  __version__ = core.version,           -- "Lua SMTP proxy version 0.2.0"
   DATA_SIZE_DEFAULT = core.DATA_SIZE_DEFAULT,
   socket_map = require("smtpd.util").socket_map,
   Object = require("smtpd.class").Object,
