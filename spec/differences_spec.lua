@@ -1,6 +1,7 @@
 -- Where CPython's smtpd breaks RFC 5321 or crashes we follow the RFC
--- (API.md). Each case pins both behaviours: ours always, CPython's when its
--- smtpd is installed (so a change on either side is noticed).
+-- (README.md, "Where it differs from CPython's smtpd"). Each case pins
+-- both behaviours: ours always, CPython's when its smtpd is installed (so
+-- a change on either side is noticed).
 local H = require "helper"
 local R = require "replies"
 

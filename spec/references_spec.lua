@@ -1,5 +1,7 @@
--- The bad inputs of REFERENCES.md, over real sockets, each sent in 1-, 7-
--- and 1500-byte writes. (Limits and timeouts: limits_spec.lua; the 1 MiB
+-- Bad inputs that hurt real SMTP servers (SMTP smuggling: Postfix
+-- CVE-2023-51764, aiosmtpd CVE-2024-27305; bare CR/LF/NUL in commands;
+-- oversized data), over real sockets, each sent in 1-, 7- and 1500-byte
+-- writes. (Limits and timeouts: limits_spec.lua; the 1 MiB
 -- line and NUL: badinput_spec.lua; relays: proxy_spec.lua.)
 local H = require "helper"
 local R = require "replies"
@@ -10,7 +12,8 @@ local ENDINGS = {"\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n", "\r.\r\n", "\r\n.\r",
                  "\r\n\0.\r\n", "\r\n.\r\r\n"}
 
 for _, split in ipairs({1, 7, 1500}) do
-  describe(("REFERENCES.md bad inputs (%d-byte writes)"):format(split),
+  describe(("bad inputs real servers were hurt by (%d-byte writes)")
+           :format(split),
            function()
     it("SMTP smuggling: only CRLF . CRLF ends DATA", function()
       local srv, map, host, port = H.server(H.Recorder)
