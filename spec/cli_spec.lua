@@ -160,10 +160,15 @@ describe("lua-smtpd", function()
     H.cleanup(map)
   end)
 
-  it("shuts down gracefully on SIGTERM", function()
+  -- Starts lua-smtpd, opens an idle session and one in DATA, sends signal,
+  -- and checks the shutdown is graceful: the idle session gets 421 at
+  -- once, the message in progress is taken, then 421, and it exits.
+  -- Returns what it printed.
+  local function graceful_shutdown(signal)
     local port = free_port()
     local pid, out = H.spawn(("exec lua5.4 %s -n -c DebuggingServer "
                               .. "127.0.0.1:%d </dev/null"):format(BIN, port))
+    finally(function() H.kill(pid) end)
     assert.is_true(H.wait_listening(port), H.readfile(out))
     local map = H.core.map()
     local idle = H.connect(map, "127.0.0.1", port)
@@ -172,7 +177,7 @@ describe("lua-smtpd", function()
     busy:lines(1)
     busy:send("HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhalf\r\n")
     busy:lines(4)
-    os.execute("kill -TERM " .. pid)
+    os.execute("kill -" .. signal .. " " .. pid)
     local bye = "421 4.3.2 " .. R.fqdn .. " Service shutting down, closing "
                 .. "channel"
     assert.equal(bye .. "\r\n", idle:wait_closed(5))
@@ -180,10 +185,16 @@ describe("lua-smtpd", function()
     assert.same({R.ok, bye}, busy:lines(2))
     H.run_until(map, function() return not H.alive(pid) end, 5,
                 "lua-smtpd to exit")
-    assert.matches("half\nrest", H.readfile(out))
+    local text = H.readfile(out)
+    assert.matches("half\nrest", text)
     idle:close()
     busy:close()
     H.cleanup(map)
+    return text, port
+  end
+
+  it("shuts down gracefully on SIGTERM", function()
+    assert.matches("SIGTERM: shutting down", graceful_shutdown("TERM"))
   end)
 
   -- The Lua interpreter's own SIGINT handler used to make the next Lua
@@ -191,42 +202,18 @@ describe("lua-smtpd", function()
   -- and the server went on serving.
   it("shuts down gracefully on SIGINT (Ctrl-C); a second one exits at once",
      function()
-    local port = free_port()
-    local pid, out = H.spawn(("exec lua5.4 %s -n -c DebuggingServer "
-                              .. "127.0.0.1:%d </dev/null"):format(BIN, port))
-    local pids = {pid}
-    finally(function() for _, p in ipairs(pids) do H.kill(p) end end)
-    assert.is_true(H.wait_listening(port), H.readfile(out))
-    local map = H.core.map()
-    local idle = H.connect(map, "127.0.0.1", port)
-    idle:lines(1)
-    local busy = H.connect(map, "127.0.0.1", port)
-    busy:lines(1)
-    busy:send("HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhalf\r\n")
-    busy:lines(4)
-    os.execute("kill -INT " .. pid)
-    local bye = "421 4.3.2 " .. R.fqdn .. " Service shutting down, closing "
-                .. "channel"
-    assert.equal(bye .. "\r\n", idle:wait_closed(5))
-    -- The message in progress is not dropped: it is taken, then 421.
-    busy:send("rest\r\n.\r\n")
-    assert.same({R.ok, bye}, busy:lines(2))
-    H.run_until(map, function() return not H.alive(pid) end, 5,
-                "lua-smtpd to exit")
-    local text = H.readfile(out)
-    assert.matches("half\nrest", text)
+    local text, port = graceful_shutdown("INT")
     assert.matches("SIGINT: shutting down", text)
     assert.is_nil(text:find("interrupted", 1, true))
-    idle:close()
-    busy:close()
 
     -- A message still in DATA holds the shutdown for its grace period: a
     -- second Ctrl-C ends it at once.
-    pid, out = H.spawn(("exec lua5.4 %s -n -c DebuggingServer "
-                        .. "127.0.0.1:%d </dev/null"):format(BIN, port))
-    pids[2] = pid
+    local pid, out = H.spawn(("exec lua5.4 %s -n -c DebuggingServer "
+                              .. "127.0.0.1:%d </dev/null"):format(BIN, port))
+    finally(function() H.kill(pid) end)
     assert.is_true(H.wait_listening(port), H.readfile(out))
-    busy = H.connect(map, "127.0.0.1", port)
+    local map = H.core.map()
+    local busy = H.connect(map, "127.0.0.1", port)
     busy:lines(1)
     busy:send("HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhalf\r\n")
     busy:lines(4)
