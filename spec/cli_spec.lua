@@ -194,7 +194,7 @@ describe("lua-smtpd", function()
   end
 
   it("shuts down gracefully on SIGTERM", function()
-    assert.matches("SIGTERM: shutting down", graceful_shutdown("TERM"))
+    assert.matches("SIGTERM: shutting down", (graceful_shutdown("TERM")))
   end)
 
   -- The Lua interpreter's own SIGINT handler used to make the next Lua
