@@ -237,10 +237,10 @@ typedef struct smtpd_server {
 /* ---- channel.c ---------------------------------------------------------
  *
  * A channel's flags, and what they mean together:
- *   closing         smtpd_handle_close ran: nothing more is done
+ *   h.closing       smtpd_handle_close ran: nothing more is done
  *   close_when_done close once the queued replies are written
- *   hook            a hook runs or waits (HOOK_*); parked: it waits, and
- *                   input is held in `in` until it finishes
+ *   hook            a hook runs or waits (SMTPD_HOOK_*)
+ *   parked          the hook waits: input is held in `in` until it ends
  *   writing         a write request is in flight (replies past what
  *                   uv_try_write took); out collects the next replies
  *   reading         uv_read_start is on: off while parked, blocked by
