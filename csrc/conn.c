@@ -121,31 +121,23 @@ static int conn_builtin(lua_State *L) {
  * 451. */
 static int conn_settle(lua_State *L) {
   smtpd_channel *ch = conn_check(L, 1);
-  const char *what = luaL_checkstring(L, 2);
-  int ok = lua_toboolean(L, 3), t = lua_type(L, 4), code = 0;
-  size_t n = 0;
-  const char *r = t == LUA_TSTRING ? lua_tolstring(L, 4, &n) : NULL;
+  const char *what = luaL_checkstring(L, 2), *r;
+  size_t n;
+  int code;
   luaL_argcheck(L, ch->s.pending, 1, "no MAIL or RCPT waits for a verdict");
-  if (!ok) {
+  if (!lua_toboolean(L, 3)) {
     smtpd_channel_log(ch, "error", "error in %s: %s", what,
-                      r ? r : luaL_typename(L, 4));
-  } else if (t == LUA_TNONE || t == LUA_TNIL ||
-             (t == LUA_TBOOLEAN && !lua_toboolean(L, 4))) {
-    smtpd_session_settle(&ch->s, 1, NULL, 0);
-    smtpd_channel_after_lua(ch);
-    return 0;
-  } else if (r && (code = smtpd_final_reply(r, n, "245")) != 0) {
-    smtpd_session_settle(&ch->s, code < 400, r, n);
-    if (code == 421) ch->close_when_done = 1;
-    smtpd_channel_after_lua(ch);
-    return 0;
+                      lua_isstring(L, 4) ? lua_tostring(L, 4)
+                                         : luaL_typename(L, 4));
+    code = -1;
+    r = SMTPD_ERR_REPLY;
+    n = sizeof SMTPD_ERR_REPLY - 1;
   } else {
-    smtpd_channel_log(ch, "error", "%s returned a malformed reply (%s); "
-                      "answering 451", what,
-                      r ? "a string" : luaL_typename(L, 4));
+    code = smtpd_hook_verdict(ch, L, 4, what, &r, &n);
   }
-  smtpd_session_settle(&ch->s, 0, SMTPD_ERR_REPLY,
-                       sizeof SMTPD_ERR_REPLY - 1);
+  /* Accepted: nil (250 OK) or a 2xx; refused: 4xx, 5xx or our 451. */
+  smtpd_session_settle(&ch->s, code >= 0 && code < 400, code ? r : NULL, n);
+  if (code == 421) ch->close_when_done = 1;
   smtpd_channel_after_lua(ch);
   return 0;
 }

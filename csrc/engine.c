@@ -23,16 +23,16 @@ static engine *engine_check(lua_State *L) {
   return luaL_checkudata(L, 1, ENGINE_MT);
 }
 
-/* engine(opts): the session's options of a server (smtpd_engine_opts),
- * plus fqdn and the reply every message gets. */
+/* engine(opts): a server's options (the session's part is used), plus
+ * the reply every message gets; fqdn defaults to "test.example". */
 static int engine_new(lua_State *L) {
   engine *e;
-  smtpd_session_conf conf;
+  smtpd_server_conf conf;
   const char *fqdn, *reply;
   size_t n, rn;
   if (lua_isnoneornil(L, 1)) lua_newtable(L);
   luaL_checktype(L, 1, LUA_TTABLE);
-  smtpd_opts_read(L, 1, smtpd_engine_opts, &conf);
+  smtpd_opts_read(L, 1, smtpd_server_opts, &conf);
   lua_getfield(L, 1, "fqdn");
   fqdn = luaL_optlstring(L, -1, "test.example", &n);
   lua_getfield(L, 1, "reply");
@@ -44,7 +44,7 @@ static int engine_new(lua_State *L) {
   if (smtpd_session_init(&e->s, &e->out, fqdn, n))
     return luaL_error(L, "out of memory");
   memcpy(e->reply, reply, rn + 1);
-  smtpd_session_configure(&e->s, &conf);
+  smtpd_session_configure(&e->s, &conf.session);
   return 1;
 }
 

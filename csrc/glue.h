@@ -166,7 +166,6 @@ typedef struct smtpd_relay_conf {
 
 extern const smtpd_optdef smtpd_server_opts[];
 extern const smtpd_optdef smtpd_relay_opts[];
-extern const smtpd_optdef smtpd_engine_opts[];
 /* Reads the options of table t into conf: absent ones get their
  * default, a wrong type or range raises an error naming the option. */
 void smtpd_opts_read(lua_State *L, int t, const smtpd_optdef *defs,
@@ -312,6 +311,12 @@ int smtpd_hook_accept(smtpd_channel *ch, smtpd_server *srv);
 void smtpd_hook_line(smtpd_channel *ch);
 /* A complete message: process_message. */
 void smtpd_hook_message(smtpd_channel *ch);
+/* What a hook returned (at idx of L) as a reply: 0 for nil or false (the
+ * default reply), the code of one final line of class 2, 4 or 5 (in
+ * *reply), or -1: logged as malformed (what names the hook) and *reply is
+ * 451 4.3.0. */
+int smtpd_hook_verdict(smtpd_channel *ch, lua_State *L, int idx,
+                       const char *what, const char **reply, size_t *n);
 /* Gives up a waiting hook (handler timeout, forced shutdown). */
 void smtpd_hook_abandon(smtpd_channel *ch);
 void smtpd_hook_unref(lua_State *L, int *ref);

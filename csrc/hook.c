@@ -145,35 +145,49 @@ static void hook_error(smtpd_channel *ch, lua_State *co, const char *what) {
   smtpd_reply(&ch->s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
 }
 
-/* A finished message hook: its result is the reply. nil (or false, for
- * `return cond and "550 ..."`) is 250 OK; anything else must be one final
- * reply line of class 2, 4 or 5. */
-static void hook_message_result(smtpd_channel *ch, lua_State *co, int nres) {
-  size_t n = 0;
-  const char *r = NULL;
-  int t = nres > 0 ? lua_type(co, -nres) : LUA_TNIL, code;
-  if (t == LUA_TSTRING) r = lua_tolstring(co, -nres, &n);
-  smtpd_session_post_data(&ch->s);
-  if (t == LUA_TNIL || (t == LUA_TBOOLEAN && !lua_toboolean(co, -nres))) {
-    smtpd_reply(&ch->s, "250 OK", 6);
-  } else if (r && (code = smtpd_final_reply(r, n, "245")) != 0) {
-    smtpd_reply_raw(&ch->s, r, n);
-    /* 421 says the server closes the session: it does. */
-    if (code == 421) ch->close_when_done = 1;
-  } else {
+int smtpd_hook_verdict(smtpd_channel *ch, lua_State *L, int idx,
+                       const char *what, const char **reply, size_t *n) {
+  int t = lua_type(L, idx), code;
+  *reply = NULL;
+  *n = 0;
+  if (t == LUA_TNONE || t == LUA_TNIL ||
+      (t == LUA_TBOOLEAN && !lua_toboolean(L, idx)))
+    return 0;
+  if (t == LUA_TSTRING) {
+    *reply = lua_tolstring(L, idx, n);
+    if ((code = smtpd_final_reply(*reply, *n, "245")) != 0) return code;
+  }
+  {
+    /* What it returned, printable and short, for the log line. */
     char shown[84];
     size_t i, k = 0;
-    for (i = 0; r && i < n && k < 80; i++) {
-      unsigned char c = (unsigned char)r[i];
+    for (i = 0; *reply && i < *n && k < 80; i++) {
+      unsigned char c = (unsigned char)(*reply)[i];
       shown[k++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
     }
     shown[k] = '\0';
-    smtpd_channel_log(ch, "error", "process_message returned a malformed "
-                      "reply (%s%s%s%s); answering 451",
-                      r ? "\"" : luaL_typename(co, -nres), r ? shown : "",
-                      r && n > 80 ? "..." : "", r ? "\"" : "");
-    smtpd_reply(&ch->s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
+    smtpd_channel_log(ch, "error", "%s returned a malformed reply "
+                      "(%s%s%s%s); answering 451", what,
+                      *reply ? "\"" : luaL_typename(L, idx),
+                      *reply ? shown : "", *reply && *n > 80 ? "..." : "",
+                      *reply ? "\"" : "");
   }
+  *reply = SMTPD_ERR_REPLY;
+  *n = sizeof SMTPD_ERR_REPLY - 1;
+  return -1;
+}
+
+/* A finished message hook: its verdict is the reply (nil: 250 OK). */
+static void hook_message_result(smtpd_channel *ch, lua_State *co, int nres) {
+  const char *r;
+  size_t n;
+  int code = smtpd_hook_verdict(ch, co, nres > 0 ? -nres : lua_gettop(co) + 1,
+                                "process_message", &r, &n);
+  smtpd_session_post_data(&ch->s);
+  if (code == 0) smtpd_reply(&ch->s, "250 OK", 6);
+  else smtpd_reply(&ch->s, r, n);
+  /* 421 says the server closes the session: it does. */
+  if (code == 421) ch->close_when_done = 1;
 }
 
 /* Resumes the hook coroutine; returns 1 when it finished. */

@@ -50,21 +50,6 @@ const smtpd_optdef smtpd_relay_opts[] = {
   {NULL, 0, 0, 0, 0}
 };
 
-/* The socket-less engine takes the session's part of a server's. */
-const smtpd_optdef smtpd_engine_opts[] = {
-  {"data_size_limit", SMTPD_OPT_SIZE, SMTPD_DATA_SIZE_DEFAULT, 0,
-   offsetof(smtpd_session_conf, data_size_limit)},
-  {"enable_SMTPUTF8", SMTPD_OPT_BOOL, 0, 0,
-   offsetof(smtpd_session_conf, enable_smtputf8)},
-  {"decode_data", SMTPD_OPT_BOOL, 0, 0,
-   offsetof(smtpd_session_conf, decode_data)},
-  {"max_recipients", SMTPD_OPT_COUNT, SMTPD_MAX_RECIPIENTS, 100,
-   offsetof(smtpd_session_conf, max_recipients)},
-  {"max_bad_commands", SMTPD_OPT_COUNT, SMTPD_MAX_BAD_COMMANDS, 1,
-   offsetof(smtpd_session_conf, max_bad)},
-  {NULL, 0, 0, 0, 0}
-};
-
 /* Raises "name must be ..." with no position: the Lua side re-raises it
  * where the user's call is. */
 static int opts_error(lua_State *L, const smtpd_optdef *d, const char *what) {
