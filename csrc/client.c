@@ -823,10 +823,7 @@ void smtpd_open_client(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"cancel", client_cancel}, {"active", client_active}, {NULL, NULL}
   };
-  luaL_newmetatable(L, CLIENT_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  smtpd_new_class(L, CLIENT_MT, NULL, methods);
   lua_pushcfunction(L, client_send);
   lua_setfield(L, -2, "client_send");
 }

@@ -499,16 +499,11 @@ void smtpd_open_conn(lua_State *L) {
     {"__len", list_len}, {"__pairs", list_pairs},
     {"__tostring", list_tostring}, {NULL, NULL}
   };
+  static const luaL_Reg meta[] = {{"__tostring", conn_tostring},
+                                  {NULL, NULL}};
   int i;
-  luaL_newmetatable(L, SMTPD_CONN_MT);
-  lua_pushcfunction(L, conn_tostring);
-  lua_setfield(L, -2, "__tostring");
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, SMTPD_LIST_MT);
-  luaL_setfuncs(L, listmeta, 0);
-  lua_pop(L, 1);
+  smtpd_new_class(L, SMTPD_CONN_MT, meta, methods);
+  smtpd_new_class(L, SMTPD_LIST_MT, listmeta, NULL);
   /* core.FIELDS: name -> "rw" or "ro"; core.VERBS: the built-in verbs. */
   lua_createtable(L, 0, NFIELDS);
   for (i = 0; i < NFIELDS; i++) {

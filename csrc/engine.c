@@ -109,15 +109,11 @@ static int engine_gc(lua_State *L) {
 }
 
 void smtpd_open_engine(lua_State *L) {
+  static const luaL_Reg meta[] = {{"__gc", engine_gc}, {NULL, NULL}};
   static const luaL_Reg methods[] = {
     {"feed", engine_feed}, {"buffered", engine_buffered}, {NULL, NULL}
   };
-  luaL_newmetatable(L, ENGINE_MT);
-  lua_pushcfunction(L, engine_gc);
-  lua_setfield(L, -2, "__gc");
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  smtpd_new_class(L, ENGINE_MT, meta, methods);
   lua_pushcfunction(L, engine_new);
   lua_setfield(L, -2, "engine");
 }

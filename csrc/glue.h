@@ -181,6 +181,10 @@ extern unsigned smtpd_class_gen;
 int smtpd_fail(lua_State *L, int err);
 void smtpd_push_addr(lua_State *L, const struct sockaddr *sa);
 void smtpd_push_strlist(lua_State *L, const smtpd_strlist *l);
+/* Registers metatable mt: the metamethods of meta, and methods as its
+ * __index (either may be NULL). The stack is left as it was. */
+void smtpd_new_class(lua_State *L, const char *mt, const luaL_Reg *meta,
+                     const luaL_Reg *methods);
 /* Pushes what the Lua side registered under key with core.setup. */
 int smtpd_setup_get(lua_State *L, const char *key);
 const char *smtpd_fqdn(void);

@@ -281,11 +281,7 @@ void smtpd_open_map(lua_State *L) {
     {"set_debug", map_set_debug}, {"close", map_close},
     {"stats", map_stats}, {NULL, NULL}
   };
-  luaL_newmetatable(L, SMTPD_MAP_MT);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  smtpd_new_class(L, SMTPD_MAP_MT, meta, methods);
   lua_pushcfunction(L, map_new);
   lua_setfield(L, -2, "map");
 }

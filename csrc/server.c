@@ -306,10 +306,7 @@ void smtpd_open_server(lua_State *L) {
     {"close", server_close}, {"getsockname", server_getsockname},
     {"is_open", server_is_open}, {NULL, NULL}
   };
-  luaL_newmetatable(L, SMTPD_SERVER_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  smtpd_new_class(L, SMTPD_SERVER_MT, NULL, methods);
   lua_pushcfunction(L, server_listen);
   lua_setfield(L, -2, "listen");
 }

@@ -75,12 +75,8 @@ static int signal_close_(lua_State *L) {
 }
 
 void smtpd_open_signal(lua_State *L) {
-  luaL_newmetatable(L, SIGNAL_MT);
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, signal_close_);
-  lua_setfield(L, -2, "close");
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  static const luaL_Reg methods[] = {{"close", signal_close_}, {NULL, NULL}};
+  smtpd_new_class(L, SIGNAL_MT, NULL, methods);
   lua_pushcfunction(L, signal_on);
   lua_setfield(L, -2, "on_signal");
 }

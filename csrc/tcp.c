@@ -230,10 +230,7 @@ void smtpd_open_tcp(lua_State *L) {
     {"set_rcvbuf", tcp_set_rcvbuf},
     {"close", tcp_close_}, {NULL, NULL}
   };
-  luaL_newmetatable(L, TCP_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  smtpd_new_class(L, TCP_MT, NULL, methods);
   lua_pushcfunction(L, tcp_connect);
   lua_setfield(L, -2, "tcp_connect");
 }

@@ -80,10 +80,7 @@ void smtpd_open_timer(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"cancel", timer_cancel}, {"active", timer_active}, {NULL, NULL}
   };
-  luaL_newmetatable(L, TIMER_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  smtpd_new_class(L, TIMER_MT, NULL, methods);
   lua_pushcfunction(L, timer_after);
   lua_setfield(L, -2, "after");
   lua_pushcfunction(L, timer_hrtime);

@@ -87,6 +87,18 @@ void smtpd_push_strlist(lua_State *L, const smtpd_strlist *l) {
   }
 }
 
+void smtpd_new_class(lua_State *L, const char *mt, const luaL_Reg *meta,
+                     const luaL_Reg *methods) {
+  luaL_newmetatable(L, mt);
+  if (meta) luaL_setfuncs(L, meta, 0);
+  if (methods) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}
+
 int smtpd_setup_get(lua_State *L, const char *key) {
   lua_getfield(L, LUA_REGISTRYINDEX, "smtpd.setup");
   if (!lua_istable(L, -1)) {

@@ -160,23 +160,31 @@ describe("lua-smtpd", function()
     H.cleanup(map)
   end)
 
-  -- Starts lua-smtpd, opens an idle session and one in DATA, sends signal,
-  -- and checks the shutdown is graceful: the idle session gets 421 at
-  -- once, the message in progress is taken, then 421, and it exits.
-  -- Returns what it printed.
-  local function graceful_shutdown(signal)
-    local port = free_port()
+  -- Starts a DebuggingServer on port (a free one when nil) and a session
+  -- that is in the middle of DATA. Returns pid, output file, port, map and
+  -- the busy client; the process is killed after the test.
+  local function start_busy(port)
+    port = port or free_port()
     local pid, out = H.spawn(("exec lua5.4 %s -n -c DebuggingServer "
                               .. "127.0.0.1:%d </dev/null"):format(BIN, port))
     finally(function() H.kill(pid) end)
     assert.is_true(H.wait_listening(port), H.readfile(out))
     local map = H.core.map()
-    local idle = H.connect(map, "127.0.0.1", port)
-    idle:lines(1)
     local busy = H.connect(map, "127.0.0.1", port)
     busy:lines(1)
     busy:send("HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhalf\r\n")
     busy:lines(4)
+    return pid, out, port, map, busy
+  end
+
+  -- Starts lua-smtpd with an idle session and one in DATA, sends signal,
+  -- and checks the shutdown is graceful: the idle session gets 421 at
+  -- once, the message in progress is taken, then 421, and it exits.
+  -- Returns what it printed.
+  local function graceful_shutdown(signal)
+    local pid, out, port, map, busy = start_busy()
+    local idle = H.connect(map, "127.0.0.1", port)
+    idle:lines(1)
     os.execute("kill -" .. signal .. " " .. pid)
     local bye = "421 4.3.2 " .. R.fqdn .. " Service shutting down, closing "
                 .. "channel"
@@ -208,15 +216,7 @@ describe("lua-smtpd", function()
 
     -- A message still in DATA holds the shutdown for its grace period: a
     -- second Ctrl-C ends it at once.
-    local pid, out = H.spawn(("exec lua5.4 %s -n -c DebuggingServer "
-                              .. "127.0.0.1:%d </dev/null"):format(BIN, port))
-    finally(function() H.kill(pid) end)
-    assert.is_true(H.wait_listening(port), H.readfile(out))
-    local map = H.core.map()
-    local busy = H.connect(map, "127.0.0.1", port)
-    busy:lines(1)
-    busy:send("HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhalf\r\n")
-    busy:lines(4)
+    local pid, out, _, map, busy = start_busy(port)
     os.execute("kill -INT " .. pid)
     H.run_until(map, function()
       return (H.readfile(out) or ""):find("shutting down", 1, true)
