@@ -3,7 +3,7 @@
 # the command). Plain `make` only builds.
 
 LUA      ?= lua5.4
-PKGS      = lua5.4 liblua5.4-dev libuv1-dev lua-busted pkg-config gcc make
+PKGS      = lua5.4 liblua5.4-dev libuv1-dev libssl-dev lua-busted pkg-config gcc make
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN      = -std=c99 -D_GNU_SOURCE -Wall -Wextra -Wshadow \
@@ -11,11 +11,11 @@ WARN      = -std=c99 -D_GNU_SOURCE -Wall -Wextra -Wshadow \
 # luarocks (build type "make") passes LUA_INCDIR and LIBUV_*DIR; a checkout
 # asks pkg-config.
 ifdef LUA_INCDIR
-PKG_CFLAGS = -I$(LUA_INCDIR) -I$(LIBUV_INCDIR)
-PKG_LIBS   = -L$(LIBUV_LIBDIR) -luv
+PKG_CFLAGS = -I$(LUA_INCDIR) -I$(LIBUV_INCDIR) -I$(OPENSSL_INCDIR)
+PKG_LIBS   = -L$(LIBUV_LIBDIR) -luv -L$(OPENSSL_LIBDIR) -lssl -lcrypto
 else
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libuv 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs libuv 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libuv openssl 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs libuv openssl 2>/dev/null)
 endif
 SRC       = $(wildcard csrc/*.c)
 HDR       = $(wildcard csrc/*.h)

@@ -205,14 +205,15 @@ long smtpd_params_find(const smtpd_strlist *l, const char *key,
   return found;
 }
 
-/* Counts distinct keywords other than the given ones. */
-int smtpd_params_others(const smtpd_strlist *l, const char *const *known) {
+/* Whether some keyword is neither one of known nor extra (may be NULL). */
+int smtpd_params_others_but(const smtpd_strlist *l, const char *const *known,
+                            const char *extra) {
   size_t i, j;
   for (i = 0; i < l->n; i++) {
     const char *s = l->v[i].p;
     const char *eq = memchr(s, '=', l->v[i].len);
     size_t kl = eq ? (size_t)(eq - s) : l->v[i].len;
-    int ok = 0;
+    int ok = extra && strlen(extra) == kl && memcmp(s, extra, kl) == 0;
     for (j = 0; known[j]; j++) {
       if (strlen(known[j]) == kl && memcmp(s, known[j], kl) == 0) ok = 1;
     }

@@ -8,10 +8,17 @@
  *   socket --channel_on_read--> channel_recv(plaintext) --> parser
  *   session replies (ch->out) --channel_send--> socket
  *
- * Today the transport is plaintext, so those are the socket's bytes. A TLS
- * layer goes exactly there: channel_on_read hands ciphertext to it and it
- * calls channel_recv with what it decrypts; channel_send gives it the
- * replies to encrypt. Nothing above (parser, session, hooks) changes.
+ * In plaintext those are the socket's bytes. With TLS (implicit, or after
+ * STARTTLS) channel_on_read hands the ciphertext to tls.c, which calls
+ * channel_recv with what it decrypts; channel_send encrypts the replies
+ * into cout and writes that. Nothing above (parser, session, hooks) knows.
+ *
+ * STARTTLS: the session answers 220 and sets s.starttls; the channel then
+ * drops every byte it holds or read after that line (they were sent
+ * before the handshake: executing them is the injection of CVE-2011-0411),
+ * queues the 220 as plaintext ahead of anything TLS writes, and from then
+ * on reads ciphertext only. Bytes sent later in plaintext cannot form a
+ * handshake: the connection fails and closes.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,12 +36,14 @@
 #define BUF_KEEP (64 * 1024)
 
 static int channel_blocked(const smtpd_channel *ch) {
-  return ch->out.len + ch->wbuf.len > OUT_HIGH;
+  return ch->out.len + ch->cout.len + ch->wbuf.len > OUT_HIGH;
 }
 
 static void channel_on_read(uv_stream_t *st, ssize_t nread,
                             const uv_buf_t *buf);
 static void channel_update_reading(smtpd_channel *ch);
+static void channel_tls_recv(smtpd_channel *ch, const char *p, size_t n);
+static void channel_starttls(smtpd_channel *ch);
 
 /* ---- lifetime ----------------------------------------------------------- */
 
@@ -47,6 +56,8 @@ static void channel_free(smtpd_handle *h) {
   smtpd_buf_free(&ch->in);
   smtpd_buf_free(&ch->out);
   smtpd_buf_free(&ch->wbuf);
+  smtpd_buf_free(&ch->cout);
+  smtpd_tls_free(ch->tls);
   free(ch);
 }
 
@@ -90,11 +101,31 @@ smtpd_channel *smtpd_channel_new(smtpd_server *srv) {
     return NULL;
   }
   smtpd_session_configure(&ch->s, &ch->shared->conf.session);
+  ch->s.tls_offer = ch->shared->tls && !ch->shared->tls_implicit;
+  ch->s.auth_mechs = ch->shared->auth_mechs;
+  smtpd_session_sync(&ch->s);
   return ch;
+}
+
+/* TLS begins (at accept, or after STARTTLS): 0, or -1 and closed. */
+static int channel_tls_begin(smtpd_channel *ch) {
+  ch->tls = smtpd_tls_server(ch->shared->tls, &ch->cout);
+  if (ch->tls == NULL) {
+    smtpd_channel_log(ch, "error", "cannot start TLS: out of memory");
+    smtpd_channel_close(ch);
+    return -1;
+  }
+  ch->tls_started = uv_now(&ch->h.map->loop);
+  ch->s.tls_on = 1;
+  return 0;
 }
 
 void smtpd_channel_start(smtpd_channel *ch) {
   if (ch->h.map->debug) smtpd_channel_log(ch, "debug", "Incoming connection");
+  /* Implicit TLS: the greeting waits in out for the handshake. */
+  if (ch->shared->tls_implicit && ch->shared->tls &&
+      channel_tls_begin(ch))
+    return;
   smtpd_replyf(&ch->s, "220 %s %s", ch->s.fqdn.p, SMTPD_VERSION);
   smtpd_channel_arm(ch);
   smtpd_channel_flush(ch);
@@ -132,7 +163,9 @@ void smtpd_channel_arm(smtpd_channel *ch) {
   const smtpd_server_conf *c = &ch->shared->conf;
   uint64_t now = uv_now(&ch->h.map->loop), at = 0;
   if (ch->h.closing) return;
-  if (ch->parked) {
+  if (ch->tls && !smtpd_tls_ready(ch->tls)) {
+    at = ch->tls_started + ch->shared->tls_handshake_ms;
+  } else if (ch->parked) {
     at = c->handler_timeout_ms ? now + c->handler_timeout_ms : 0;
   } else {
     if (c->timeout_ms) at = ch->last_read + c->timeout_ms;
@@ -187,6 +220,13 @@ static void channel_on_timer(uv_timer_t *t) {
   smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, t->data);
   uint64_t now;
   if (ch->h.closing) return;
+  if (ch->tls && !smtpd_tls_ready(ch->tls)) {
+    /* A handshake that stalls costs a timer, then nothing. */
+    if (ch->h.map->debug)
+      smtpd_channel_log(ch, "debug", "TLS handshake timed out");
+    smtpd_channel_close(ch);
+    return;
+  }
   if (ch->parked) {
     /* The hook waited too long: give it up. It is never resumed (wake
      * checks the coroutine), and the session goes on. */
@@ -231,7 +271,7 @@ void smtpd_channel_check_shutdown(smtpd_channel *ch) {
 void smtpd_channel_shutdown(smtpd_channel *ch, int force) {
   if (ch->h.closing || ch->close_when_done) return;
   if (force) {
-    if (ch->parked) smtpd_hook_abandon(ch);
+    if (ch->parked || ch->awaiting) smtpd_hook_abandon(ch);
     channel_say_shutdown(ch);
   } else {
     smtpd_channel_check_shutdown(ch);
@@ -243,6 +283,19 @@ void smtpd_channel_shutdown(smtpd_channel *ch, int force) {
 }
 
 /* ---- input: parsing --------------------------------------------------------- */
+
+/* After the 220 to STARTTLS: the replies so far go out in plaintext,
+ * ahead of what TLS writes; the session starts over (RFC 3207 4.2). */
+static void channel_starttls(smtpd_channel *ch) {
+  smtpd_session_tls_reset(&ch->s);
+  if (smtpd_buf_append(&ch->cout, ch->out.p, ch->out.len)) {
+    smtpd_channel_close(ch);
+    return;
+  }
+  ch->out.len = 0;
+  ch->in.len = 0;
+  if (channel_tls_begin(ch) == 0) smtpd_channel_arm(ch);
+}
 
 /* Feeds input to the parser until it is used up or the channel must stop
  * (a hook waits, QUIT, close). Returns the bytes consumed. */
@@ -259,6 +312,11 @@ static size_t channel_feed(smtpd_channel *ch, const char *buf, size_t len) {
     if (r == SMTPD_PARSE_LINE) {
       smtpd_hook_line(ch);
       if (ch->s.quit) ch->close_when_done = 1;
+      if (ch->s.starttls) {
+        channel_starttls(ch);
+        off = len;            /* the rest was sent before the handshake */
+        break;
+      }
     } else if (r == SMTPD_PARSE_DATA_END) {
       smtpd_hook_message(ch);
     } else {
@@ -329,6 +387,42 @@ static void channel_recv(smtpd_channel *ch, const char *p, size_t n) {
     channel_update_reading(ch);
 }
 
+/* ---- the transport: TLS in ------------------------------------------------- */
+
+static int channel_tls_plain(void *ctx, const char *p, size_t n) {
+  smtpd_channel *ch = ctx;
+  channel_recv(ch, p, n);
+  return ch->h.closing;
+}
+
+static int channel_send(smtpd_channel *ch);
+
+static void channel_tls_recv(smtpd_channel *ch, const char *p, size_t n) {
+  int was = smtpd_tls_ready(ch->tls);
+  int r = smtpd_tls_input(ch->tls, p, n, channel_tls_plain, ch);
+  if (ch->h.closing) return;
+  if (r != SMTPD_TLS_OK) {
+    /* A failed handshake, garbage, or the client's close_notify: the
+     * alert (if any) goes out, then the connection ends. */
+    if (r == SMTPD_TLS_ERROR && ch->h.map->debug)
+      smtpd_channel_log(ch, "debug", "%s", smtpd_tls_error(ch->tls));
+    if (!ch->writing && ch->cout.len) channel_send(ch);
+    smtpd_channel_close(ch);
+    return;
+  }
+  if (!was && smtpd_tls_ready(ch->tls)) {
+    if (ch->h.map->debug) {
+      smtpd_tls_info in;
+      smtpd_tls_get_info(ch->tls, &in);
+      smtpd_channel_log(ch, "debug", "TLS established: %s %s", in.version,
+                        in.cipher ? in.cipher : "");
+    }
+    smtpd_channel_arm(ch);
+  }
+  smtpd_channel_flush(ch);
+  if (!ch->h.closing) channel_update_reading(ch);
+}
+
 static void channel_on_alloc(uv_handle_t *u, size_t size, uv_buf_t *buf) {
   smtpd_map *m = SMTPD_OWNER(smtpd_channel, u->data)->h.map;
   (void)size;
@@ -355,7 +449,8 @@ static void channel_on_read(uv_stream_t *st, ssize_t nread,
   ch->last_read = uv_now(&ch->h.map->loop);
   if (channel_check_data(ch, ch->last_read)) return;
   smtpd_channel_arm(ch);
-  channel_recv(ch, buf->base, (size_t)nread);
+  if (ch->tls) channel_tls_recv(ch, buf->base, (size_t)nread);
+  else channel_recv(ch, buf->base, (size_t)nread);
 }
 
 static void channel_update_reading(smtpd_channel *ch) {
@@ -394,29 +489,40 @@ static void channel_on_write(uv_write_t *req, int status) {
     channel_update_reading(ch);
 }
 
-/* Writes the queued replies to the socket: 0, or -1 when it failed. */
+/* Writes the queued replies to the socket (with TLS: encrypted into
+ * cout first, once the handshake is done): 0, or -1 when it failed. */
 static int channel_send(smtpd_channel *ch) {
-  smtpd_buf tmp;
+  smtpd_buf tmp, *src = &ch->out;
   uv_buf_t b;
   int err;
+  if (ch->tls) {
+    if (ch->out.len && smtpd_tls_ready(ch->tls)) {
+      if (smtpd_tls_write(ch->tls, ch->out.p, ch->out.len)) return -1;
+      ch->out.len = 0;
+      if (ch->out.cap > BUF_KEEP) smtpd_buf_free(&ch->out);
+    }
+    src = &ch->cout;
+    if (src->len == 0) return 0;
+  }
   /* Replies nearly always fit the socket buffer: write them now. A libuv
    * write request would cost a deferred callback and, in libuv before
    * 1.45, an epoll_ctl per reply. */
-  b = uv_buf_init(ch->out.p, (unsigned)ch->out.len);
+  b = uv_buf_init(src->p, (unsigned)src->len);
   err = uv_try_write((uv_stream_t *)&ch->tcp, &b, 1);
-  if (err == (int)ch->out.len) {
-    ch->out.len = 0;
-    if (ch->out.cap > BUF_KEEP) smtpd_buf_free(&ch->out);
+  if (err == (int)src->len) {
+    src->len = 0;
+    /* An idle TLS connection keeps no wire buffer. */
+    if (src->cap > BUF_KEEP || src == &ch->cout) smtpd_buf_free(src);
     return 0;
   }
   if (err < 0 && err != UV_EAGAIN) return -1;
-  if (err > 0) smtpd_buf_consume(&ch->out, (size_t)err);
-  /* The rest goes out with a write request from wbuf; out collects the
+  if (err > 0) smtpd_buf_consume(src, (size_t)err);
+  /* The rest goes out with a write request from wbuf; src collects the
    * next replies meanwhile. */
   tmp = ch->wbuf;
-  ch->wbuf = ch->out;
-  ch->out = tmp;
-  ch->out.len = 0;
+  ch->wbuf = *src;
+  *src = tmp;
+  src->len = 0;
   b = uv_buf_init(ch->wbuf.p, (unsigned)ch->wbuf.len);
   ch->wreq.data = ch;
   ch->writing = 1;
@@ -430,10 +536,21 @@ static int channel_send(smtpd_channel *ch) {
 
 void smtpd_channel_flush(smtpd_channel *ch) {
   if (ch->writing || ch->h.closing) return;
-  if (ch->out.len && channel_send(ch)) {
+  if ((ch->out.len || ch->cout.len) && channel_send(ch)) {
     smtpd_channel_close(ch);
     return;
   }
-  if (ch->out.len == 0 && !ch->writing && ch->close_when_done && !ch->hook)
+  if (!ch->close_when_done || ch->hook || ch->writing) return;
+  if (ch->tls && !smtpd_tls_ready(ch->tls)) {
+    /* Nothing can be said before the handshake is done. */
     smtpd_channel_close(ch);
+    return;
+  }
+  if (ch->out.len) return;
+  if (ch->tls) {
+    /* close_notify, then close (the peer's is not awaited). */
+    smtpd_tls_shutdown(ch->tls);
+    if (ch->cout.len && channel_send(ch) == 0 && ch->writing) return;
+  }
+  smtpd_channel_close(ch);
 }

@@ -14,7 +14,8 @@
   X(mail_options, 1) X(rcpt_options, 1) X(received_data, 1) \
   X(received_lines, 1) X(fqdn, 1) X(peer, 0) X(addr, 0) \
   X(extended_smtp, 1) X(require_SMTPUTF8, 1) X(enable_SMTPUTF8, 1) \
-  X(data_size_limit, 1) X(num_bytes, 1) X(command_size_limit, 1)
+  X(data_size_limit, 1) X(num_bytes, 1) X(command_size_limit, 1) \
+  X(tls, 0) X(auth_user, 0) X(auth_failures, 0)
 
 #define FIELD_ENUM(name, rw) F_##name,
 enum { SMTPD_FIELDS(FIELD_ENUM) NFIELDS };
@@ -58,6 +59,41 @@ static int conn_push_line(lua_State *L) {
   smtpd_reply_raw(&ch->s, line, n);
   smtpd_channel_after_lua(ch);
   return 0;
+}
+
+/* challenge(conn, text): "334 " .. text (base64 already), which RFC 4954
+ * lets be as long as an AUTH line. The caller then yields core.LINE. */
+static int conn_challenge(lua_State *L) {
+  smtpd_channel *ch = conn_check(L, 1);
+  size_t n;
+  const char *t = luaL_checklstring(L, 2, &n);
+  luaL_argcheck(L, n <= SMTPD_AUTH_LINE_MAX && strcspn(t, "\r\n") == n, 2,
+                "a challenge is one line of base64");
+  luaL_argcheck(L, ch->hook == SMTPD_HOOK_COMMAND, 1,
+                "a challenge is sent from AUTH only");
+  if (smtpd_buf_reserve(&ch->out, n + 6)) return conn_nomem(L);
+  smtpd_buf_append(&ch->out, "334 ", 4);
+  smtpd_buf_append(&ch->out, t, n);
+  smtpd_buf_append(&ch->out, "\r\n", 2);
+  smtpd_channel_after_lua(ch);
+  return 0;
+}
+
+/* auth_done(conn, user): AUTH succeeded for user (the reply is the
+ * caller's). auth_failed(conn) -> failures so far in this session. */
+static int conn_auth_done(lua_State *L) {
+  smtpd_channel *ch = conn_check(L, 1);
+  size_t n;
+  const char *u = luaL_checklstring(L, 2, &n);
+  if (smtpd_str_set(&ch->s.auth_user, u, n)) return conn_nomem(L);
+  ch->s.authed = 1;
+  return 0;
+}
+
+static int conn_auth_failed(lua_State *L) {
+  smtpd_channel *ch = conn_check(L, 1);
+  lua_pushinteger(L, (lua_Integer)++ch->s.auth_failures);
+  return 1;
 }
 
 static int conn_close_when_done(lua_State *L) {
@@ -406,6 +442,14 @@ static int conn_get(lua_State *L) {
   case F_command_size_limit:
     lua_pushinteger(L, (lua_Integer)s->command_size_limit);
     break;
+  case F_tls: smtpd_push_tls(L, ch); break;
+  case F_auth_user:
+    if (s->authed) lua_pushlstring(L, s->auth_user.p, s->auth_user.len);
+    else lua_pushnil(L);
+    break;
+  case F_auth_failures:
+    lua_pushinteger(L, (lua_Integer)s->auth_failures);
+    break;
   default: break;
   }
   return 1;
@@ -492,7 +536,9 @@ void smtpd_open_conn(lua_State *L) {
     {"is_open", conn_is_open}, {"getpeername", conn_getpeername},
     {"getsockname", conn_getsockname}, {"wake", smtpd_hook_wake},
     {"server", conn_server}, {"settle", conn_settle},
-    {"getaddr", conn_getaddr}, {NULL, NULL}
+    {"getaddr", conn_getaddr}, {"challenge", conn_challenge},
+    {"auth_done", conn_auth_done}, {"auth_failed", conn_auth_failed},
+    {NULL, NULL}
   };
   static const luaL_Reg listmeta[] = {
     {"__index", list_index}, {"__newindex", list_newindex},

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "proto.h"
+#include "tls.h"
 
 /* The version, in this one place: the Makefile, the rockspecs' spec and
  * smtpd._VERSION read it from here. */
@@ -153,6 +154,8 @@ typedef struct smtpd_server_conf {
   size_t backlog;
   int reuse_port;
   const char *fqdn;
+  size_t max_auth_failures;    /* read by the Lua AUTH driver */
+  uint64_t auth_failure_delay_ms;
 } smtpd_server_conf;
 
 /* The relay client's options (smtpd.sendmail's opts, PureProxy's relay). */
@@ -213,9 +216,18 @@ typedef struct smtpd_shared {
   smtpd_ipcount *ips;      /* channels open per client address */
   size_t nips, capips;
   int shutting_down;       /* close(): finish DATA, then 421 */
+  smtpd_tls_conf *tls;     /* the certificates new connections get */
+  int tls_implicit;        /* TLS from the first byte (port 465) */
+  uint64_t tls_handshake_ms;
+  char *auth_mechs;        /* advertised AUTH mechanisms, or NULL */
 } smtpd_shared;
 
 void smtpd_shared_unref(smtpd_shared *sh);
+/* Reads a tls = {...} option table at idx: raises on a malformed table;
+ * NULL with why in err when a file cannot be used. */
+smtpd_tls_conf *smtpd_tls_read(lua_State *L, int idx, int *implicit,
+                               uint64_t *handshake_ms, char *err,
+                               size_t errlen);
 void smtpd_shared_leave(smtpd_shared *sh, const struct sockaddr *sa);
 
 /* Which methods a channel class (and its server) defines: looked up once
@@ -249,7 +261,11 @@ typedef struct smtpd_server {
  *   reading         uv_read_start is on: off while parked, blocked by
  *                   unsent replies (back-pressure), or holding too much
  *   in_process      input is being parsed (channel_feed is on the stack):
- *                   what Lua does meanwhile is sent when it returns */
+ *                   what Lua does meanwhile is sent when it returns
+ *   awaiting        the hook (AUTH) waits for the client's next line: it
+ *                   is not parsed as a command but handed to the hook
+ *   tls             TLS is on: bytes read are ciphertext for it, replies
+ *                   are encrypted into cout (the wire bytes to write) */
 
 enum { SMTPD_HOOK_NONE = 0, SMTPD_HOOK_COMMAND, SMTPD_HOOK_MESSAGE };
 
@@ -273,6 +289,10 @@ typedef struct smtpd_channel {
   int writing;
   int reading;
   int in_process;
+  int awaiting;
+  smtpd_tls *tls;
+  smtpd_buf cout;          /* wire bytes to write, while TLS is on */
+  uint64_t tls_started;    /* uv_now when the handshake began */
   int received_ref;        /* received_data (last message) */
   unsigned received_gen;
   smtpd_session s;
@@ -321,6 +341,8 @@ void smtpd_hook_message(smtpd_channel *ch);
  * 451 4.3.0. */
 int smtpd_hook_verdict(smtpd_channel *ch, lua_State *L, int idx,
                        const char *what, const char **reply, size_t *n);
+/* Pushes the connection's TLS facts as a table, or nil in plaintext. */
+void smtpd_push_tls(lua_State *L, smtpd_channel *ch);
 /* Gives up a waiting hook (handler timeout, forced shutdown). */
 void smtpd_hook_abandon(smtpd_channel *ch);
 void smtpd_hook_unref(lua_State *L, int *ref);
@@ -342,5 +364,6 @@ void smtpd_open_timer(lua_State *L);
 void smtpd_open_signal(lua_State *L);
 void smtpd_open_workers(lua_State *L);
 void smtpd_open_opts(lua_State *L);
+void smtpd_open_tls(lua_State *L);
 
 #endif

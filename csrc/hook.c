@@ -20,6 +20,8 @@
 
 /* What a hook yields while it waits inside one of smtpd's helpers. */
 static char hook_wait_token;
+/* What the AUTH driver yields to wait for the client's next line. */
+static char hook_line_token;
 
 void smtpd_hook_unref(lua_State *L, int *ref) {
   if (*ref != LUA_NOREF && *ref != LUA_REFNIL)
@@ -204,12 +206,20 @@ static int hook_resume(smtpd_channel *ch, lua_State *co, int nargs) {
       ch->parked = 1;
       return 0;
     }
+    if (nres >= 1 && lua_touserdata(co, -nres) == &hook_line_token &&
+        kind == SMTPD_HOOK_COMMAND) {
+      /* Parsing goes on; the next line is the hook's (hook_answer). */
+      lua_pop(co, nres);
+      ch->awaiting = 1;
+      return 0;
+    }
     lua_pop(co, nres);
     lua_pushstring(co, "a hook yielded outside smtpd's waiting helpers");
     status = LUA_ERRRUN;
     nres = 1;
   }
   ch->parked = 0;
+  ch->awaiting = 0;
   ch->hook = SMTPD_HOOK_NONE;
   if (!ch->h.closing) {
     if (status != LUA_OK) {
@@ -300,8 +310,60 @@ static int hook_lua_message(lua_State *L) {
     smtpd_push_strlist(L, &s->rcpt_options);
     lua_setfield(L, -2, "rcpt_options");
   }
+  /* Beside smtpd's keys, only when there is something to say. */
+  if (ch->tls) {
+    smtpd_push_tls(L, ch);
+    lua_setfield(L, -2, "tls");
+  }
+  if (s->authed) {
+    lua_pushlstring(L, s->auth_user.p ? s->auth_user.p : "",
+                    s->auth_user.len);
+    lua_setfield(L, -2, "auth_user");
+  }
   hook_start(ch, SMTPD_HOOK_MESSAGE, 6);
   return 0;
+}
+
+/* AUTH: auth(channel, mechanism, initial response or nil), the driver in
+ * lua/smtpd/auth.lua, as a command hook. */
+static int hook_lua_auth(lua_State *L) {
+  smtpd_channel *ch = lua_touserdata(L, 1);
+  smtpd_command *cmd = lua_touserdata(L, 2);
+  size_t mn = smtpd_word_len(cmd->arg, cmd->arg_len);
+  const char *init;
+  char up[64];
+  size_t i;
+  smtpd_setup_get(L, "auth");
+  hook_push_obj(L, ch);
+  if (ch->h.closing) return 0;
+  for (i = 0; i < mn && i < sizeof up; i++) up[i] = smtpd_upper(cmd->arg[i]);
+  lua_pushlstring(L, up, mn < sizeof up ? mn : sizeof up);
+  init = mn < cmd->arg_len ? cmd->arg + mn + 1 : NULL;
+  if (init) lua_pushlstring(L, init, cmd->arg_len - mn - 1);
+  else lua_pushnil(L);
+  hook_start(ch, SMTPD_HOOK_COMMAND, 3);
+  return 0;
+}
+
+/* The client's answer to an AUTH challenge: the raw line, or nil when it
+ * was longer than RFC 4954 allows. */
+static void hook_answer(smtpd_channel *ch) {
+  lua_State *L = ch->h.map->L, *co;
+  smtpd_parser *p = &ch->s.parser;
+  int nargs = 1;
+  ch->awaiting = 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ch->thread_ref);
+  co = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (co == NULL) return;
+  if (p->line_len > SMTPD_AUTH_LINE_MAX || p->line_len > p->line.len) {
+    lua_pushnil(co);
+    lua_pushliteral(co, "too long");
+    nargs = 2;
+  } else {
+    lua_pushlstring(co, p->line.p ? p->line.p : "", p->line_len);
+  }
+  hook_resume(ch, co, nargs);
 }
 
 /* A hook that failed to start (an error making the channel object). */
@@ -315,10 +377,33 @@ void smtpd_hook_line(smtpd_channel *ch) {
   smtpd_command cmd;
   smtpd_session *s = &ch->s;
   if (ch->h.map->debug) {
-    smtpd_channel_log(ch, "debug", "Data: %.*s", (int)s->parser.line.len,
-                      s->parser.line.p ? s->parser.line.p : "");
+    /* Credentials never reach a log: AUTH shows its mechanism only. */
+    const char *l = s->parser.line.p ? s->parser.line.p : "";
+    size_t n = s->parser.line.len;
+    if (ch->awaiting) n = 0;
+    else if (s->auth_mechs && n > 5 && smtpd_has_keyword(l, n, "AUTH ")) {
+      const char *sp = memchr(l + 5, ' ', n - 5);
+      if (sp) n = (size_t)(sp - l);
+    }
+    smtpd_channel_log(ch, "debug", "Data: %.*s%s", (int)n, l,
+                      n < s->parser.line.len ? " (hidden)" : "");
+  }
+  if (ch->awaiting) {
+    hook_answer(ch);
+    return;
   }
   if (!smtpd_session_line(s, &cmd)) return;
+  switch (smtpd_session_ext(s, &cmd)) {
+  case 1: return;
+  case 2:
+    if (hook_pcall(ch, hook_lua_auth, ch, &cmd)) {
+      ch->hook = SMTPD_HOOK_NONE;
+      smtpd_hook_unref(ch->h.map->L, &ch->thread_ref);
+      smtpd_reply(s, "454 4.7.0 Temporary authentication failure", 42);
+    }
+    return;
+  default: break;
+  }
   if (ch->cls.gen != smtpd_class_gen &&
       hook_pcall(ch, hook_lua_recheck, ch, NULL)) {
     smtpd_reply(s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
@@ -345,6 +430,7 @@ void smtpd_hook_message(smtpd_channel *ch) {
 
 void smtpd_hook_abandon(smtpd_channel *ch) {
   ch->parked = 0;
+  ch->awaiting = 0;
   ch->hook = SMTPD_HOOK_NONE;
   smtpd_hook_unref(ch->h.map->L, &ch->thread_ref);
 }
@@ -373,7 +459,8 @@ int smtpd_hook_wake(lua_State *L) {
   }
   lua_xmove(L, co, nargs);
   ch->parked = 0;
-  if (hook_resume(ch, co, nargs) && !ch->h.closing)
+  /* Finished, or waiting for the client's next line: parse again. */
+  if ((hook_resume(ch, co, nargs) || ch->awaiting) && !ch->h.closing)
     smtpd_channel_process_input(ch);
   lua_pushboolean(L, 1);
   return 1;
@@ -397,6 +484,8 @@ static int hook_of(lua_State *L) {
 void smtpd_open_hook(lua_State *L) {
   lua_pushlightuserdata(L, &hook_wait_token);
   lua_setfield(L, -2, "WAIT");
+  lua_pushlightuserdata(L, &hook_line_token);
+  lua_setfield(L, -2, "LINE");
   lua_pushcfunction(L, hook_of);
   lua_setfield(L, -2, "hook");
 }

@@ -36,6 +36,13 @@ const smtpd_optdef smtpd_server_opts[] = {
   {"backlog", SMTPD_OPT_COUNT, 1024, 1, SRV(backlog)},
   {"reuse_port", SMTPD_OPT_BOOL, 0, 0, SRV(reuse_port)},
   {"fqdn", SMTPD_OPT_STRING, 0, 0, SRV(fqdn)},
+  {"require_starttls", SMTPD_OPT_BOOL, 0, 0, SES(require_starttls)},
+  {"auth_require_tls", SMTPD_OPT_BOOL, 1, 0, SES(auth_require_tls)},
+  {"auth_required", SMTPD_OPT_BOOL, 0, 0, SES(auth_required)},
+  /* RFC 4954 9: never fewer than 3 attempts. */
+  {"max_auth_failures", SMTPD_OPT_COUNT, 3, 3, SRV(max_auth_failures)},
+  {"auth_failure_delay", SMTPD_OPT_SECONDS, 1, 0,
+   SRV(auth_failure_delay_ms)},
   {NULL, 0, 0, 0, 0}
 };
 

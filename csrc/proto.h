@@ -129,8 +129,10 @@ int smtpd_params_valid(const smtpd_strlist *l);
  * when it has no "=". */
 long smtpd_params_find(const smtpd_strlist *l, const char *key,
                        const char **val, size_t *vlen);
-/* Whether some keyword is not in the NULL-ended list known. */
-int smtpd_params_others(const smtpd_strlist *l, const char *const *known);
+/* Whether some keyword is not in the NULL-ended list known, nor extra
+ * (NULL: none). */
+int smtpd_params_others_but(const smtpd_strlist *l, const char *const *known,
+                            const char *extra);
 /* Whether arg starts with keyword kw ("FROM:"), ignoring ASCII case. */
 int smtpd_has_keyword(const char *arg, size_t n, const char *kw);
 
@@ -157,6 +159,9 @@ extern const char *const smtpd_verb_names[SMTPD_NVERBS];
 #define SMTPD_DATA_SIZE_DEFAULT 33554432
 #define SMTPD_MAX_RECIPIENTS 1000
 #define SMTPD_MAX_BAD_COMMANDS 20
+/* RFC 4954 4: AUTH lines and the answers to its challenges may be this
+ * long (an OAuth token does not fit 512). */
+#define SMTPD_AUTH_LINE_MAX 12288
 /* Bytes of a command line the parser keeps before the session sets it. */
 #define SMTPD_LINE_KEEP (SMTPD_COMMAND_SIZE_LIMIT + 1)
 
@@ -167,6 +172,9 @@ typedef struct smtpd_session_conf {
   int decode_data;
   size_t max_recipients;   /* 0: no limit; past it RCPT gets 452 */
   size_t max_bad;          /* 0: no limit; past it 421 and close */
+  int require_starttls;    /* MAIL, RCPT, DATA, AUTH need TLS first */
+  int auth_require_tls;    /* AUTH only over TLS (not even advertised) */
+  int auth_required;       /* MAIL needs AUTH first */
 } smtpd_session_conf;
 
 typedef struct smtpd_session {
@@ -202,6 +210,19 @@ typedef struct smtpd_session {
   smtpd_str pending_path;
   smtpd_strlist pending_params;
   int pending_smtputf8;
+  /* TLS and AUTH. The owner sets tls_offer (it can start TLS) and
+   * auth_mechs (the mechanisms to advertise, space separated; NULL: no
+   * AUTH at all, and the session is smtpd's). */
+  int tls_offer;
+  int tls_on;              /* the connection is encrypted */
+  int starttls;            /* STARTTLS was accepted: the owner switches */
+  int require_starttls;
+  int auth_require_tls;
+  int auth_required;
+  const char *auth_mechs;
+  int authed;
+  smtpd_str auth_user;
+  size_t auth_failures;
 } smtpd_session;
 
 /* The outcome of reading one command line. */
@@ -250,6 +271,26 @@ void smtpd_syntax_reply(const smtpd_session *s, const char *kw, char *buf,
  * 250 OK); refuse answers reply. -1 when nothing was pending. */
 int smtpd_session_settle(smtpd_session *s, int accept, const char *reply,
                          size_t n);
+/* STARTTLS and AUTH, and the commands they gate (require_starttls,
+ * auth_required), before the command is dispatched: 0 = not ours, go on;
+ * 1 = answered; 2 = an AUTH the owner runs (cmd->arg: "MECH [initial]",
+ * the mechanism one of auth_mechs). */
+int smtpd_session_ext(smtpd_session *s, const smtpd_command *cmd);
+/* The handshake after STARTTLS begins: back to the state after the
+ * greeting (RFC 3207 4.2), TLS on. */
+void smtpd_session_tls_reset(smtpd_session *s);
+/* The length of p's first word (up to a space). */
+size_t smtpd_word_len(const char *p, size_t n);
+/* Whether mech (upper case) is one of s->auth_mechs. */
+int smtpd_session_has_mech(const smtpd_session *s, const char *mech,
+                           size_t n);
+/* xtext (RFC 3461 4), as the value of MAIL's AUTH= parameter. */
+int smtpd_xtext_valid(const char *p, size_t n);
+/* Strict base64 (RFC 4648 4, padding required, nothing else allowed):
+ * the decoded length, or -1. out has room for n / 4 * 3 bytes. */
+long smtpd_b64_decode(const char *p, size_t n, unsigned char *out);
+/* Encodes into out (room for (n + 2) / 3 * 4 + 1); its length. */
+size_t smtpd_b64_encode(const unsigned char *p, size_t n, char *out);
 /* Makes the parser follow smtp_state after a command ran. */
 void smtpd_session_sync(smtpd_session *s);
 

@@ -22,6 +22,8 @@ static smtpd_shared *shared_new(void) {
 
 void smtpd_shared_unref(smtpd_shared *sh) {
   if (sh && --sh->refs == 0) {
+    smtpd_tls_conf_unref(sh->tls);
+    free(sh->auth_mechs);
     free(sh->ips);
     free(sh);
   }
@@ -154,15 +156,21 @@ static int server_reuse_port(uv_tcp_t *t) {
 #endif
 }
 
-/* listen(map, obj, ip, port, opts) -> handle | nil, err, name. A bad
- * option raises its message (no position: the caller re-raises it). */
+/* listen(map, obj, ip, port, opts, mechs) -> handle | nil, err, name. A
+ * bad option (or a certificate that cannot be used) raises its message
+ * (no position: the caller re-raises it). mechs: the AUTH mechanisms to
+ * advertise, space separated, or nil for no AUTH. */
 static int server_listen(lua_State *L) {
   smtpd_map *m = smtpd_check_map(L, 1);
   const char *ip = luaL_checkstring(L, 3);
   int port = (int)luaL_checkinteger(L, 4);
+  const char *mechs = luaL_optstring(L, 6, NULL);
   struct sockaddr_storage ss;
   smtpd_server_conf conf;
   smtpd_server *s;
+  smtpd_tls_conf *tls = NULL;
+  int implicit = 0;
+  uint64_t hs_ms = 0;
   const char *fqdn;
   int err;
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -171,16 +179,28 @@ static int server_listen(lua_State *L) {
   smtpd_opts_read(L, 5, smtpd_server_opts, &conf);
   err = smtpd_sockaddr(ip, port, &ss);
   if (err) return smtpd_fail(L, err);
+  if (lua_getfield(L, 5, "tls") != LUA_TNIL) {
+    char why[300];
+    tls = smtpd_tls_read(L, -1, &implicit, &hs_ms, why, sizeof why);
+    if (tls == NULL) return luaL_error(L, "tls: %s", why);
+  }
+  lua_pop(L, 1);
   fqdn = conf.fqdn ? conf.fqdn : smtpd_fqdn();
   conf.fqdn = NULL;
   s = calloc(1, sizeof *s);
   if (s == NULL || (s->shared = shared_new()) == NULL ||
-      smtpd_str_set(&s->fqdn, fqdn, strlen(fqdn))) {
+      smtpd_str_set(&s->fqdn, fqdn, strlen(fqdn)) ||
+      (mechs && mechs[0] && (s->shared->auth_mechs = strdup(mechs)) == NULL)) {
     if (s) smtpd_shared_unref(s->shared);
+    if (s) smtpd_str_free(&s->fqdn);
     free(s);
+    smtpd_tls_conf_unref(tls);
     return luaL_error(L, "out of memory");
   }
   s->shared->conf = conf;
+  s->shared->tls = tls;
+  s->shared->tls_implicit = implicit;
+  s->shared->tls_handshake_ms = hs_ms;
   s->obj_ref = LUA_NOREF;
   if (conf.max_data_memory != (size_t)-1) m->data_cap = conf.max_data_memory;
   smtpd_handle_init(&s->h, m, SMTPD_H_SERVER, server_close_handles,
@@ -296,6 +316,37 @@ static int server_getsockname(lua_State *L) {
   return 2;
 }
 
+/* reload_tls(handle, tls) -> true | nil, why: new connections get the
+ * certificates of tls; live ones keep theirs. On failure nothing
+ * changes. */
+static int server_reload_tls(lua_State *L) {
+  smtpd_handle *h = smtpd_handle_check(L, 1, SMTPD_SERVER_MT, "the server");
+  smtpd_shared *sh = SMTPD_OWNER(smtpd_server, h)->shared;
+  smtpd_tls_conf *tls;
+  char why[300];
+  int implicit;
+  uint64_t hs_ms;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  tls = smtpd_tls_read(L, 2, &implicit, &hs_ms, why, sizeof why);
+  if (tls == NULL) {
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
+  }
+  if (sh->tls == NULL || implicit != sh->tls_implicit) {
+    smtpd_tls_conf_unref(tls);
+    lua_pushnil(L);
+    lua_pushstring(L, sh->tls == NULL ? "the server was made without tls"
+                                      : "tls.implicit cannot change");
+    return 2;
+  }
+  smtpd_tls_conf_unref(sh->tls);
+  sh->tls = tls;
+  sh->tls_handshake_ms = hs_ms;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int server_is_open(lua_State *L) {
   lua_pushboolean(L, smtpd_handle_get(L, 1, SMTPD_SERVER_MT) != NULL);
   return 1;
@@ -304,7 +355,8 @@ static int server_is_open(lua_State *L) {
 void smtpd_open_server(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"close", server_close}, {"getsockname", server_getsockname},
-    {"is_open", server_is_open}, {NULL, NULL}
+    {"is_open", server_is_open}, {"reload_tls", server_reload_tls},
+    {NULL, NULL}
   };
   smtpd_new_class(L, SMTPD_SERVER_MT, NULL, methods);
   lua_pushcfunction(L, server_listen);

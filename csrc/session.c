@@ -39,6 +39,9 @@ void smtpd_session_configure(smtpd_session *s, const smtpd_session_conf *c) {
   s->decode_data = c->decode_data;
   s->max_recipients = c->max_recipients;
   s->max_bad = c->max_bad;
+  s->require_starttls = c->require_starttls;
+  s->auth_require_tls = c->auth_require_tls;
+  s->auth_required = c->auth_required;
   smtpd_session_sync(s);
 }
 
@@ -52,6 +55,7 @@ void smtpd_session_free(smtpd_session *s) {
   smtpd_strlist_clear(&s->mail_options);
   smtpd_strlist_clear(&s->rcpt_options);
   smtpd_str_free(&s->fqdn);
+  smtpd_str_free(&s->auth_user);
 }
 
 /* Appends one reply line as given (hooks' push, handler replies). */
@@ -133,7 +137,9 @@ void smtpd_session_rset(smtpd_session *s) {
 }
 
 void smtpd_session_sync(smtpd_session *s) {
-  s->parser.line_keep = s->command_size_limit + s->mail_extra + 1;
+  size_t keep = s->command_size_limit + s->mail_extra;
+  if (s->auth_mechs && keep < SMTPD_AUTH_LINE_MAX) keep = SMTPD_AUTH_LINE_MAX;
+  s->parser.line_keep = keep + 1;
   if (s->state == SMTPD_DATA && !s->parser.data_mode) {
     smtpd_parser_begin_data(&s->parser, s->data_size_limit);
   } else if (s->state != SMTPD_DATA && s->parser.data_mode) {
@@ -196,6 +202,11 @@ static void cmd_greet(smtpd_session *s, const char *arg, size_t n, int ext) {
   if (s->enable_smtputf8) {
     REPLY(s, "250-SMTPUTF8");
     s->mail_extra += 10;
+  }
+  if (s->tls_offer && !s->tls_on) REPLY(s, "250-STARTTLS");
+  if (s->auth_mechs && (s->tls_on || !s->auth_require_tls)) {
+    smtpd_replyf(s, "250-AUTH %s", s->auth_mechs);
+    s->mail_extra += 500;     /* AUTH=<mailbox> (RFC 4954 5) */
   }
   REPLY(s, "250 HELP");
 }
@@ -397,7 +408,16 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
   }
   if (s->decode_data) k = s->enable_smtputf8 ? known_nobody : known_none;
   else k = s->enable_smtputf8 ? known : known_noutf8;
-  if (smtpd_params_others(&s->mail_options, k)) {
+  if (s->auth_mechs &&
+      smtpd_params_find(&s->mail_options, "AUTH", &val, &vlen) >= 0) {
+    /* RFC 4954 5: accepted (and left in mail_options), <> or xtext. */
+    if (!val || !smtpd_xtext_valid(val, vlen)) {
+      REPLY(s, "501 5.5.4 Syntax: AUTH=<mailbox> takes an xtext value");
+      return;
+    }
+  }
+  if (smtpd_params_others_but(&s->mail_options, k,
+                              s->auth_mechs ? "AUTH" : NULL)) {
     REPLY(s, "555 MAIL FROM parameters not recognized or not implemented");
     return;
   }
@@ -546,6 +566,20 @@ int smtpd_session_run(smtpd_session *s, const char *buf, size_t len,
     if (r == SMTPD_PARSE_LINE) {
       smtpd_command cmd;
       if (!smtpd_session_line(s, &cmd)) continue;
+      switch (smtpd_session_ext(s, &cmd)) {
+      case 1:
+        /* STARTTLS: what came after it is dropped, as on a socket (the
+         * engine has no TLS: it resets as if the handshake were done). */
+        if (s->starttls) {
+          smtpd_session_tls_reset(s);
+          off = len;
+        }
+        continue;
+      case 2:
+        REPLY(s, "454 4.7.0 Temporary authentication failure");
+        continue;
+      default: break;
+      }
       if (cmd.verb >= 0)
         smtpd_session_builtin(s, cmd.verb, cmd.arg, cmd.arg_len);
       else
@@ -562,6 +596,174 @@ int smtpd_session_run(smtpd_session *s, const char *buf, size_t len,
 void smtpd_session_unknown(smtpd_session *s, const char *name, size_t len) {
   session_reply_echo(s, "500 Error: command \"", name, len,
                      "\" not recognized");
+}
+
+/* ---- STARTTLS and AUTH -------------------------------------------------- */
+
+size_t smtpd_word_len(const char *p, size_t n) {
+  const char *sp = memchr(p, ' ', n);
+  return sp ? (size_t)(sp - p) : n;
+}
+
+static int name_is(const smtpd_command *cmd, const char *name) {
+  size_t n = strlen(name);
+  return cmd->name_len == n && memcmp(cmd->name, name, n) == 0;
+}
+
+int smtpd_session_has_mech(const smtpd_session *s, const char *mech,
+                           size_t n) {
+  const char *p = s->auth_mechs;
+  while (p && *p) {
+    size_t k = strcspn(p, " ");
+    if (k == n && n > 0 && memcmp(p, mech, n) == 0) return 1;
+    p += k;
+    while (*p == ' ') p++;
+  }
+  return 0;
+}
+
+int smtpd_session_ext(smtpd_session *s, const smtpd_command *cmd) {
+  int is_auth = s->auth_mechs && name_is(cmd, "AUTH");
+  int is_tls = (s->tls_offer || s->tls_on) && name_is(cmd, "STARTTLS");
+  if (s->require_starttls && !s->tls_on &&
+      (cmd->verb == SMTPD_VERB_MAIL || cmd->verb == SMTPD_VERB_RCPT ||
+       cmd->verb == SMTPD_VERB_DATA || is_auth)) {
+    REPLY(s, "530 5.7.0 Must issue a STARTTLS command first");
+    return 1;
+  }
+  if (s->auth_required && !s->authed && cmd->verb == SMTPD_VERB_MAIL) {
+    REPLY(s, "530 5.7.0 Authentication required");
+    return 1;
+  }
+  if (is_tls) {
+    if (cmd->arg && cmd->arg_len) REPLY(s, "501 5.5.4 Syntax: STARTTLS");
+    else if (s->tls_on) REPLY(s, "503 5.5.1 Error: TLS already active");
+    else if (s->state != SMTPD_COMMAND)
+      REPLY(s, "503 5.5.1 Error: bad sequence of commands");
+    else {
+      REPLY(s, "220 2.0.0 Ready to start TLS");
+      s->starttls = 1;
+    }
+    return 1;
+  }
+  if (is_auth) {
+    size_t mn;
+    if (!s->tls_on && s->auth_require_tls) {
+      REPLY(s, "538 5.7.11 Encryption required for requested "
+               "authentication mechanism");
+    } else if (s->authed) {
+      REPLY(s, "503 5.5.1 Error: already authenticated");
+    } else if (s->has_mailfrom) {
+      REPLY(s, "503 5.5.1 Error: AUTH not permitted during a mail "
+               "transaction");
+    } else if (!s->greeting.len) {
+      REPLY(s, "503 5.5.1 Error: send EHLO first");
+    } else if (!cmd->arg || cmd->arg_len == 0 ||
+               ((mn = smtpd_word_len(cmd->arg, cmd->arg_len)) <
+                    cmd->arg_len &&
+                memchr(cmd->arg + mn + 1, ' ', cmd->arg_len - mn - 1))) {
+      REPLY(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+    } else {
+      char up[64];
+      size_t i;
+      for (i = 0; i < mn && i < sizeof up; i++) up[i] = smtpd_upper(cmd->arg[i]);
+      if (mn >= sizeof up || !smtpd_session_has_mech(s, up, mn)) {
+        REPLY(s, "504 5.5.4 Unrecognized authentication type");
+      } else {
+        return 2;
+      }
+    }
+    return 1;
+  }
+  return 0;
+}
+
+void smtpd_session_tls_reset(smtpd_session *s) {
+  s->starttls = 0;
+  s->tls_on = 1;
+  smtpd_session_rset(s);
+  smtpd_str_free(&s->greeting);
+  s->extended_smtp = 0;
+  s->mail_extra = 0;
+  s->authed = 0;
+  smtpd_str_free(&s->auth_user);
+  smtpd_session_sync(s);
+}
+
+int smtpd_xtext_valid(const char *p, size_t n) {
+  size_t i;
+  if (n == 2 && p[0] == '<' && p[1] == '>') return 1;
+  if (n == 0) return 0;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)p[i];
+    if (c == '+') {
+      if (i + 2 >= n || !strchr("0123456789ABCDEF", p[i + 1]) ||
+          !strchr("0123456789ABCDEF", p[i + 2]) || !p[i + 1] || !p[i + 2])
+        return 0;
+      i += 2;
+    } else if (c < 33 || c > 126 || c == '=') {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static int b64_value(unsigned char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+long smtpd_b64_decode(const char *p, size_t n, unsigned char *out) {
+  size_t i, k = 0;
+  if (n % 4) return -1;
+  for (i = 0; i < n; i += 4) {
+    int v[4], j, pad = 0;
+    for (j = 0; j < 4; j++) {
+      unsigned char c = (unsigned char)p[i + j];
+      if (c == '=' && i + 4 == n && j >= 2) {
+        v[j] = 0;
+        pad++;
+      } else if (pad || (v[j] = b64_value(c)) < 0) {
+        return -1;        /* a character after '=', or not base64 */
+      }
+    }
+    if (pad == 1 && p[i + 2] == '=') return -1;
+    /* The bits the padding drops must be zero (RFC 4648 3.5). */
+    if ((pad == 2 && (v[1] & 15)) || (pad == 1 && (v[2] & 3))) return -1;
+    out[k++] = (unsigned char)(v[0] << 2 | v[1] >> 4);
+    if (pad < 2) out[k++] = (unsigned char)((v[1] & 15) << 4 | v[2] >> 2);
+    if (pad < 1) out[k++] = (unsigned char)((v[2] & 3) << 6 | v[3]);
+  }
+  return (long)k;
+}
+
+size_t smtpd_b64_encode(const unsigned char *p, size_t n, char *out) {
+  static const char al[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t i, k = 0;
+  for (i = 0; i + 2 < n; i += 3) {
+    out[k++] = al[p[i] >> 2];
+    out[k++] = al[(p[i] & 3) << 4 | p[i + 1] >> 4];
+    out[k++] = al[(p[i + 1] & 15) << 2 | p[i + 2] >> 6];
+    out[k++] = al[p[i + 2] & 63];
+  }
+  if (i < n) {
+    out[k++] = al[p[i] >> 2];
+    if (i + 1 < n) {
+      out[k++] = al[(p[i] & 3) << 4 | p[i + 1] >> 4];
+      out[k++] = al[(p[i + 1] & 15) << 2];
+    } else {
+      out[k++] = al[(p[i] & 3) << 4];
+      out[k++] = '=';
+    }
+    out[k++] = '=';
+  }
+  out[k] = '\0';
+  return k;
 }
 
 int smtpd_session_line(smtpd_session *s, smtpd_command *cmd) {
@@ -582,8 +784,13 @@ int smtpd_session_line(smtpd_session *s, smtpd_command *cmd) {
   cmd->verb = smtpd_verb_lookup(cmd->name, cmd->name_len);
   max = s->command_size_limit;
   if (s->extended_smtp && cmd->verb == SMTPD_VERB_MAIL) max += s->mail_extra;
+  if (s->auth_mechs && cmd->name_len == 4 && memcmp(cmd->name, "AUTH", 4) == 0)
+    max = SMTPD_AUTH_LINE_MAX;
   if (len > max) {
-    REPLY(s, "500 Error: line too long");
+    if (max == SMTPD_AUTH_LINE_MAX)
+      REPLY(s, "500 5.5.6 Authentication exchange line is too long");
+    else
+      REPLY(s, "500 Error: line too long");
     return 0;
   }
   /* A bare CR or LF must not split a command, and a NUL must not cut it. */

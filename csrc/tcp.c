@@ -5,6 +5,11 @@
  *
  *   local c = core.tcp_connect(map, "127.0.0.1", port)
  *   c:write("HELO x\r\n"); map:loop(0.1, 1); print(c:read())
+ *
+ * c:starttls{verify=, ca=, sni=} turns TLS on (after the server's 220 to
+ * STARTTLS, or at once for implicit TLS): from then on reads give the
+ * decrypted bytes and writes are encrypted (held until the handshake is
+ * done); c:tls() -> info table, or nil and why it failed.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +27,11 @@ typedef struct tcp_client {
   int eof;
   int err;
   size_t writes;           /* writes in flight */
+  smtpd_tls *tls;
+  smtpd_buf raw;           /* ciphertext read, while TLS is on */
+  smtpd_buf cout;          /* ciphertext to write */
+  smtpd_buf pend;          /* plaintext written before the handshake */
+  char tls_err[200];
 } tcp_client;
 
 /* Write callbacks (ECANCELED after a close) all come before the close
@@ -35,6 +45,10 @@ typedef struct tcp_write {
 static void tcp_free(smtpd_handle *h) {
   tcp_client *c = SMTPD_OWNER(tcp_client, h);
   smtpd_buf_free(&c->in);
+  smtpd_buf_free(&c->raw);
+  smtpd_buf_free(&c->cout);
+  smtpd_buf_free(&c->pend);
+  smtpd_tls_free(c->tls);
   free(c);
 }
 
@@ -44,18 +58,53 @@ static void tcp_close(smtpd_handle *h) {
 
 static void tcp_on_alloc(uv_handle_t *u, size_t size, uv_buf_t *buf) {
   tcp_client *c = SMTPD_OWNER(tcp_client, u->data);
+  smtpd_buf *b = c->tls ? &c->raw : &c->in;
   (void)size;
-  if (smtpd_buf_reserve(&c->in, 65536)) {
+  if (smtpd_buf_reserve(b, 65536)) {
     *buf = uv_buf_init(NULL, 0);
     return;
   }
-  *buf = uv_buf_init(c->in.p + c->in.len, 65536);
+  *buf = uv_buf_init(b->p + b->len, 65536);
+}
+
+static void tcp_on_write(uv_write_t *req, int status);
+static int tcp_send(tcp_client *c, const char *s, size_t n);
+
+static int tcp_plain(void *ctx, const char *p, size_t n) {
+  tcp_client *c = ctx;
+  return smtpd_buf_append(&c->in, p, n);
+}
+
+/* Writes what TLS queued (handshake records, encrypted data). */
+static void tcp_wire(tcp_client *c) {
+  if (c->tls && smtpd_tls_ready(c->tls) && c->pend.len) {
+    smtpd_tls_write(c->tls, c->pend.p, c->pend.len);
+    smtpd_buf_free(&c->pend);
+  }
+  if (c->cout.len && !c->h.closing) {
+    tcp_send(c, c->cout.p, c->cout.len);
+    c->cout.len = 0;
+  }
 }
 
 static void tcp_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   tcp_client *c = SMTPD_OWNER(tcp_client, st->data);
   (void)buf;
-  if (n > 0) {
+  if (n > 0 && c->tls) {
+    int r;
+    c->raw.len += (size_t)n;
+    r = smtpd_tls_input(c->tls, c->raw.p, c->raw.len, tcp_plain, c);
+    c->raw.len = 0;
+    if (r == SMTPD_TLS_ERROR && !c->tls_err[0])
+      snprintf(c->tls_err, sizeof c->tls_err, "%s",
+               smtpd_tls_error(c->tls));
+    tcp_wire(c);
+    if (c->in.p) c->in.p[c->in.len] = '\0';
+    if (r != SMTPD_TLS_OK) {
+      c->eof = 1;
+      uv_read_stop(st);
+    }
+  } else if (n > 0) {
     c->in.len += (size_t)n;
     c->in.p[c->in.len] = '\0';
   } else if (n < 0) {
@@ -117,26 +166,106 @@ static void tcp_on_write(uv_write_t *req, int status) {
   free(w);
 }
 
-static int tcp_write_(lua_State *L) {
-  tcp_client *c = tcp_check(L);
-  size_t n;
-  const char *s = luaL_checklstring(L, 2, &n);
-  tcp_write *w;
+static int tcp_send(tcp_client *c, const char *s, size_t n) {
+  tcp_write *w = malloc(sizeof *w + n);
   uv_buf_t b;
   int err;
-  if (c == NULL) return smtpd_fail(L, UV_EPIPE);
-  w = malloc(sizeof *w + n);
-  if (w == NULL) return luaL_error(L, "out of memory");
+  if (w == NULL) return UV_ENOMEM;
   memcpy(w->data, s, n);
   w->c = c;
   b = uv_buf_init(w->data, (unsigned)n);
   err = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, tcp_on_write);
   if (err) {
     free(w);
-    return smtpd_fail(L, err);
+    return err;
   }
   c->writes++;
+  return 0;
+}
+
+static int tcp_write_(lua_State *L) {
+  tcp_client *c = tcp_check(L);
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  int err;
+  if (c == NULL) return smtpd_fail(L, UV_EPIPE);
+  if (c->tls) {
+    if (!smtpd_tls_ready(c->tls)) {
+      if (smtpd_buf_append(&c->pend, s, n))
+        return luaL_error(L, "out of memory");
+    } else if (smtpd_tls_write(c->tls, s, n)) {
+      return smtpd_fail(L, UV_EPROTO);
+    }
+    tcp_wire(c);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  err = tcp_send(c, s, n);
+  if (err == UV_ENOMEM) return luaL_error(L, "out of memory");
+  if (err) return smtpd_fail(L, err);
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* starttls(c, {verify=false, ca=, sni=}) -> true | nil, why */
+static int tcp_starttls(lua_State *L) {
+  tcp_client *c = tcp_check(L);
+  smtpd_tls_client_spec sp;
+  char err[200];
+  if (c == NULL) return smtpd_fail(L, UV_EPIPE);
+  if (c->tls) return luaL_error(L, "TLS is already on");
+  memset(&sp, 0, sizeof sp);
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "verify");
+    sp.verify = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "ca");
+    sp.ca = lua_tostring(L, -1);
+    lua_getfield(L, 2, "sni");
+    sp.sni = lua_tostring(L, -1);
+    lua_getfield(L, 2, "cert");
+    sp.cert = lua_tostring(L, -1);
+    lua_getfield(L, 2, "key");
+    sp.key = lua_tostring(L, -1);
+    lua_pop(L, 5);   /* the strings stay in the table */
+  }
+  c->tls = smtpd_tls_client(&sp, &c->cout, err, sizeof err);
+  if (c->tls == NULL) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  if (smtpd_tls_start(c->tls) != SMTPD_TLS_OK) {
+    lua_pushnil(L);
+    lua_pushstring(L, smtpd_tls_error(c->tls));
+    return 2;
+  }
+  tcp_wire(c);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* tls(c) -> {version=, cipher=, ...} once the handshake is done; nil,
+ * why when it failed; nil while it runs or without TLS. */
+static int tcp_tls(lua_State *L) {
+  tcp_client *c = tcp_check(L);
+  smtpd_tls_info in;
+  if (c == NULL || c->tls == NULL) return 0;
+  if (c->tls_err[0]) {
+    lua_pushnil(L);
+    lua_pushstring(L, c->tls_err);
+    return 2;
+  }
+  if (!smtpd_tls_ready(c->tls)) return 0;
+  smtpd_tls_get_info(c->tls, &in);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, in.version);
+  lua_setfield(L, -2, "version");
+  lua_pushstring(L, in.cipher ? in.cipher : "");
+  lua_setfield(L, -2, "cipher");
+  lua_pushstring(L, in.subject);
+  lua_setfield(L, -2, "peer_subject");
+  lua_pushboolean(L, in.resumed);
+  lua_setfield(L, -2, "resumed");
   return 1;
 }
 
@@ -227,7 +356,8 @@ void smtpd_open_tcp(lua_State *L) {
     {"write", tcp_write_}, {"read", tcp_read}, {"peek", tcp_peek},
     {"status", tcp_status}, {"shutdown", tcp_shutdown_write},
     {"pause", tcp_pause}, {"resume", tcp_resume},
-    {"set_rcvbuf", tcp_set_rcvbuf},
+    {"set_rcvbuf", tcp_set_rcvbuf}, {"starttls", tcp_starttls},
+    {"tls", tcp_tls},
     {"close", tcp_close_}, {NULL, NULL}
   };
   smtpd_new_class(L, TCP_MT, NULL, methods);

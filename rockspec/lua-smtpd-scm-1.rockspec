@@ -29,6 +29,10 @@ external_dependencies = {
     header = "uv.h",
     library = "uv",
   },
+  OPENSSL = {
+    header = "openssl/ssl.h",
+    library = "ssl",
+  },
 }
 -- The Makefile builds the one module into build/ (nothing else is left in
 -- the tree) and installs it with the Lua modules.
@@ -40,6 +44,8 @@ build = {
     LUA_INCDIR = "$(LUA_INCDIR)",
     LIBUV_INCDIR = "$(LIBUV_INCDIR)",
     LIBUV_LIBDIR = "$(LIBUV_LIBDIR)",
+    OPENSSL_INCDIR = "$(OPENSSL_INCDIR)",
+    OPENSSL_LIBDIR = "$(OPENSSL_LIBDIR)",
   },
   install_target = "install",
   install_variables = {

@@ -6,6 +6,7 @@
 
 local core = require "smtpd.core"
 local Object = require("smtpd.class").Object
+local auth = require "smtpd.auth"
 
 -- Fields backed by C state (core.FIELDS: name -> "rw" or "ro"): read
 -- through conn:get, written through conn:set.
@@ -98,6 +99,12 @@ function SMTPChannel:getaddr(keyword, arg)
   return rawget(self, "conn"):getaddr(keyword, arg)
 end
 
+-- channel:challenge(text) -> answer: inside an AUTH mechanism
+-- (auth_<MECH>), sends "334 " .. base64(text) and returns the client's
+-- answer, base64-decoded. A cancel ("*"), bad base64 or an overlong line
+-- ends the AUTH exchange with the matching reply.
+SMTPChannel.challenge = auth.challenge
+
 -- Closes once the queued replies are written.
 function SMTPChannel:close_when_done()
   return rawget(self, "conn"):close_when_done()
@@ -135,7 +142,7 @@ end
 
 core.setup {
   base = SMTPChannel, builtins = builtin_funcs, scan = scan,
-  command = command, make = make,
+  command = command, make = make, auth = auth.run,
 }
 
 return SMTPChannel

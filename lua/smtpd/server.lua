@@ -6,6 +6,7 @@ local Object = require("smtpd.class").Object
 local SMTPChannel = require "smtpd.channel"
 local options = require "smtpd.options"
 local util = require "smtpd.util"
+local auth = require "smtpd.auth"
 
 local SMTPServer = Object:extend("SMTPServer")
 SMTPServer.channel_class = SMTPChannel
@@ -15,6 +16,11 @@ SMTPServer.channel_class = SMTPChannel
 -- channel class): SMTPServer(...) refuses any other key.
 SMTPServer.OPTIONS = options.set(core.OPTIONS.server)
 SMTPServer.OPTIONS.map = true
+-- Read here and by the core: tls = {cert=, key=, implicit=, sni=,
+-- client_ca=, verify_client=, handshake_timeout=, ciphers=, min_version=},
+-- and the AUTH mechanisms to offer.
+SMTPServer.OPTIONS.tls = true
+SMTPServer.OPTIONS.auth_mechanisms = true
 
 -- A check method set on a server object (not its class) must be noticed
 -- too: the core looks such methods up once per class change.
@@ -42,6 +48,24 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
     util.raise("decode_data and enable_SMTPUTF8 cannot be set to true at the "
           .. "same time")
   end
+  if opts.tls ~= nil and type(opts.tls) ~= "table" then
+    util.raise("tls must be a table {cert=, key=, ...}")
+  end
+  if opts.require_starttls and not opts.tls then
+    util.raise("require_starttls needs tls = {cert=, key=}")
+  end
+  if opts.require_starttls and opts.tls.implicit then
+    util.raise("require_starttls makes no sense with tls.implicit (the "
+               .. "connection is encrypted from the start)")
+  end
+  local mechs, merr = auth.mechanisms(self, self.channel_class,
+                                      opts.auth_mechanisms)
+  if merr then util.raise(merr) end
+  if opts.auth_required and not mechs then
+    util.raise("auth_required needs AUTH: define server:authenticate (or "
+               .. "auth_<MECH> in the channel class)")
+  end
+  self.auth_mechanisms = mechs
   local map = opts.map or util.socket_map
   local laddr = util.parse_addr(localaddr, "localaddr")
   self._localaddr = laddr
@@ -54,7 +78,7 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
     util.raise(("cannot resolve %s: %s"):format(laddr[1], err))
   end
   local ok, handle
-  ok, handle, err = pcall(core.listen, map, self, ip, laddr[2], opts)
+  ok, handle, err = pcall(core.listen, map, self, ip, laddr[2], opts, mechs)
   if not ok then util.raise(handle) end        -- a bad option
   if not handle then
     util.raise(("cannot listen on %s:%d: %s"):format(laddr[1], laddr[2],
@@ -87,6 +111,26 @@ function SMTPServer:log(level, fmt, ...)
   else
     io.stderr:write("smtpd: ", tostring(level), ": ", line, "\n")
   end
+end
+
+-- server:reload_tls([tls]) -> true | nil, why: loads the certificates
+-- again (the files named by opts.tls, or a new tls table) for new
+-- connections; live ones keep theirs. On failure the old certificates
+-- stay and why is logged.
+function SMTPServer:reload_tls(tls)
+  tls = tls or (self._opts and self._opts.tls)
+  if type(tls) ~= "table" then
+    error("reload_tls: the server has no tls option", 2)
+  end
+  local ok, res, why = pcall(self._handle.reload_tls, self._handle, tls)
+  if not ok then why, res = res, nil end
+  if not res then
+    self:log("error", "reload_tls: %s; keeping the old certificates",
+             tostring(why))
+    return nil, why
+  end
+  self._opts.tls = tls
+  return true
 end
 
 -- Returns host, port of the listening socket.
