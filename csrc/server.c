@@ -179,7 +179,7 @@ static int server_listen(lua_State *L) {
   smtpd_opts_read(L, 5, smtpd_server_opts, &conf);
   err = smtpd_sockaddr(ip, port, &ss);
   if (err) return smtpd_fail(L, err);
-  if (lua_getfield(L, 5, "tls") != LUA_TNIL) {
+  if (lua_getfield(L, 5, "tls") != LUA_TNIL && lua_toboolean(L, -1)) {
     char why[300];
     tls = smtpd_tls_read(L, -1, &implicit, &hs_ms, why, sizeof why);
     if (tls == NULL) return luaL_error(L, "tls: %s", why);

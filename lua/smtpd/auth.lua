@@ -99,7 +99,7 @@ end
 function builtin.XOAUTH2(channel, initial)
   local msg = first(channel, initial)
   local user, token = msg:match("^user=([^\1]*)\1auth=Bearer ([^\1]*)\1\1$")
-  local ok = clean(user, 255) and clean(token, 8192)
+  local ok = clean(user, 255) and clean(token, 12288)
              and check(channel, "XOAUTH2", user, token)
   if ok then return ok end
   channel:challenge('{"status":"401","schemes":"bearer"}')
@@ -119,7 +119,7 @@ function builtin.OAUTHBEARER(channel, initial)
       if t then token = t end
     end
   end
-  local ok = user and clean(token, 8192) and (user == "" or clean(user, 255))
+  local ok = user and clean(token, 12288) and (user == "" or clean(user, 255))
              and check(channel, "OAUTHBEARER", user, token)
   if ok then return ok end
   channel:challenge('{"status":"invalid_token","schemes":"bearer"}')

@@ -19,6 +19,9 @@ local smtpd = {
   MailmanProxy = require "smtpd.mailman",
   sleep = require("smtpd.wait").sleep,
   sendmail = require("smtpd.sendmail").sendmail,
+  -- compare_digest(a, b): string equality in time that does not depend
+  -- on where they differ: for passwords, tokens and digests.
+  compare_digest = core.compare_digest,
 }
 
 -- A new, independent socket map (tests use one each).

@@ -48,7 +48,7 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
     util.raise("decode_data and enable_SMTPUTF8 cannot be set to true at the "
           .. "same time")
   end
-  if opts.tls ~= nil and type(opts.tls) ~= "table" then
+  if opts.tls and type(opts.tls) ~= "table" then
     util.raise("tls must be a table {cert=, key=, ...}")
   end
   if opts.require_starttls and not opts.tls then
