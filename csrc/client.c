@@ -11,6 +11,14 @@
  * recipient), refused (recipient -> {code, message}), code and message of
  * the last reply, and on failure stage, error and timeout.
  *
+ * TLS and AUTH (the relay = {...} options, flattened by sendmail.lua):
+ * starttls (0 no, 1 when offered, 2 required), implicit_tls, tls_verify,
+ * tls_ca, tls_sni, tls_cert, tls_key, auth_user, auth_password,
+ * auth_mechanism (PLAIN or LOGIN), auth_plaintext. Credentials are never
+ * sent before TLS unless auth_plaintext says so. Replies the server sent
+ * behind its 220 to STARTTLS are dropped, never read as replies to what
+ * we send over TLS (the injection of CVE-2021-38371).
+ *
  * The data is sent with every line ending made CRLF (a bare CR or LF never
  * reaches the upstream as such: that is how SMTP smuggling crosses relays)
  * and lines starting with "." doubled, as RFC 5321 4.5.2 asks.
@@ -20,18 +28,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "glue.h"
 
 #define CLIENT_MT "smtpd.client"
 
+/* Wipes a secret before its memory is freed. */
+static void OPENSSL_cleanse_str(char *p) {
+  volatile char *v = p;
+  while (*v) *v++ = 0;
+}
+
 enum {
-  ST_RESOLVE, ST_CONNECT, ST_GREETING, ST_EHLO, ST_HELO, ST_MAIL, ST_RCPT,
-  ST_DATA, ST_BODY, ST_QUIT, ST_DONE
+  ST_RESOLVE, ST_CONNECT, ST_GREETING, ST_EHLO, ST_HELO, ST_STARTTLS,
+  ST_TLS, ST_AUTH, ST_AUTH_USER, ST_AUTH_PASS, ST_MAIL, ST_RCPT, ST_DATA,
+  ST_BODY, ST_QUIT, ST_DONE
 };
 
 static const char *const client_stage[] = {
-  "resolve", "connect", "greeting", "ehlo", "helo", "mail", "rcpt", "data",
-  "message", "quit", "done"
+  "resolve", "connect", "greeting", "ehlo", "helo", "starttls", "tls",
+  "auth", "auth", "auth", "mail", "rcpt", "data", "message", "quit", "done"
 };
 
 typedef struct client_rcpt {
@@ -68,7 +85,22 @@ typedef struct smtpd_client {
   const char *data;
   size_t data_len;
   /* what the upstream offered */
-  int esmtp, has_size, has_8bitmime, has_smtputf8;
+  int esmtp, has_size, has_8bitmime, has_smtputf8, has_starttls;
+  int has_plain, has_login;
+  /* TLS and AUTH */
+  int starttls;            /* 0 no, 1 opportunistic, 2 required */
+  int implicit;
+  int auth_plaintext;
+  int tls_tried;           /* STARTTLS was refused: go on in plaintext */
+  int authed;
+  smtpd_tls_client_spec tspec;   /* strings owned: tls_strs */
+  char *tls_strs[4];
+  char *auth_user, *auth_pass;
+  int auth_login;          /* LOGIN rather than PLAIN */
+  int auth_forced;         /* the mechanism was chosen by the caller */
+  smtpd_tls *tls;
+  smtpd_buf raw;           /* ciphertext read */
+  smtpd_buf cout;          /* ciphertext to write */
   /* reply being read */
   smtpd_buf in;
   smtpd_buf reply;         /* text of the lines so far, joined by \n */
@@ -98,6 +130,15 @@ static void client_free(smtpd_handle *h) {
   smtpd_strlist_clear(&c->mail_options);
   smtpd_buf_free(&c->in);
   smtpd_buf_free(&c->reply);
+  smtpd_buf_free(&c->raw);
+  smtpd_buf_free(&c->cout);
+  smtpd_tls_free(c->tls);
+  for (i = 0; i < 4; i++) free(c->tls_strs[i]);
+  if (c->auth_pass) {
+    OPENSSL_cleanse_str(c->auth_pass);
+    free(c->auth_pass);
+  }
+  free(c->auth_user);
   free(c->host);
   free(c->helo);
   free(c->mailfrom);
@@ -237,11 +278,59 @@ static void client_on_write(uv_write_t *req, int status) {
                 uv_strerror(status));
 }
 
-/* Sends buf (taken over) and waits for the reply with a fresh timeout. */
-static void client_send_buf(smtpd_client *c, char *buf, size_t len) {
+/* Writes buf (taken over) to the socket: 0, or -1 and failed. */
+static int client_write_raw(smtpd_client *c, char *buf, size_t len) {
   client_write *w = malloc(sizeof *w);
   uv_buf_t b = uv_buf_init(buf, (unsigned)len);
   int err;
+  if (w == NULL) {
+    free(buf);
+    client_fail(c, 0, "out of memory");
+    return -1;
+  }
+  w->buf = buf;
+  err = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, client_on_write);
+  if (err) {
+    free(buf);
+    free(w);
+    client_fail(c, 0, "%s: write failed: %s", client_stage[c->state],
+                uv_strerror(err));
+    return -1;
+  }
+  return 0;
+}
+
+/* Writes what TLS queued (handshake records, encrypted commands). */
+static int client_flush_tls(smtpd_client *c) {
+  char *p = c->cout.p;
+  size_t n = c->cout.len;
+  if (n == 0) return 0;
+  c->cout.p = NULL;
+  c->cout.len = c->cout.cap = 0;
+  return client_write_raw(c, p, n);
+}
+
+/* Sends buf (taken over) and waits for the reply with a fresh timeout. */
+static void client_send_buf(smtpd_client *c, char *buf, size_t len) {
+  client_write *w;
+  uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+  int err;
+  if (c->tls) {
+    int bad = smtpd_tls_write(c->tls, buf, len);
+    OPENSSL_cleanse(buf, len);   /* it may hold credentials */
+    free(buf);
+    if (bad) {
+      client_fail(c, 0, "%s: %s", client_stage[c->state],
+                  smtpd_tls_error(c->tls));
+      return;
+    }
+    if (client_flush_tls(c)) return;
+    c->reply.len = 0;
+    c->reply_lines = 0;
+    client_arm(c);
+    return;
+  }
+  w = malloc(sizeof *w);
   if (w == NULL) {
     free(buf);
     client_fail(c, 0, "out of memory");
@@ -346,6 +435,114 @@ static void client_ehlo_line(smtpd_client *c, const char *t, size_t n) {
   if (kw_is(t, n, "SIZE")) c->has_size = 1;
   else if (kw_is(t, n, "8BITMIME")) c->has_8bitmime = 1;
   else if (kw_is(t, n, "SMTPUTF8")) c->has_smtputf8 = 1;
+  else if (kw_is(t, n, "STARTTLS")) c->has_starttls = 1;
+  else if (kw_is(t, n, "AUTH")) {
+    /* AUTH mech mech ... (or the old AUTH=mech form) */
+    size_t i = 5;
+    while (i < n) {
+      size_t k = i;
+      while (k < n && t[k] != ' ') k++;
+      if (kw_is(t + i, k - i, "PLAIN")) c->has_plain = 1;
+      if (kw_is(t + i, k - i, "LOGIN")) c->has_login = 1;
+      i = k + 1;
+    }
+  }
+}
+
+static void client_send_mail(smtpd_client *c);
+static void client_parse(smtpd_client *c);
+
+static void client_send_b64(smtpd_client *c, const char *pre,
+                            const char *p, size_t n) {
+  size_t lp = strlen(pre), cap = lp + (n + 2) / 3 * 4 + 3;
+  char *buf = malloc(cap);
+  if (buf == NULL) {
+    client_fail(c, 0, "out of memory");
+    return;
+  }
+  memcpy(buf, pre, lp);
+  lp += smtpd_b64_encode((const unsigned char *)p, n, buf + lp);
+  memcpy(buf + lp, "\r\n", 3);
+  client_send_buf(c, buf, lp + 2);
+}
+
+/* AUTH PLAIN with the initial response, or AUTH LOGIN. */
+static void client_auth(smtpd_client *c) {
+  size_t ul = strlen(c->auth_user), pl = strlen(c->auth_pass);
+  char *msg;
+  c->state = ST_AUTH;
+  if (c->auth_login) {
+    client_sendf(c, "AUTH LOGIN\r\n");
+    return;
+  }
+  msg = malloc(ul + pl + 2);
+  if (msg == NULL) {
+    client_fail(c, 0, "out of memory");
+    return;
+  }
+  msg[0] = '\0';
+  memcpy(msg + 1, c->auth_user, ul);
+  msg[ul + 1] = '\0';
+  memcpy(msg + ul + 2, c->auth_pass, pl);
+  client_send_b64(c, "AUTH PLAIN ", msg, ul + pl + 2);
+  OPENSSL_cleanse(msg, ul + pl + 2);
+  free(msg);
+}
+
+/* After the EHLO (or HELO) reply: STARTTLS, AUTH, then MAIL. */
+static void client_after_hello(smtpd_client *c) {
+  int tls_on = c->tls != NULL;
+  if (!tls_on && c->starttls && !c->tls_tried) {
+    if (c->has_starttls) {
+      c->state = ST_STARTTLS;
+      client_sendf(c, "STARTTLS\r\n");
+      return;
+    }
+    if (c->starttls == 2) {
+      c->state = ST_STARTTLS;
+      client_fail(c, 0, "starttls: the server does not offer STARTTLS "
+                  "(relay.starttls = \"require\")");
+      return;
+    }
+  }
+  if (c->auth_user && !c->authed) {
+    if (!tls_on && !c->auth_plaintext) {
+      c->state = ST_AUTH;
+      client_fail(c, 0, "auth: no TLS, so no credentials sent (set "
+                  "relay.auth.plaintext = true to send them anyway)");
+      return;
+    }
+    if (!c->auth_forced) c->auth_login = !c->has_plain && c->has_login;
+    if (!(c->auth_login ? c->has_login : c->has_plain)) {
+      c->state = ST_AUTH;
+      client_fail(c, 0, "auth: the server offers no AUTH %s",
+                  c->auth_forced ? (c->auth_login ? "LOGIN" : "PLAIN")
+                                 : "PLAIN or LOGIN");
+      return;
+    }
+    client_auth(c);
+    return;
+  }
+  client_send_mail(c);
+}
+
+/* The server said 220 to STARTTLS: whatever else it sent is dropped, and
+ * the handshake starts. */
+static void client_start_tls(smtpd_client *c) {
+  char err[200];
+  c->in.len = 0;
+  c->tls = smtpd_tls_client(&c->tspec, &c->cout, err, sizeof err);
+  c->state = ST_TLS;
+  if (c->tls == NULL) {
+    client_fail(c, 0, "tls: %s", err);
+    return;
+  }
+  if (smtpd_tls_start(c->tls) != SMTPD_TLS_OK) {
+    client_fail(c, 0, "tls: %s", smtpd_tls_error(c->tls));
+    return;
+  }
+  if (client_flush_tls(c)) return;
+  client_arm(c);
 }
 
 static void client_send_rcpt(smtpd_client *c) {
@@ -426,7 +623,7 @@ static void client_on_reply(smtpd_client *c, int code) {
   case ST_EHLO:
     if (code == 250) {
       c->esmtp = 1;
-      client_send_mail(c);
+      client_after_hello(c);
     } else if (!c->lmtp && code >= 500) {
       c->state = ST_HELO;
       client_sendf(c, "HELO %s\r\n", c->helo);
@@ -439,7 +636,40 @@ static void client_on_reply(smtpd_client *c, int code) {
       client_fail(c, code, "HELO: %d %s", code, txt);
       return;
     }
+    client_after_hello(c);
+    return;
+  case ST_STARTTLS:
+    if (code == 220) {
+      client_start_tls(c);
+    } else if (c->starttls == 2) {
+      client_fail(c, code, "starttls: %d %s", code, txt);
+    } else {
+      c->tls_tried = 1;
+      client_after_hello(c);
+    }
+    return;
+  case ST_AUTH:
+    if (code == 334 && c->auth_login) {
+      c->state = ST_AUTH_USER;
+      client_send_b64(c, "", c->auth_user, strlen(c->auth_user));
+      return;
+    }
+    /* fall through */
+  case ST_AUTH_PASS:
+    if (code != 235) {
+      client_fail(c, code, "auth: %d %s", code, txt);
+      return;
+    }
+    c->authed = 1;
     client_send_mail(c);
+    return;
+  case ST_AUTH_USER:
+    if (code != 334) {
+      client_fail(c, code, "auth: %d %s", code, txt);
+      return;
+    }
+    c->state = ST_AUTH_PASS;
+    client_send_b64(c, "", c->auth_pass, strlen(c->auth_pass));
     return;
   case ST_MAIL:
     if (code != 250) {
@@ -562,18 +792,67 @@ static void client_parse(smtpd_client *c) {
 
 static void client_on_alloc(uv_handle_t *u, size_t size, uv_buf_t *buf) {
   smtpd_client *c = SMTPD_OWNER(smtpd_client, u->data);
+  smtpd_buf *b = c->tls ? &c->raw : &c->in;
+  size_t want = c->tls ? 17 * 1024 : 4096;
   (void)size;
-  if (smtpd_buf_reserve(&c->in, 4096)) {
+  if (smtpd_buf_reserve(b, want)) {
     *buf = uv_buf_init(NULL, 0);
     return;
   }
-  *buf = uv_buf_init(c->in.p + c->in.len, 4096);
+  *buf = uv_buf_init(b->p + b->len, (unsigned)want);
+}
+
+static int client_plain(void *ctx, const char *p, size_t n) {
+  smtpd_client *c = ctx;
+  if (smtpd_buf_append(&c->in, p, n)) return 1;
+  client_parse(c);
+  return c->h.closing;
+}
+
+/* Ciphertext from the server: the handshake, then replies. */
+static void client_tls_read(smtpd_client *c, size_t n) {
+  int was = smtpd_tls_ready(c->tls), r;
+  c->raw.len += n;
+  r = smtpd_tls_input(c->tls, c->raw.p, c->raw.len, client_plain, c);
+  c->raw.len = 0;
+  if (c->h.closing) return;
+  if (r != SMTPD_TLS_OK) {
+    if (c->state == ST_QUIT) {
+      client_close(c);
+      return;
+    }
+    client_fail(c, 0, "%s: %s", was ? client_stage[c->state] : "tls",
+                r == SMTPD_TLS_CLOSED ? "the server ended TLS"
+                                      : smtpd_tls_error(c->tls));
+    return;
+  }
+  if (client_flush_tls(c)) return;
+  if (!was && smtpd_tls_ready(c->tls)) {
+    uv_timer_stop(&c->timer);
+    if (c->state == ST_TLS) {
+      if (c->implicit && !c->esmtp) {
+        /* Implicit TLS: now the greeting. */
+        c->state = ST_GREETING;
+        client_arm(c);
+        return;
+      }
+      /* After STARTTLS: forget what the server offered, EHLO again. */
+      c->has_size = c->has_8bitmime = c->has_smtputf8 = 0;
+      c->has_starttls = c->has_plain = c->has_login = 0;
+      c->state = ST_EHLO;
+      client_sendf(c, "%s %s\r\n", c->lmtp ? "LHLO" : "EHLO", c->helo);
+    }
+  }
 }
 
 static void client_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   smtpd_client *c = SMTPD_OWNER(smtpd_client, st->data);
   (void)buf;
   if (c->h.closing) return;
+  if (n > 0 && c->tls) {
+    client_tls_read(c, (size_t)n);
+    return;
+  }
   if (n < 0) {
     if (c->state == ST_QUIT) {
       client_close(c);
@@ -614,8 +893,12 @@ static void client_on_connect(uv_connect_t *req, int status) {
     return;
   }
   c->state = ST_GREETING;
-  client_arm(c);
   uv_read_start((uv_stream_t *)&c->tcp, client_on_alloc, client_on_read);
+  if (c->implicit) {
+    client_start_tls(c);
+    return;
+  }
+  client_arm(c);
 }
 
 static void client_try_connect(smtpd_client *c) {
@@ -730,6 +1013,8 @@ static int client_send(lua_State *L) {
   struct addrinfo hints;
   char portstr[16];
   const char *host, *mailfrom, *helo, *data;
+  const char *tstr[4], *auth_user, *auth_pass, *auth_mech;
+  int starttls, i;
   size_t mflen, datalen, nrcpts;
   lua_Integer port;
   int err;
@@ -754,6 +1039,23 @@ static int client_send(lua_State *L) {
   client_check_list(L, 2, "mail_options");
   data = client_string(L, 2, "data", NULL, &datalen);
   if (data == NULL) return luaL_error(L, "data must be a string");
+  lua_getfield(L, 2, "starttls");
+  starttls = (int)luaL_optinteger(L, -1, 0);
+  lua_pop(L, 1);
+  luaL_argcheck(L, starttls >= 0 && starttls <= 2, 2, "starttls is 0..2");
+  tstr[0] = client_string(L, 2, "tls_ca", NULL, NULL);
+  tstr[1] = client_string(L, 2, "tls_sni", NULL, NULL);
+  tstr[2] = client_string(L, 2, "tls_cert", NULL, NULL);
+  tstr[3] = client_string(L, 2, "tls_key", NULL, NULL);
+  auth_user = client_string(L, 2, "auth_user", NULL, NULL);
+  auth_pass = client_string(L, 2, "auth_password", NULL, NULL);
+  auth_mech = client_string(L, 2, "auth_mechanism", NULL, NULL);
+  if (auth_user && (!auth_pass || strpbrk(auth_user, "\r\n") ||
+                    strpbrk(auth_pass, "\r\n")))
+    return luaL_error(L, "auth needs user and password, with no CR or LF");
+  if (auth_mech && strcmp(auth_mech, "PLAIN") != 0 &&
+      strcmp(auth_mech, "LOGIN") != 0)
+    return luaL_error(L, "auth.mechanism must be PLAIN or LOGIN");
 
   c = calloc(1, sizeof *c);
   if (c == NULL) return luaL_error(L, "out of memory");
@@ -771,7 +1073,28 @@ static int client_send(lua_State *L) {
   c->helo = strdup(helo);
   c->mailfrom = strdup(mailfrom);
   c->r = calloc(nrcpts, sizeof *c->r);
-  if (!c->host || !c->helo || !c->mailfrom || !c->r ||
+  c->starttls = starttls;
+  lua_getfield(L, 2, "implicit_tls");
+  c->implicit = lua_toboolean(L, -1);
+  lua_getfield(L, 2, "tls_verify");
+  c->tspec.verify = lua_isnil(L, -1) || lua_toboolean(L, -1);
+  lua_getfield(L, 2, "auth_plaintext");
+  c->auth_plaintext = lua_toboolean(L, -1);
+  lua_pop(L, 3);
+  for (i = 0; i < 4; i++)
+    if (tstr[i] && (c->tls_strs[i] = strdup(tstr[i])) == NULL) c->failed = 1;
+  c->tspec.ca = c->tls_strs[0];
+  c->tspec.sni = c->tls_strs[1] ? c->tls_strs[1] : c->host;
+  c->tspec.cert = c->tls_strs[2];
+  c->tspec.key = c->tls_strs[3];
+  if (auth_user) {
+    c->auth_user = strdup(auth_user);
+    c->auth_pass = strdup(auth_pass);
+    if (!c->auth_user || !c->auth_pass) c->failed = 1;
+    c->auth_forced = auth_mech != NULL;
+    c->auth_login = auth_mech && strcmp(auth_mech, "LOGIN") == 0;
+  }
+  if (c->failed || !c->host || !c->helo || !c->mailfrom || !c->r ||
       client_copy_list(L, 2, "rcpttos", &c->rcpts) ||
       client_copy_list(L, 2, "mail_options", &c->mail_options)) {
     client_close(c);

@@ -7,6 +7,8 @@ local core = smtpd.core
 local H = {}
 H.smtpd = smtpd
 H.core = core
+-- The checkout (the specs run from its top).
+H.root = os.getenv("PWD") or "."
 
 -- Under `make asan` the sanitizer runtimes are preloaded into lua5.4; keep
 -- them out of every other program the specs run (python, curl, cp, ...),
@@ -298,6 +300,28 @@ function H.python_with(module)
     end
   end
   return nil
+end
+
+-- The folder (for NODE_PATH) holding the npm package name, installed
+-- from the npm registry into bench/.work when missing; nil, why when
+-- there is no node or the registry cannot be reached.
+function H.node_module(name)
+  if not H.ensure("node", "nodejs") then return nil, "node is not installed" end
+  local dir = H.root .. "/bench/.work"
+  local function found()
+    return os.execute(("cd %s 2>/dev/null && node -e \"require.resolve('%s')\" "
+                       .. ">/dev/null 2>&1"):format(dir, name)) == true
+  end
+  if not found() then
+    if not H.ensure("npm", "npm") then return nil, "npm is not installed" end
+    os.execute(("mkdir -p %s && cd %s && npm install --no-audit --no-fund "
+                .. "--no-save --loglevel=error %s >/dev/null 2>&1")
+               :format(dir, dir, name))
+    if not found() then
+      return nil, "npm install " .. name .. " failed (is the registry reachable?)"
+    end
+  end
+  return dir .. "/node_modules"
 end
 
 -- Python 3 with the smtpd module (3.11 and earlier).

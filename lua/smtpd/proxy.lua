@@ -55,7 +55,8 @@ end
 -- Failures before MAIL say nothing about the message: the upstream is
 -- not serving (down, refusing service, misconfigured).
 local UNAVAILABLE = {resolve = true, connect = true, greeting = true,
-                     ehlo = true, helo = true}
+                     ehlo = true, helo = true, starttls = true, tls = true,
+                     auth = true}
 
 -- Upstream text made safe for one reply line.
 local function clean(text)
