@@ -5,9 +5,9 @@
  * worker 1..n, and goes on to open its own listening socket on the shared
  * port (SO_REUSEPORT: the kernel spreads connections over them). The
  * parent never returns until its workers are gone: it passes the signals it
- * gets on to every worker (SIGTERM, SIGINT and SIGHUP also mean it is
- * stopping), replaces a worker that dies abnormally, and then returns
- * false and an exit status.
+ * gets on to every worker (SIGTERM and SIGINT also mean it is stopping;
+ * SIGHUP reloads certificates), replaces a worker that dies abnormally,
+ * and then returns false and an exit status.
  */
 #include <errno.h>
 #include <signal.h>
@@ -125,7 +125,7 @@ static int workers_run(lua_State *L) {
     int sig = sigtimedwait(&set, &si, &tick), status;
     pid_t pid;
     if (sig > 0 && sig != SIGCHLD) {
-      if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) stopping = 1;
+      if (sig == SIGTERM || sig == SIGINT) stopping = 1;
       signal_all(w, (int)n, sig);
     }
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {

@@ -45,6 +45,38 @@ Options:
         Where Mailman 3 takes LMTP, for -c MailmanProxy. Default
         127.0.0.1:8024.
 
+    --tls-cert FILE
+    --tls-key FILE
+        Offer STARTTLS (RFC 3207) with this certificate (a PEM chain) and
+        key. SIGHUP loads them again for new connections.
+
+    --smtps
+        Implicit TLS (RFC 8314, port 465): TLS from the first byte, with
+        the certificate of --tls-cert.
+
+    --require-starttls
+        Refuse MAIL, RCPT, DATA and AUTH before STARTTLS (530).
+
+    --relay-starttls
+        Relaying: demand STARTTLS from the upstream, checking its
+        certificate and name (the system's CAs, or --relay-ca).
+
+    --relay-tls
+        Relaying: implicit TLS to the upstream (port 465).
+
+    --relay-ca FILE
+        Relaying: trust the CAs of FILE instead of the system's.
+
+    --relay-user USER
+        Relaying: AUTH PLAIN (or LOGIN) as USER, only over TLS. The
+        password is read from the environment variable named by
+        --relay-password-env (default LUA_SMTPD_RELAY_PASSWORD) or from
+        the first line of --relay-password-file; never from the command
+        line.
+
+    --relay-password-env NAME
+    --relay-password-file FILE
+
     --workers N
         Run N worker processes that share the listening port
         (SO_REUSEPORT), to use N cores; the first process passes signals
@@ -71,8 +103,18 @@ end
 local LONG = {
   nosetuid = "n", version = "V", class = "c", size = "s", smtputf8 = "u",
   debug = "d", help = "h", ["mailman-lmtp"] = "L", workers = "W",
+  ["tls-cert"] = "tls-cert", ["tls-key"] = "tls-key", smtps = "smtps",
+  ["require-starttls"] = "require-starttls",
+  ["relay-starttls"] = "relay-starttls", ["relay-tls"] = "relay-tls",
+  ["relay-ca"] = "relay-ca", ["relay-user"] = "relay-user",
+  ["relay-password-env"] = "relay-password-env",
+  ["relay-password-file"] = "relay-password-file",
 }
-local TAKES_ARG = {c = true, s = true, L = true, W = true}
+local TAKES_ARG = {c = true, s = true, L = true, W = true,
+                   ["tls-cert"] = true, ["tls-key"] = true,
+                   ["relay-ca"] = true, ["relay-user"] = true,
+                   ["relay-password-env"] = true,
+                   ["relay-password-file"] = true}
 
 -- getopt-style parsing: clusters (-nd), -cX, -c X, --class=X, --class X.
 function M.parse(argv, prog)
@@ -89,6 +131,7 @@ function M.parse(argv, prog)
     elseif o == "d" then opts.debug = true
     elseif o == "u" then opts.enable_SMTPUTF8 = true
     elseif o == "L" then opts.mailman_lmtp = val
+    elseif #o > 1 then opts[o] = val or true
     elseif o == "W" then
       local n = math.tointeger(tonumber(val))
       if not n or n < 1 or n > 1024 then
@@ -163,6 +206,23 @@ function M.parse(argv, prog)
   end
   opts.localhost, opts.localport = split(localspec, "local")
   opts.remotehost, opts.remoteport = split(remotespec, "remote")
+  if (opts["tls-key"] or opts.smtps or opts["require-starttls"])
+     and not opts["tls-cert"] then
+    fail("--tls-key, --smtps and --require-starttls need --tls-cert")
+  end
+  if opts.smtps and opts["require-starttls"] then
+    fail("--smtps and --require-starttls exclude each other")
+  end
+  if opts["relay-starttls"] and opts["relay-tls"] then
+    fail("--relay-starttls and --relay-tls exclude each other")
+  end
+  if (opts["relay-password-env"] or opts["relay-password-file"])
+     and not opts["relay-user"] then
+    fail("--relay-password-env and --relay-password-file need --relay-user")
+  end
+  if opts["relay-password-env"] and opts["relay-password-file"] then
+    fail("--relay-password-env and --relay-password-file exclude each other")
+  end
   if opts.workers > 1 and opts.localport == 0 then
     fail("--workers needs a fixed port: with port 0 every worker would "
          .. "get a port of its own")
@@ -217,6 +277,9 @@ function M.describe(server, opts)
     text = text .. ", relaying to "
            .. hostport(opts.remotehost, opts.remoteport)
   end
+  if opts["tls-cert"] then
+    text = text .. (opts.smtps and ", implicit TLS" or ", STARTTLS")
+  end
   if opts.workers > 1 then
     text = text .. (", %d workers"):format(opts.workers)
   end
@@ -237,6 +300,32 @@ function M.main(argv, prog)
                     .. "subclasses), not ", opts.classname, "\n")
     os.exit(1)
   end
+  local relay
+  if opts["relay-starttls"] or opts["relay-tls"] or opts["relay-ca"]
+     or opts["relay-user"] then
+    if not options.known(cls).relay then
+      io.stderr:write(prog, ": the --relay-* options are for relaying "
+                      .. "classes (PureProxy, MailmanProxy), not ",
+                      opts.classname, "\n")
+      os.exit(1)
+    end
+    relay = {starttls = opts["relay-starttls"] and "require" or nil,
+             implicit_tls = opts["relay-tls"] or nil,
+             tls = opts["relay-ca"] and {ca = opts["relay-ca"]} or nil}
+    if opts["relay-user"] then
+      relay.auth = {user = opts["relay-user"],
+                    password_file = opts["relay-password-file"],
+                    password_env = not opts["relay-password-file"] and
+                      (opts["relay-password-env"] or
+                       "LUA_SMTPD_RELAY_PASSWORD") or nil}
+    end
+  end
+  local tls
+  if opts["tls-cert"] then
+    tls = {cert = opts["tls-cert"],
+           key = opts["tls-key"] or opts["tls-cert"],
+           implicit = opts.smtps or nil}
+  end
   local size = opts.size_limit
   if size == nil then size = smtpd.DATA_SIZE_DEFAULT end
   local worker_index
@@ -252,7 +341,9 @@ function M.main(argv, prog)
                             enable_SMTPUTF8 = opts.enable_SMTPUTF8,
                             mailman = opts.mailman_lmtp
                               and {lmtp = opts.mailman_lmtp} or nil,
-                            reuse_port = opts.workers > 1 or nil})
+                            reuse_port = opts.workers > 1 or nil,
+                            tls = tls, relay = relay,
+                            require_starttls = opts["require-starttls"]})
   if not ok then
     -- The message, without the Lua position it was raised at.
     local msg = tostring(server):gsub("^[^\n]-%.lua:%d+: ", "")
@@ -294,6 +385,15 @@ function M.main(argv, prog)
       server:close(M.GRACE)
     end
   end
+  -- SIGHUP: the certificate files again, for new connections (the
+  -- first process passes it on to its workers).
+  smtpd.core.on_signal(smtpd.socket_map, "SIGHUP", function()
+    if not tls then
+      io.stderr:write(prog, ": SIGHUP: nothing to reload (no --tls-cert)\n")
+    elseif server:reload_tls() then
+      io.stderr:write(prog, ": SIGHUP: certificates reloaded\n")
+    end
+  end)
   smtpd.core.on_signal(smtpd.socket_map, "SIGTERM", stop("SIGTERM", 15))
   smtpd.core.on_signal(smtpd.socket_map, "SIGINT", stop("SIGINT", 2))
   smtpd.loop()
