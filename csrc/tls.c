@@ -363,6 +363,20 @@ static SSL_CTX *tls_client_ctx(const char *ca, char *err, size_t errlen) {
   return ctx;
 }
 
+void smtpd_tls_cleanup(void) {
+  while (client_ctxs) {
+    client_ctx *e = client_ctxs;
+    client_ctxs = e->next;
+    SSL_CTX_free(e->ctx);
+    free(e->ca);
+    free(e);
+  }
+  if (tls_bio_method) {
+    BIO_meth_free(tls_bio_method);
+    tls_bio_method = NULL;
+  }
+}
+
 /* ---- connections ------------------------------------------------------------ */
 
 static smtpd_tls *tls_new(SSL_CTX *ctx, smtpd_buf *sink) {
@@ -383,8 +397,7 @@ static smtpd_tls *tls_new(SSL_CTX *ctx, smtpd_buf *sink) {
     return NULL;
   }
   BIO_set_data(b, t);
-  BIO_up_ref(b);
-  SSL_set_bio(t->ssl, b, b);   /* takes both references */
+  SSL_set_bio(t->ssl, b, b);   /* one BIO both ways: one reference taken */
   return t;
 }
 

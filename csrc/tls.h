@@ -92,6 +92,10 @@ typedef struct smtpd_tls_info {
 
 void smtpd_tls_get_info(const smtpd_tls *t, smtpd_tls_info *info);
 
+/* Frees what the process keeps (client contexts, our BIO method): before
+ * the module is unloaded, which would leave them unreachable. */
+void smtpd_tls_cleanup(void);
+
 /* Helpers for AUTH. */
 int smtpd_random_bytes(unsigned char *p, size_t n);
 /* HMAC-MD5 (CRAM-MD5) as 32 lower-case hex digits and a NUL. */
