@@ -82,15 +82,21 @@ valgrind: deps $(SO)
 	$(LUAENV) $(WATCHDOG) valgrind --leak-check=full --error-exitcode=3 --errors-for-leak-kinds=definite \
 	  $(LUA) spec/run.lua $(SPEC)
 
-# libFuzzer targets over the engine (parser + session), ASan + UBSan.
-FUZZ_TARGETS = session_fuzz split_fuzz
+# libFuzzer targets over the engine (parser + session) and the TLS layer
+# (tls_fuzz: with OpenSSL), ASan + UBSan.
+FUZZ_TARGETS = session_fuzz split_fuzz tls_fuzz
 FUZZ_SRC     = csrc/buffer.c csrc/parser.c csrc/text.c csrc/addr.c \
                csrc/session.c
 FUZZ_SECONDS ?= 600
+FUZZ_CC      = clang -g -O1 -std=c99 -D_GNU_SOURCE \
+               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+fuzz/build/tls_fuzz: fuzz/tls_fuzz.c $(FUZZ_SRC) csrc/tls.c csrc/proto.h csrc/tls.h
+	@mkdir -p fuzz/build
+	$(FUZZ_CC) $$(pkg-config --cflags openssl) -o $@ $< $(FUZZ_SRC) \
+	  csrc/tls.c $$(pkg-config --libs openssl)
 fuzz/build/%: fuzz/%.c $(FUZZ_SRC) csrc/proto.h
 	@mkdir -p fuzz/build
-	clang -g -O1 -std=c99 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
-	  -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_SRC)
+	$(FUZZ_CC) -o $@ $< $(FUZZ_SRC)
 
 fuzz-deps:
 	@command -v clang >/dev/null 2>&1 || { \
