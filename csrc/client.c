@@ -802,9 +802,27 @@ static void client_on_alloc(uv_handle_t *u, size_t size, uv_buf_t *buf) {
   *buf = uv_buf_init(b->p + b->len, (unsigned)want);
 }
 
+/* The handshake just finished: implicit TLS now waits for the greeting;
+ * after STARTTLS, what the server offered is forgotten and EHLO goes
+ * again. */
+static void client_tls_up(smtpd_client *c) {
+  uv_timer_stop(&c->timer);
+  if (c->implicit && !c->esmtp) {
+    c->state = ST_GREETING;
+    client_arm(c);
+    return;
+  }
+  c->has_size = c->has_8bitmime = c->has_smtputf8 = 0;
+  c->has_starttls = c->has_plain = c->has_login = 0;
+  c->state = ST_EHLO;
+  client_sendf(c, "%s %s\r\n", c->lmtp ? "LHLO" : "EHLO", c->helo);
+}
+
 static int client_plain(void *ctx, const char *p, size_t n) {
   smtpd_client *c = ctx;
-  if (smtpd_buf_append(&c->in, p, n)) return 1;
+  /* Plaintext in the same read as the end of the handshake. */
+  if (c->state == ST_TLS) client_tls_up(c);
+  if (c->h.closing || smtpd_buf_append(&c->in, p, n)) return 1;
   client_parse(c);
   return c->h.closing;
 }
@@ -827,22 +845,8 @@ static void client_tls_read(smtpd_client *c, size_t n) {
     return;
   }
   if (client_flush_tls(c)) return;
-  if (!was && smtpd_tls_ready(c->tls)) {
-    uv_timer_stop(&c->timer);
-    if (c->state == ST_TLS) {
-      if (c->implicit && !c->esmtp) {
-        /* Implicit TLS: now the greeting. */
-        c->state = ST_GREETING;
-        client_arm(c);
-        return;
-      }
-      /* After STARTTLS: forget what the server offered, EHLO again. */
-      c->has_size = c->has_8bitmime = c->has_smtputf8 = 0;
-      c->has_starttls = c->has_plain = c->has_login = 0;
-      c->state = ST_EHLO;
-      client_sendf(c, "%s %s\r\n", c->lmtp ? "LHLO" : "EHLO", c->helo);
-    }
-  }
+  if (!was && smtpd_tls_ready(c->tls) && c->state == ST_TLS)
+    client_tls_up(c);
 }
 
 static void client_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {

@@ -78,6 +78,24 @@ describe("real TLS clients", function()
     H.cleanup(map)
   end)
 
+  it("openssl s_client: TLS 1.1 is refused, min_version TLSv1.3 refuses "
+     .. "1.2", function()
+    local _, map, port = server({implicit = true})
+    local text = client(map, ("openssl s_client -connect 127.0.0.1:%d -tls1_1 "
+      .. "-cipher DEFAULT@SECLEVEL=0 </dev/null 2>&1"):format(port))
+    assert.is_nil(text:find("^220 ", 1) or text:find("\n220 ", 1, true))
+    assert.matches("alert", text)
+    text = client(map, ("printf 'QUIT\\r\\n' | openssl s_client -connect "
+      .. "127.0.0.1:%d -tls1_2 -ign_eof 2>&1"):format(port))
+    assert.matches("\n220 ", text, 1, true)
+    H.cleanup(map)
+    _, map, port = server({implicit = true, min_version = "TLSv1.3"})
+    text = client(map, ("openssl s_client -connect 127.0.0.1:%d -tls1_2 "
+      .. "</dev/null 2>&1"):format(port))
+    assert.is_nil(text:find("\n220 ", 1, true))
+    H.cleanup(map)
+  end)
+
   it("Python's smtplib: starttls() + login(), and SMTP_SSL", function()
     if not H.have("python3") then return H.skip("python3 is not installed") end
     local srv, map, port = server()
