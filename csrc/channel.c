@@ -109,7 +109,8 @@ smtpd_channel *smtpd_channel_new(smtpd_server *srv) {
 
 /* TLS begins (at accept, or after STARTTLS): 0, or -1 and closed. */
 static int channel_tls_begin(smtpd_channel *ch) {
-  ch->tls = smtpd_tls_server(ch->shared->tls, &ch->cout);
+  smtpd_tls_env *env = smtpd_map_tls(ch->h.map);
+  ch->tls = env ? smtpd_tls_server(env, ch->shared->tls, &ch->cout) : NULL;
   if (ch->tls == NULL) {
     smtpd_channel_log(ch, "error", "cannot start TLS: out of memory");
     smtpd_channel_close(ch);

@@ -531,7 +531,10 @@ static void client_after_hello(smtpd_client *c) {
 static void client_start_tls(smtpd_client *c) {
   char err[200];
   c->in.len = 0;
-  c->tls = smtpd_tls_client(&c->tspec, &c->cout, err, sizeof err);
+  smtpd_tls_env *env = smtpd_map_tls(c->h.map);
+  snprintf(err, sizeof err, "out of memory");
+  c->tls = env ? smtpd_tls_client(env, &c->tspec, &c->cout, err, sizeof err)
+               : NULL;
   c->state = ST_TLS;
   if (c->tls == NULL) {
     client_fail(c, 0, "tls: %s", err);

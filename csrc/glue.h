@@ -111,9 +111,13 @@ struct smtpd_map {
   char rbuf[65536];        /* shared read buffer */
   int rbuf_busy;
   struct smtpd_map *next_map, *prev_map;   /* every open map (fork) */
+  smtpd_tls_env *tls_env;  /* made on first use, freed after the loop */
 };
 
 smtpd_map *smtpd_check_map(lua_State *L, int idx);
+/* The map's TLS environment (made on first use); NULL when out of
+ * memory. */
+smtpd_tls_env *smtpd_map_tls(smtpd_map *m);
 int smtpd_maps_after_fork(void);
 /* Starts t for ms, measured from now: for timers armed outside the loop's
  * own callbacks, where libuv's cached time may be stale. */

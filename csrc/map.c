@@ -201,6 +201,11 @@ static void map_walk_force(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h) && h->data == NULL) uv_close(h, NULL);
 }
 
+smtpd_tls_env *smtpd_map_tls(smtpd_map *m) {
+  if (m->tls_env == NULL) m->tls_env = smtpd_tls_env_new();
+  return m->tls_env;
+}
+
 static int map_gc(lua_State *L) {
   smtpd_map **pm = luaL_checkudata(L, 1, SMTPD_MAP_MT);
   smtpd_map *m = *pm;
@@ -213,7 +218,11 @@ static int map_gc(lua_State *L) {
   map_close_handles(m);
   uv_walk(&m->loop, map_walk_force, NULL);
   uv_run(&m->loop, UV_RUN_DEFAULT);
-  if (uv_loop_close(&m->loop) == 0) free(m);
+  if (uv_loop_close(&m->loop) == 0) {
+    /* Every connection of the map is gone: so can their TLS be. */
+    smtpd_tls_env_free(m->tls_env);
+    free(m);
+  }
   /* else a handle is still open: leak the loop rather than free it live */
   return 0;
 }

@@ -228,7 +228,10 @@ static int tcp_starttls(lua_State *L) {
     sp.key = lua_tostring(L, -1);
     lua_pop(L, 5);   /* the strings stay in the table */
   }
-  c->tls = smtpd_tls_client(&sp, &c->cout, err, sizeof err);
+  snprintf(err, sizeof err, "out of memory");
+  c->tls = smtpd_map_tls(c->h.map) ?
+           smtpd_tls_client(c->h.map->tls_env, &sp, &c->cout, err,
+                            sizeof err) : NULL;
   if (c->tls == NULL) {
     lua_pushnil(L);
     lua_pushstring(L, err);

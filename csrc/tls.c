@@ -47,8 +47,6 @@ struct smtpd_tls {
 
 /* ---- the BIO: reads from the feed, writes to the sink ------------------- */
 
-static BIO_METHOD *tls_bio_method;
-
 static int bio_write(BIO *b, const char *p, int n) {
   smtpd_tls *t = BIO_get_data(b);
   BIO_clear_retry_flags(b);
@@ -92,19 +90,16 @@ static int bio_destroy(BIO *b) {
   return 1;
 }
 
-static BIO_METHOD *tls_bio(void) {
-  if (tls_bio_method == NULL) {
-    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
-                                 "smtpd");
-    if (m == NULL) return NULL;
-    BIO_meth_set_write(m, bio_write);
-    BIO_meth_set_read(m, bio_read);
-    BIO_meth_set_ctrl(m, bio_ctrl);
-    BIO_meth_set_create(m, bio_create);
-    BIO_meth_set_destroy(m, bio_destroy);
-    tls_bio_method = m;
-  }
-  return tls_bio_method;
+static BIO_METHOD *tls_bio_new(void) {
+  BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+                               "smtpd");
+  if (m == NULL) return NULL;
+  BIO_meth_set_write(m, bio_write);
+  BIO_meth_set_read(m, bio_read);
+  BIO_meth_set_ctrl(m, bio_ctrl);
+  BIO_meth_set_create(m, bio_create);
+  BIO_meth_set_destroy(m, bio_destroy);
+  return m;
 }
 
 /* ---- errors -------------------------------------------------------------- */
@@ -318,7 +313,7 @@ void smtpd_tls_conf_unref(smtpd_tls_conf *c) {
   free(c);
 }
 
-/* ---- client contexts: one per CA file, kept for the process ------------- */
+/* ---- the environment: our BIO method, client contexts per CA file -------- */
 
 typedef struct client_ctx {
   char *ca;                /* NULL: the system's store */
@@ -326,12 +321,40 @@ typedef struct client_ctx {
   struct client_ctx *next;
 } client_ctx;
 
-static client_ctx *client_ctxs;
+struct smtpd_tls_env {
+  BIO_METHOD *bio;
+  client_ctx *clients;
+};
 
-static SSL_CTX *tls_client_ctx(const char *ca, char *err, size_t errlen) {
+smtpd_tls_env *smtpd_tls_env_new(void) {
+  smtpd_tls_env *e = calloc(1, sizeof *e);
+  if (e == NULL) return NULL;
+  e->bio = tls_bio_new();
+  if (e->bio == NULL) {
+    free(e);
+    return NULL;
+  }
+  return e;
+}
+
+void smtpd_tls_env_free(smtpd_tls_env *e) {
+  if (e == NULL) return;
+  while (e->clients) {
+    client_ctx *c = e->clients;
+    e->clients = c->next;
+    SSL_CTX_free(c->ctx);
+    free(c->ca);
+    free(c);
+  }
+  BIO_meth_free(e->bio);
+  free(e);
+}
+
+static SSL_CTX *tls_client_ctx(smtpd_tls_env *env, const char *ca, char *err,
+                               size_t errlen) {
   client_ctx *e;
   SSL_CTX *ctx;
-  for (e = client_ctxs; e; e = e->next) {
+  for (e = env->clients; e; e = e->next) {
     if ((ca == NULL && e->ca == NULL) ||
         (ca && e->ca && strcmp(ca, e->ca) == 0))
       return e->ctx;
@@ -358,37 +381,21 @@ static SSL_CTX *tls_client_ctx(const char *ca, char *err, size_t errlen) {
     return NULL;
   }
   e->ctx = ctx;
-  e->next = client_ctxs;
-  client_ctxs = e;
+  e->next = env->clients;
+  env->clients = e;
   return ctx;
-}
-
-void smtpd_tls_cleanup(void) {
-  while (client_ctxs) {
-    client_ctx *e = client_ctxs;
-    client_ctxs = e->next;
-    SSL_CTX_free(e->ctx);
-    free(e->ca);
-    free(e);
-  }
-  if (tls_bio_method) {
-    BIO_meth_free(tls_bio_method);
-    tls_bio_method = NULL;
-  }
 }
 
 /* ---- connections ------------------------------------------------------------ */
 
-static smtpd_tls *tls_new(SSL_CTX *ctx, smtpd_buf *sink) {
-  smtpd_tls *t;
+static smtpd_tls *tls_new(smtpd_tls_env *env, SSL_CTX *ctx,
+                          smtpd_buf *sink) {
+  smtpd_tls *t = calloc(1, sizeof *t);
   BIO *b;
-  BIO_METHOD *m = tls_bio();
-  if (m == NULL) return NULL;
-  t = calloc(1, sizeof *t);
   if (t == NULL) return NULL;
   t->sink = sink;
   t->ssl = SSL_new(ctx);
-  b = BIO_new(m);
+  b = BIO_new(env->bio);
   if (t->ssl == NULL || b == NULL) {
     if (b) BIO_free(b);
     if (t->ssl) SSL_free(t->ssl);
@@ -401,8 +408,9 @@ static smtpd_tls *tls_new(SSL_CTX *ctx, smtpd_buf *sink) {
   return t;
 }
 
-smtpd_tls *smtpd_tls_server(smtpd_tls_conf *c, smtpd_buf *sink) {
-  smtpd_tls *t = tls_new(c->def, sink);
+smtpd_tls *smtpd_tls_server(smtpd_tls_env *env, smtpd_tls_conf *c,
+                            smtpd_buf *sink) {
+  smtpd_tls *t = tls_new(env, c->def, sink);
   if (t == NULL) return NULL;
   SSL_set_accept_state(t->ssl);
   t->conf = c;
@@ -416,12 +424,14 @@ static int tls_is_ip(const char *h) {
   return strchr(h, ':') != NULL || strspn(h, "0123456789.") == strlen(h);
 }
 
-smtpd_tls *smtpd_tls_client(const smtpd_tls_client_spec *sp,
+smtpd_tls *smtpd_tls_client(smtpd_tls_env *env,
+                            const smtpd_tls_client_spec *sp,
                             smtpd_buf *sink, char *err, size_t errlen) {
-  SSL_CTX *ctx = tls_client_ctx(sp->verify ? sp->ca : NULL, err, errlen);
+  SSL_CTX *ctx = tls_client_ctx(env, sp->verify ? sp->ca : NULL, err,
+                                errlen);
   smtpd_tls *t;
   if (ctx == NULL) return NULL;
-  t = tls_new(ctx, sink);
+  t = tls_new(env, ctx, sink);
   if (t == NULL) {
     snprintf(err, errlen, "out of memory");
     return NULL;

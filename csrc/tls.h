@@ -39,6 +39,14 @@ smtpd_tls_conf *smtpd_tls_conf_new(const smtpd_tls_spec *sp, char *err,
 void smtpd_tls_conf_ref(smtpd_tls_conf *c);
 void smtpd_tls_conf_unref(smtpd_tls_conf *c);
 
+/* What connections share and what must outlive every one of them: our
+ * BIO method and the client contexts (one per CA file). A map owns one
+ * and frees it after its last connection. */
+typedef struct smtpd_tls_env smtpd_tls_env;
+
+smtpd_tls_env *smtpd_tls_env_new(void);
+void smtpd_tls_env_free(smtpd_tls_env *e);
+
 /* One connection's TLS. */
 typedef struct smtpd_tls smtpd_tls;
 
@@ -50,8 +58,10 @@ typedef struct smtpd_tls_client_spec {
   const char *key;
 } smtpd_tls_client_spec;
 
-smtpd_tls *smtpd_tls_server(smtpd_tls_conf *c, smtpd_buf *sink);
-smtpd_tls *smtpd_tls_client(const smtpd_tls_client_spec *sp,
+smtpd_tls *smtpd_tls_server(smtpd_tls_env *env, smtpd_tls_conf *c,
+                            smtpd_buf *sink);
+smtpd_tls *smtpd_tls_client(smtpd_tls_env *env,
+                            const smtpd_tls_client_spec *sp,
                             smtpd_buf *sink, char *err, size_t errlen);
 void smtpd_tls_free(smtpd_tls *t);
 
@@ -91,10 +101,6 @@ typedef struct smtpd_tls_info {
 } smtpd_tls_info;
 
 void smtpd_tls_get_info(const smtpd_tls *t, smtpd_tls_info *info);
-
-/* Frees what the process keeps (client contexts, our BIO method): before
- * the module is unloaded, which would leave them unreachable. */
-void smtpd_tls_cleanup(void);
 
 /* Helpers for AUTH. */
 int smtpd_random_bytes(unsigned char *p, size_t n);

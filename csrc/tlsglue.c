@@ -259,15 +259,6 @@ static int tls_compare_digest(lua_State *L) {
   return 1;
 }
 
-/* Collected when the Lua state closes, before the module is unloaded
- * (Lua finalizes in reverse order of creation: maps made later are
- * finalized, and their connections freed, before this runs). */
-static int tls_gc(lua_State *L) {
-  (void)L;
-  smtpd_tls_cleanup();
-  return 0;
-}
-
 void smtpd_open_tls(lua_State *L) {
   static const luaL_Reg f[] = {
     {"b64encode", tls_b64encode}, {"b64decode", tls_b64decode},
@@ -275,18 +266,4 @@ void smtpd_open_tls(lua_State *L) {
     {"compare_digest", tls_compare_digest}, {NULL, NULL}
   };
   luaL_setfuncs(L, f, 0);
-  /* Once per Lua state, however often the module is opened (busted
-   * unloads modules between spec files): the first one is finalized
-   * after every map, which may still hold TLS connections. */
-  if (lua_getfield(L, LUA_REGISTRYINDEX, "smtpd.tls_cleanup") != LUA_TNIL) {
-    lua_pop(L, 1);
-    return;
-  }
-  lua_pop(L, 1);
-  lua_newuserdatauv(L, 1, 0);
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, tls_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  lua_setfield(L, LUA_REGISTRYINDEX, "smtpd.tls_cleanup");
 }

@@ -33,6 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 static smtpd_tls_conf *conf;
+static smtpd_tls_env *env;
 
 /* A throwaway ECDSA certificate, written where the loader reads it. */
 static void make_cert(const char *cert, const char *key) {
@@ -74,10 +75,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   pr.n = 1;
   sp.pairs = &pr;
   sp.npairs = 1;
+  env = smtpd_tls_env_new();
   conf = smtpd_tls_conf_new(&sp, err, sizeof err);
   unlink(cert);
   unlink(key);
-  if (conf == NULL) {
+  if (conf == NULL || env == NULL) {
     fprintf(stderr, "%s\n", err);
     abort();
   }
@@ -153,7 +155,7 @@ static void mode_raw(const uint8_t *d, size_t n, size_t piece, uint8_t o) {
   session_open(&sv.s, &sv.replies, o);
   memset(&sv.replies, 0, sizeof sv.replies);
   sv.s.out = &sv.replies;
-  t = smtpd_tls_server(conf, &wire);
+  t = smtpd_tls_server(env, conf, &wire);
   if (t == NULL) abort();
   for (off = 0; off < n; off += piece) {
     size_t k = n - off < piece ? n - off : piece;
@@ -209,8 +211,8 @@ static void mode_tunnel(const uint8_t *d, size_t n, size_t piece,
   session_open(&sv.s, &sv.replies, (uint8_t)(o | 8));   /* TLS is on */
   memset(&sv.replies, 0, sizeof sv.replies);
   sv.s.out = &sv.replies;
-  s = smtpd_tls_server(conf, &s_out);
-  c = smtpd_tls_client(&cs, &c_out, err, sizeof err);
+  s = smtpd_tls_server(env, conf, &s_out);
+  c = smtpd_tls_client(env, &cs, &c_out, err, sizeof err);
   if (!s || !c) abort();
   if (smtpd_tls_start(c) != SMTPD_TLS_OK) abort();
   pump(c, &c_out, &plain, s, &s_out, &sv);
