@@ -4,14 +4,7 @@ local R = require "replies"
 
 local BIN = "bin/lua-smtpd"
 
-local function run(args)
-  local out = os.tmpname()
-  local ok, _, code = os.execute(("lua5.4 %s %s >%s 2>&1 </dev/null")
-                                 :format(BIN, args, out))
-  local text = H.readfile(out)
-  os.remove(out)
-  return code, text
-end
+local run = H.run_cli
 
 local free_port = H.free_port
 

@@ -15,14 +15,7 @@ local function start(args, port)
   error("lua-smtpd did not start: " .. (H.readfile(out) or ""))
 end
 
-local function run(args)
-  local out = os.tmpname()
-  local _, _, code = os.execute(("lua5.4 %s %s >%s 2>&1 </dev/null")
-                                :format(BIN, args, out))
-  local text = H.readfile(out)
-  os.remove(out)
-  return code, text
-end
+local run = H.run_cli
 
 -- A client on map: STARTTLS (unless implicit), EHLO; returns it and the
 -- server certificate's subject.

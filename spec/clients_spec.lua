@@ -1,18 +1,7 @@
 -- Real clients send mail to our server; the handler sees what they sent.
 local H = require "helper"
 
--- Runs cmd in the background while our map serves; returns its output.
-local function client(map, cmd, timeout)
-  local pid, out = H.spawn(cmd)
-  local ok, err = pcall(H.run_until, map, function()
-    return not H.alive(pid)
-  end, timeout or 20, cmd)
-  H.kill(pid)
-  local text = H.readfile(out) or ""
-  os.remove(out)
-  if not ok then error(err .. "\n" .. text) end
-  return text
-end
+local client = H.run_client
 
 local ensure = H.ensure
 

@@ -214,6 +214,30 @@ function H.spawn(cmd)
   return pid, out
 end
 
+-- Runs a client command in the background while map serves, until it
+-- exits (at most timeout seconds); returns what it printed.
+function H.run_client(map, cmd, timeout)
+  local pid, out = H.spawn(cmd)
+  local ok, err = pcall(H.run_until, map, function()
+    return not H.alive(pid)
+  end, timeout or 20, cmd)
+  H.kill(pid)
+  local text = H.readfile(out) or ""
+  os.remove(out)
+  if not ok then error(err .. "\n" .. text) end
+  return text
+end
+
+-- Runs bin/lua-smtpd with args to the end: its exit code and output.
+function H.run_cli(args)
+  local out = os.tmpname()
+  local _, _, code = os.execute(("lua5.4 bin/lua-smtpd %s >%s 2>&1 </dev/null")
+                                :format(args, out))
+  local text = H.readfile(out)
+  os.remove(out)
+  return code, text
+end
+
 -- Waits until something accepts connections on 127.0.0.1:port.
 function H.wait_listening(port, timeout)
   local map = H.core.map()

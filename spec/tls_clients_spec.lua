@@ -4,17 +4,7 @@
 local H = require "helper"
 local certs = require "certs"
 
-local function client(map, cmd, timeout)
-  local pid, out = H.spawn(cmd)
-  local ok, err = pcall(H.run_until, map, function()
-    return not H.alive(pid)
-  end, timeout or 20, cmd)
-  H.kill(pid)
-  local text = H.readfile(out) or ""
-  os.remove(out)
-  if not ok then error(err .. "\n" .. text) end
-  return text
-end
+local client = H.run_client
 
 local Auth = H.Recorder:extend("Auth")
 function Auth:authenticate(_, mech, user, pw)
