@@ -57,7 +57,7 @@ local builtin = {}
 -- RFC 4616: [authzid] NUL authcid NUL passwd.
 function builtin.PLAIN(channel, initial)
   local msg = first(channel, initial)
-  local authz, user, pass = msg:match("^([^%z]*)%z([^%z]*)%z([^%z]*)$")
+  local authz, user, pass = msg:match("^([^\0]*)\0([^\0]*)\0([^\0]*)$")
   if not (authz and clean(user, 255) and clean(pass, 255) and #authz <= 255)
      or (authz ~= "" and authz ~= user) then
     return nil
