@@ -177,9 +177,17 @@ for _, s in ipairs(servers) do
     local c2 = cpu(pid)
     r.reuse_rate, r.reuse_cpu, r.reuse_failed = n / secs,
                                                 (c2 - c1) / n * 1000, failed
-    if IDLE > 0 then r.idle_kib, r.idle_secs = idle(pid, port) end
-    r.hwm = H.status_kb(pid, "VmHWM") / 1024
     results[#results + 1] = r
+    if IDLE > 0 then
+      local iok, kib, opened = pcall(idle, pid, port)
+      if iok then
+        r.idle_kib, r.idle_secs = kib, opened
+      else
+        r.idle_err = tostring(kib):gsub("^.-:%d+: ", "")
+        note(("%s could not hold %d idle TLS connections: %s"):format(
+          s.name, IDLE, r.idle_err))
+      end
+    end
   end)
   H.kill(pid)
   os.remove(out)
@@ -197,7 +205,8 @@ for _, r in ipairs(results) do
   if r.tag == "ours" then ours = r end
   print(("  %-24s %12.0f %10.2f %12.0f %10.3f %12s%s"):format(r.name,
     r.new_rate, r.new_cpu, r.reuse_rate, r.reuse_cpu,
-    r.idle_kib and ("%.2f"):format(r.idle_kib) or "-",
+    r.idle_kib and ("%.2f"):format(r.idle_kib) or
+      (r.idle_err and "failed" or "-"),
     (r.new_failed + r.reuse_failed > 0) and
       ("  (%d failed)"):format(r.new_failed + r.reuse_failed) or ""))
 end
