@@ -190,6 +190,38 @@ static int map_loop(lua_State *L) {
   return 0;
 }
 
+/* For embedding in another event loop (smtpd.luv): the fd to poll for
+ * readability, the milliseconds until the next timer (-1: none), and one
+ * NOWAIT step. step() -> whether anything of ours is left. */
+static int map_backend_fd(lua_State *L) {
+  smtpd_map *m = smtpd_check_map(L, 1);
+  lua_pushinteger(L, uv_backend_fd(&m->loop));
+  return 1;
+}
+
+static int map_backend_timeout(lua_State *L) {
+  smtpd_map *m = smtpd_check_map(L, 1);
+  /* libuv says 0 for a loop with nothing to wait for: here that is "no
+   * timer" (-1), not "step again at once". */
+  if (!uv_loop_alive(&m->loop)) {
+    lua_pushinteger(L, -1);
+    return 1;
+  }
+  uv_update_time(&m->loop);
+  lua_pushinteger(L, uv_backend_timeout(&m->loop));
+  return 1;
+}
+
+static int map_step(lua_State *L) {
+  smtpd_map *m = smtpd_check_map(L, 1);
+  if (m->running) return luaL_error(L, "step: this map is already running");
+  m->running = 1;
+  uv_run(&m->loop, UV_RUN_NOWAIT);
+  m->running = 0;
+  lua_pushboolean(L, m->handles > 0);
+  return 1;
+}
+
 static int map_count(lua_State *L) {
   smtpd_map *m = smtpd_check_map(L, 1);
   lua_pushinteger(L, (lua_Integer)m->handles);
@@ -288,7 +320,9 @@ void smtpd_open_map(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"loop", map_loop}, {"close_all", map_close_all}, {"count", map_count},
     {"set_debug", map_set_debug}, {"close", map_close},
-    {"stats", map_stats}, {NULL, NULL}
+    {"stats", map_stats}, {"backend_fd", map_backend_fd},
+    {"backend_timeout", map_backend_timeout}, {"step", map_step},
+    {NULL, NULL}
   };
   smtpd_new_class(L, SMTPD_MAP_MT, meta, methods);
   lua_pushcfunction(L, map_new);

@@ -31,6 +31,29 @@ function M.wait(map, start, what)
     return coroutine.yield(core.WAIT)
   end
   map = map or socket_map
+  if package.loaded["smtpd.luv"] and package.loaded["smtpd.luv"].attached[map]
+  then
+    -- The map runs on luv's loop: park this coroutine instead of running
+    -- a loop of our own, which would stop luv's.
+    if main then
+      error(what .. ": the map runs on luv (smtpd.luv): call it from a "
+            .. "coroutine, or from a hook", 3)
+    end
+    local done
+    local waiting = false
+    start(map, function(...)
+      if waiting then
+        waiting = false
+        local ok, err = coroutine.resume(co, ...)
+        if not ok then io.stderr:write(what, ": ", tostring(err), "\n") end
+      elseif not done then
+        done = table.pack(...)
+      end
+    end)
+    if done then return table.unpack(done, 1, done.n) end
+    waiting = true
+    return coroutine.yield()
+  end
   local done
   local handle = start(map, function(...)
     if not done then done = table.pack(...) end
