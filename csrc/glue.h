@@ -12,6 +12,7 @@
  *   client.c   the outgoing SMTP/LMTP client of the relays
  *   timer.c    one-shot timers; signal.c: signal handlers
  *   tcp.c      a raw TCP client (specs, the REPL)
+ *   stdin.c    standard input on a map's loop (the live prompt)
  *   engine.c   the protocol without sockets (specs)
  *   workers.c  pre-forked workers
  *   core.c     luaopen_smtpd_core
@@ -369,5 +370,6 @@ void smtpd_open_signal(lua_State *L);
 void smtpd_open_workers(lua_State *L);
 void smtpd_open_opts(lua_State *L);
 void smtpd_open_tls(lua_State *L);
+void smtpd_open_stdin(lua_State *L);
 
 #endif

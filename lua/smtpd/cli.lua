@@ -77,6 +77,12 @@ Options:
     --relay-password-env NAME
     --relay-password-file FILE
 
+    --repl
+        After starting the server, give a Lua prompt instead of waiting:
+        the server keeps serving while you type. `smtpd' and `server' are
+        globals there; Ctrl-C cancels the line or a waiting chunk, Ctrl-D
+        closes the server gracefully and exits. Not with --workers.
+
     --workers N
         Run N worker processes that share the listening port
         (SO_REUSEPORT), to use N cores; the first process passes signals
@@ -108,7 +114,7 @@ local LONG = {
   ["relay-starttls"] = "relay-starttls", ["relay-tls"] = "relay-tls",
   ["relay-ca"] = "relay-ca", ["relay-user"] = "relay-user",
   ["relay-password-env"] = "relay-password-env",
-  ["relay-password-file"] = "relay-password-file",
+  ["relay-password-file"] = "relay-password-file", repl = "repl",
 }
 local TAKES_ARG = {c = true, s = true, L = true, W = true,
                    ["tls-cert"] = true, ["tls-key"] = true,
@@ -223,6 +229,9 @@ function M.parse(argv, prog)
   if opts["relay-password-env"] and opts["relay-password-file"] then
     fail("--relay-password-env and --relay-password-file exclude each other")
   end
+  if opts.repl and opts.workers > 1 then
+    fail("--repl and --workers exclude each other (one prompt, one process)")
+  end
   if opts.workers > 1 and opts.localport == 0 then
     fail("--workers needs a fixed port: with port 0 every worker would "
          .. "get a port of its own")
@@ -283,6 +292,7 @@ function M.describe(server, opts)
   if opts.workers > 1 then
     text = text .. (", %d workers"):format(opts.workers)
   end
+  if opts.repl then return text .. "; Ctrl-D at the prompt stops it" end
   return text .. "; Ctrl-C stops it"
 end
 
@@ -395,6 +405,15 @@ function M.main(argv, prog)
     end
   end)
   smtpd.core.on_signal(smtpd.socket_map, "SIGTERM", stop("SIGTERM", 15))
+  if opts.repl then
+    -- Ctrl-C belongs to the prompt; Ctrl-D ends it, then the server
+    -- closes gracefully.
+    _G.smtpd, _G.server = smtpd, server
+    smtpd.interact{map = smtpd.socket_map}
+    if not stopping then server:close(M.GRACE) end
+    smtpd.loop()
+    return 0
+  end
   smtpd.core.on_signal(smtpd.socket_map, "SIGINT", stop("SIGINT", 2))
   smtpd.loop()
   return 0

@@ -22,6 +22,9 @@ local smtpd = {
   -- compare_digest(a, b): string equality in time that does not depend
   -- on where they differ: for passwords, tokens and digests.
   compare_digest = core.compare_digest,
+  interact = require("smtpd.repl").interact,
+  reload = require("smtpd.repl").reload,
+  repr = require("smtpd.repl").repr,
 }
 
 -- A new, independent socket map (tests use one each).

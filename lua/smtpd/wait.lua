@@ -10,6 +10,13 @@ local socket_map = require("smtpd.util").socket_map
 
 local M = {}
 
+-- Coroutines that wait by parking outside hooks: co -> the function that
+-- resumes it (smtpd.interact registers its chunks here).
+M.parkable = setmetatable({}, {__mode = "k"})
+-- co -> what a parked coroutine waits for (a handle with :cancel(), or
+-- true), so that it can be cancelled (Ctrl-C at the prompt).
+M.waiting = setmetatable({}, {__mode = "k"})
+
 -- Calls start(map, done) and returns what done(...) receives. start may
 -- return a handle with :cancel(), used when the wait is cut short.
 function M.wait(map, start, what)
@@ -31,28 +38,36 @@ function M.wait(map, start, what)
     return coroutine.yield(core.WAIT)
   end
   map = map or socket_map
-  if package.loaded["smtpd.luv"] and package.loaded["smtpd.luv"].attached[map]
-  then
-    -- The map runs on luv's loop: park this coroutine instead of running
-    -- a loop of our own, which would stop luv's.
-    if main then
-      error(what .. ": the map runs on luv (smtpd.luv): call it from a "
-            .. "coroutine, or from a hook", 3)
-    end
+  local luv = package.loaded["smtpd.luv"]
+  local on_luv = luv and luv.attached[map]
+  if on_luv and main then
+    error(what .. ": the map runs on luv (smtpd.luv): call it from a "
+          .. "coroutine, or from a hook", 3)
+  end
+  local resume = not main and (on_luv and function(c, ...)
+    local ok, err = coroutine.resume(c, ...)
+    if not ok then io.stderr:write(what, ": ", tostring(err), "\n") end
+  end or M.parkable[co])
+  if resume then
+    -- A chunk at the live prompt, or a coroutine of a luv program: park
+    -- it instead of running a loop of our own (which is running already,
+    -- or would stop luv's); whoever runs it resumes it when done.
     local done
     local waiting = false
-    start(map, function(...)
+    local handle = start(map, function(...)
       if waiting then
         waiting = false
-        local ok, err = coroutine.resume(co, ...)
-        if not ok then io.stderr:write(what, ": ", tostring(err), "\n") end
+        resume(co, ...)
       elseif not done then
         done = table.pack(...)
       end
     end)
     if done then return table.unpack(done, 1, done.n) end
     waiting = true
-    return coroutine.yield()
+    M.waiting[co] = handle or true
+    local r = table.pack(coroutine.yield())
+    M.waiting[co] = nil
+    return table.unpack(r, 1, r.n)
   end
   local done
   local handle = start(map, function(...)
