@@ -130,6 +130,49 @@ describe("smtpd.luv", function()
     uv.run("nowait")
   end)
 
+  it("interact{uv = uv}: the prompt on luv's loop, luv timers ticking",
+     function()
+    local script = os.tmpname()
+    local f = io.open(script, "w")
+    f:write([[
+local uv = require "luv"
+smtpd = require "smtpd"
+local srv = smtpd.DebuggingServer("127.0.0.1:0")
+_, port = srv:getsockname()
+ticks = 0
+local t = uv.new_timer()
+t:start(10, 10, function() ticks = ticks + 1 end)
+uv.unref(t)
+smtpd.interact{uv = uv}
+t:close()
+print("back=" .. tostring(ticks > 0))
+smtpd.close_all()
+uv.run("nowait")
+]])
+    f:close()
+    local input = os.tmpname()
+    f = io.open(input, "w")
+    f:write([[x = smtpd.sendmail("127.0.0.1:" .. port, "a@b", {"c@d"}, "Subject: luv\n\nhi")
+print("sent=" .. smtpd.repr(x))
+smtpd.sleep(0.1)
+print("ticked=" .. tostring(ticks > 0))
+]])
+    f:close()
+    local out = os.tmpname()
+    -- A pipe, not a file: stdin is polled on the loop.
+    local ok = os.execute(("cat %s | timeout 20 lua5.4 %s >%s 2>&1")
+                          :format(input, script, out))
+    local text = H.readfile(out) or ""
+    os.remove(script)
+    os.remove(input)
+    os.remove(out)
+    assert.is_true(ok == true, text)
+    assert.matches("Subject: luv\nX%-Peer: 127%.0%.0%.1\n\nhi", text)
+    assert.matches("sent={}", text, 1, true)
+    assert.matches("ticked=true", text, 1, true)
+    assert.matches("back=true", text, 1, true)
+  end)
+
   it("an error in a hook is answered, never reaches luv", function()
     local map = H.core.map()
     local handle = require("smtpd.luv").attach(map, uv)

@@ -1,11 +1,12 @@
--- The live prompt: smtpd.interact{map=, env=, prompt=, out=} reads Lua
+-- The live prompt: smtpd.interact{map=, env=, prompt=, out=, uv=} reads Lua
 -- chunks from stdin on the map's own loop, so every server of the map
 -- keeps serving while the prompt waits, and evaluates them as lua5.4 does
 -- (an expression first, then a statement; an incomplete chunk continues
 -- on ">> "). Each chunk runs in a coroutine: smtpd.sleep and
 -- smtpd.sendmail typed at the prompt park it while the servers go on.
 -- Ctrl-C cancels a waiting chunk (or the line being typed); Ctrl-D (end
--- of input) returns.
+-- of input) returns. With uv (luv), the map is attached to luv's loop
+-- (smtpd.luv) and uv.run() drives the prompt, luv's handles and ours.
 
 local core = require "smtpd.core"
 local util = require "smtpd.util"
@@ -197,10 +198,29 @@ function M.interact(opts)
     show_prompt()
   end
 
-  local watcher, werr = core.stdin_watch(map, input)
+  local function finished()
+    return eof and running == nil and #queue == 0
+  end
+  local uv = opts.uv
+  local luv, attached
+  if uv then
+    -- luv runs the show: our map rides on its loop (smtpd.luv), and
+    -- uv.run() returns once the prompt is done.
+    luv = require "smtpd.luv"
+    if not luv.attached[map] then attached = luv.attach(map, uv) end
+    local stop_input = input
+    input = function(chunk)
+      stop_input(chunk)
+      if finished() then uv.stop() end
+    end
+  end
+  local watcher, werr = core.stdin_watch(map, function(chunk)
+    input(chunk)
+  end)
   if not watcher then
     -- Not pollable (a regular file): read it whole.
     if werr and not werr:find("EPERM") then
+      if attached then attached:detach() end
       error("interact: cannot read stdin: " .. tostring(werr), 2)
     end
   end
@@ -209,16 +229,28 @@ function M.interact(opts)
     input(io.read("a") or "")
     input(nil)
   end
-  while not (eof and running == nil and #queue == 0) do
-    local ok, err = pcall(map.loop, map, 1, 1)
-    if not ok then
-      if tostring(err) == "interrupted" then interrupt()
-      else
-        if watcher then watcher:close() end
-        error(err, 0)
+  if uv then
+    local sig = uv.new_signal()
+    sig:start("sigint", function() pcall(interrupt) end)
+    local check = uv.new_timer()
+    check:start(50, 50, function() if finished() then uv.stop() end end)
+    uv.unref(check)
+    if not finished() then uv.run() end
+    sig:close()
+    check:close()
+    if attached then attached:detach() end
+  else
+    while not finished() do
+      local ok, err = pcall(map.loop, map, 1, 1)
+      if not ok then
+        if tostring(err) == "interrupted" then interrupt()
+        else
+          if watcher then watcher:close() end
+          error(err, 0)
+        end
       end
+      if map:count() == 0 and not eof then break end
     end
-    if map:count() == 0 and not eof then break end
   end
   if watcher then watcher:close() end
   say("\n")

@@ -44,10 +44,10 @@ function M.wait(map, start, what)
     error(what .. ": the map runs on luv (smtpd.luv): call it from a "
           .. "coroutine, or from a hook", 3)
   end
-  local resume = not main and (on_luv and function(c, ...)
+  local resume = not main and (M.parkable[co] or on_luv and function(c, ...)
     local ok, err = coroutine.resume(c, ...)
     if not ok then io.stderr:write(what, ": ", tostring(err), "\n") end
-  end or M.parkable[co])
+  end)
   if resume then
     -- A chunk at the live prompt, or a coroutine of a luv program: park
     -- it instead of running a loop of our own (which is running already,
