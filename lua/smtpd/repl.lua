@@ -1,4 +1,5 @@
--- The live prompt: smtpd.interact{map=, env=, prompt=, out=, uv=} reads Lua
+-- The live prompt: smtpd.interact{map=, env=, prompt=, out=, uv=,
+-- editor = "plain"} reads Lua
 -- chunks from stdin on the map's own loop, so every server of the map
 -- keeps serving while the prompt waits, and evaluates them as lua5.4 does
 -- (an expression first, then a statement; an incomplete chunk continues
@@ -7,6 +8,8 @@
 -- Ctrl-C cancels a waiting chunk (or the line being typed); Ctrl-D (end
 -- of input) returns. With uv (luv), the map is attached to luv's loop
 -- (smtpd.luv) and uv.run() drives the prompt, luv's handles and ours.
+-- On a terminal, GNU readline or libedit (loaded at run time when
+-- present) edits lines and keeps history, unless editor = "plain".
 
 local core = require "smtpd.core"
 local util = require "smtpd.util"
@@ -95,9 +98,11 @@ function M.interact(opts)
   local running               -- the coroutine of the chunk that waits
   local eof = false
 
+  local watcher              -- stdin on the map's loop
   local function say(s) out:write(s); out:flush() end
   local function show_prompt()
-    say(pending == "" and prompt or prompt2)
+    local p = pending == "" and prompt or prompt2
+    if watcher and watcher:editing() then watcher:prompt(p) else say(p) end
   end
 
   local function finish(co, ok, ...)
@@ -192,6 +197,7 @@ function M.interact(opts)
       running = nil
       say("\ninterrupted\n")
     else
+      if watcher and watcher:editing() then watcher:cancel_line() end
       pending, partial, queue = "", "", {}
       say("\n")
     end
@@ -214,9 +220,45 @@ function M.interact(opts)
       if finished() then uv.stop() end
     end
   end
-  local watcher, werr = core.stdin_watch(map, function(chunk)
+  local werr
+  watcher, werr = core.stdin_watch(map, function(chunk)
     input(chunk)
-  end)
+  end, {readline = opts.editor ~= "plain"})
+  -- While readline edits a line, output from servers and hooks goes
+  -- through the watcher, which takes the line off the screen and puts it
+  -- back after the text.
+  local restore_io = function() end
+  if watcher and watcher:editing() then
+    local real = {stdout = io.stdout, stderr = io.stderr, print = print,
+                  write = io.write}
+    local function text(sep, ...)
+      local parts = {}
+      for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+      return table.concat(parts, sep)
+    end
+    local function proxy(fd, file)
+      return setmetatable({}, {__index = function(_, k)
+        if k == "write" then
+          return function(self, ...)
+            watcher:write(text("", ...), fd)
+            return self
+          end
+        end
+        local v = file[k]
+        if type(v) == "function" then
+          return function(_, ...) return v(file, ...) end
+        end
+        return v
+      end, __tostring = function() return tostring(file) end})
+    end
+    io.stdout, io.stderr = proxy(1, real.stdout), proxy(2, real.stderr)
+    io.write = function(...) watcher:write(text("", ...), 1) return io.stdout end
+    print = function(...) watcher:write(text("\t", ...) .. "\n", 1) end
+    restore_io = function()
+      io.stdout, io.stderr, print, io.write = real.stdout, real.stderr,
+                                                real.print, real.write
+    end
+  end
   if not watcher then
     -- Not pollable (a regular file): read it whole.
     if werr and not werr:find("EPERM") then
@@ -246,6 +288,7 @@ function M.interact(opts)
         if tostring(err) == "interrupted" then interrupt()
         else
           if watcher then watcher:close() end
+          restore_io()
           error(err, 0)
         end
       end
@@ -253,6 +296,7 @@ function M.interact(opts)
     end
   end
   if watcher then watcher:close() end
+  restore_io()
   say("\n")
 end
 
