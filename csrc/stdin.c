@@ -20,6 +20,7 @@
  *   w:write(text, fd)    output that does not garble the line being typed
  *   w:cancel_line()      Ctrl-C: drop the line being typed
  *   w:editing()          whether readline is in use
+ *   w:history(path, save) loads (or saves) the history file
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -52,6 +53,8 @@ static struct {
   void (*read_char)(void);
   void (*remove)(void);
   int (*add_history)(const char *);
+  int (*read_history)(const char *);
+  int (*write_history)(const char *);
   void (*save_prompt)(void);
   void (*restore_prompt)(void);
   void (*replace_line)(const char *, int);
@@ -83,6 +86,8 @@ static int rl_load(void) {
   *(void **)&rl.read_char = rl_sym(h, "rl_callback_read_char");
   *(void **)&rl.remove = rl_sym(h, "rl_callback_handler_remove");
   *(void **)&rl.add_history = rl_sym(h, "add_history");
+  *(void **)&rl.read_history = rl_sym(h, "read_history");
+  *(void **)&rl.write_history = rl_sym(h, "write_history");
   *(void **)&rl.save_prompt = rl_sym(h, "rl_save_prompt");
   *(void **)&rl.restore_prompt = rl_sym(h, "rl_restore_prompt");
   *(void **)&rl.replace_line = rl_sym(h, "rl_replace_line");
@@ -308,6 +313,19 @@ static int stdin_cancel_line(lua_State *L) {
   return 0;
 }
 
+static int stdin_history(lua_State *L) {
+  const char *path = luaL_checkstring(L, 2);
+  int save = lua_toboolean(L, 3), r = -1;
+  /* Also once the watcher closed (Ctrl-D): readline's history outlives
+   * it. */
+  if (rl.ok) {
+    if (save && rl.write_history) r = rl.write_history(path);
+    else if (!save && rl.read_history) r = rl.read_history(path);
+  }
+  lua_pushboolean(L, r == 0);
+  return 1;
+}
+
 static int stdin_editing(lua_State *L) {
   stdin_watch *w = stdin_get(L);
   lua_pushboolean(L, w && w->rl);
@@ -324,7 +342,7 @@ void smtpd_open_stdin(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"close", stdin_watch_close}, {"prompt", stdin_prompt},
     {"write", stdin_write}, {"cancel_line", stdin_cancel_line},
-    {"editing", stdin_editing}, {NULL, NULL}
+    {"editing", stdin_editing}, {"history", stdin_history}, {NULL, NULL}
   };
   smtpd_new_class(L, STDIN_MT, NULL, methods);
   lua_pushcfunction(L, stdin_watch_new);

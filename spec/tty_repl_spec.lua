@@ -112,7 +112,8 @@ describe("the live prompt on a terminal", function()
     t.keys(("os.execute('stty -g > %s')"):format(before), "Enter")
     t.keys("smtpd = require 'smtpd'; srv = smtpd.DebuggingServer('127.0.0.1:0')",
            "Enter")
-    t.keys("smtpd.interact()", "Enter")
+    t.keys(("smtpd.interact{history = %q}"):format(t.dir .. "/history"),
+           "Enter")
     t.wait_for("smtpd> ")
     t.keys("1 + 1", "Enter")
     t.wait_for("\n2\n")
@@ -122,6 +123,8 @@ describe("the live prompt on a terminal", function()
     t.keys("print('lua' .. '-is-back')", "Enter")
     t.wait_for("lua-is-back")
     assert.equal(H.readfile(before), H.readfile(after))
+    -- and the prompt's history was saved
+    assert.matches("1 %+ 1", H.readfile(t.dir .. "/history") or "")
     t.keys("C-d")
     t.wait_for("EXITED=0")
   end)

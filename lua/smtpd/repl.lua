@@ -1,5 +1,5 @@
 -- The live prompt: smtpd.interact{map=, env=, prompt=, out=, uv=,
--- editor = "plain"} reads Lua
+-- history = file, editor = "plain"} reads Lua
 -- chunks from stdin on the map's own loop, so every server of the map
 -- keeps serving while the prompt waits, and evaluates them as lua5.4 does
 -- (an expression first, then a statement; an incomplete chunk continues
@@ -228,6 +228,10 @@ function M.interact(opts)
   -- through the watcher, which takes the line off the screen and puts it
   -- back after the text.
   local restore_io = function() end
+  local editing = watcher and watcher:editing()
+  if editing and type(opts.history) == "string" then
+    watcher:history(opts.history)
+  end
   if watcher and watcher:editing() then
     local real = {stdout = io.stdout, stderr = io.stderr, print = print,
                   write = io.write}
@@ -294,6 +298,9 @@ function M.interact(opts)
       end
       if map:count() == 0 and not eof then break end
     end
+  end
+  if editing and type(opts.history) == "string" then
+    watcher:history(opts.history, true)
   end
   if watcher then watcher:close() end
   restore_io()
