@@ -25,6 +25,15 @@ local function terminal(cmd)
   -- The shell survives the Ctrl-C the spec types (its child still gets
   -- it): a trap with a command is not inherited, unlike an ignore.
   f:write("trap 'true' INT\n")
+  -- Under make asan the sanitizer runtimes must come first in the
+  -- program inside the terminal too (tmux does not pass LD_PRELOAD on);
+  -- its leak report would land in the pane, so leaks are make asan's
+  -- own processes' business.
+  local preload = os.getenv("LD_PRELOAD")
+  if preload then
+    f:write(("export LD_PRELOAD=%q ASAN_OPTIONS=detect_leaks=0\n")
+            :format(preload))
+  end
   f:write(("cd %q && export INPUTRC=%q LUA_PATH=%q LUA_CPATH=%q && %s\n")
           :format(H.root, rc, os.getenv("LUA_PATH") or package.path,
                   os.getenv("LUA_CPATH") or package.cpath, cmd))
