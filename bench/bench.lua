@@ -24,12 +24,7 @@ local failures = {}
 
 local function printf(fmt, ...) io.stdout:write(fmt:format(...)) end
 local function note(fmt, ...) io.stderr:write("bench: ", fmt:format(...), "\n") end
-local function capture(cmd)
-  local p = io.popen(cmd)
-  local s = p:read("a")
-  p:close()
-  return s
-end
+local capture = H.capture
 
 -- ---- peers: found, or installed when we are root ------------------------
 
@@ -85,22 +80,7 @@ local function tree(pid)
   return t
 end
 
-local TICK = tonumber(capture("getconf CLK_TCK")) or 100
-
-local function cpu(pids)
-  local sum = 0
-  for _, p in ipairs(pids) do
-    local st = H.readfile("/proc/" .. p .. "/stat")
-    if st then
-      local rest = st:match("^%d+ %b() (.*)$")
-      local f = {}
-      for x in rest:gmatch("%S+") do f[#f + 1] = x end
-      -- utime and stime are fields 14 and 15; rest starts at field 3.
-      sum = sum + tonumber(f[12]) + tonumber(f[13])
-    end
-  end
-  return sum / TICK
-end
+local cpu = H.cpu
 
 local function hwm(pids)
   local kb = 0

@@ -25,25 +25,13 @@ local LOAD = "bench/.work/tlsload"
 
 local function note(s) io.stderr:write("bench/tls: ", s, "\n") end
 
-local function capture(cmd)
-  local p = io.popen(cmd)
-  local s = p:read("a")
-  p:close()
-  return s
-end
+local capture = H.capture
 
 assert(os.execute("mkdir -p bench/.work && cc -O2 -o " .. LOAD
   .. " bench/tlsload.c $(pkg-config --cflags --libs openssl)"),
   "cannot build bench/tlsload.c")
 
-local TICK = tonumber(capture("getconf CLK_TCK")) or 100
-local function cpu(pid)
-  local st = H.readfile("/proc/" .. pid .. "/stat")
-  if not st then return 0 end
-  local f = {}
-  for x in st:match("^%d+ %b() (.*)$"):gmatch("%S+") do f[#f + 1] = x end
-  return (tonumber(f[12]) + tonumber(f[13])) / TICK
-end
+local function cpu(pid) return H.cpu({pid}) end
 
 local cert, key = certs.path("ec.pem"), certs.path("ec.key")
 

@@ -353,6 +353,31 @@ function H.python_with_smtpd()
   return H.python_with("smtpd")
 end
 
+-- What cmd printed.
+function H.capture(cmd)
+  local p = io.popen(cmd)
+  local s = p:read("a")
+  p:close()
+  return s
+end
+
+local clock_ticks
+-- CPU seconds (user + system) the processes in pids used so far.
+function H.cpu(pids)
+  clock_ticks = clock_ticks or tonumber(H.capture("getconf CLK_TCK")) or 100
+  local sum = 0
+  for _, p in ipairs(pids) do
+    local st = H.readfile("/proc/" .. p .. "/stat")
+    if st then
+      local f = {}
+      for x in st:match("^%d+ %b() (.*)$"):gmatch("%S+") do f[#f + 1] = x end
+      -- utime and stime are fields 14 and 15; this list starts at 3.
+      sum = sum + tonumber(f[12]) + tonumber(f[13])
+    end
+  end
+  return sum / clock_ticks
+end
+
 -- A kB figure of /proc/PID/status (VmRSS, VmHWM...); 0 once it is gone.
 function H.status_kb(pid, field)
   local s = H.readfile("/proc/" .. pid .. "/status") or ""
