@@ -17,6 +17,7 @@ local smtpd = {
   DebuggingServer = require "smtpd.debugging",
   PureProxy = require "smtpd.proxy",
   MailmanProxy = require "smtpd.mailman",
+  CatchingServer = require "smtpd.catching",
   sleep = require("smtpd.wait").sleep,
   sendmail = require("smtpd.sendmail").sendmail,
   -- compare_digest(a, b): string equality in time that does not depend
