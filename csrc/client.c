@@ -34,11 +34,6 @@
 
 #define CLIENT_MT "smtpd.client"
 
-/* Wipes a secret before its memory is freed. */
-static void OPENSSL_cleanse_str(char *p) {
-  volatile char *v = p;
-  while (*v) *v++ = 0;
-}
 
 enum {
   ST_RESOLVE, ST_CONNECT, ST_GREETING, ST_EHLO, ST_HELO, ST_STARTTLS,
@@ -135,7 +130,7 @@ static void client_free(smtpd_handle *h) {
   smtpd_tls_free(c->tls);
   for (i = 0; i < 4; i++) free(c->tls_strs[i]);
   if (c->auth_pass) {
-    OPENSSL_cleanse_str(c->auth_pass);
+    OPENSSL_cleanse(c->auth_pass, strlen(c->auth_pass));   /* wiped */
     free(c->auth_pass);
   }
   free(c->auth_user);

@@ -122,7 +122,7 @@ describe("STARTTLS", function()
     H.cleanup(map)
   end)
 
-  it("answers 501 to an argument and 454-free plaintext servers say 500",
+  it("answers 501 to an argument; servers without tls say 500 as smtpd",
      function()
     local _, map, port = tls_server()
     local c = ehlo(map, port)

@@ -16,6 +16,7 @@
 local SMTPServer = require "smtpd.server"
 local core = require "smtpd.core"
 local wait = require "smtpd.wait"
+local util = require "smtpd.util"
 
 local CatchingServer = SMTPServer:extend("CatchingServer")
 CatchingServer.OPTIONS = {max_messages = true, max_bytes = true}
@@ -39,19 +40,16 @@ end
 local function positive(v, name, default)
   if v == nil then return default end
   if math.type(v) ~= "integer" or v < 1 then
-    error(("%s must be a positive integer"):format(name), 0)
+    util.raise(("%s must be a positive integer"):format(name))
   end
   return v
 end
 
 function CatchingServer:initialize(localaddr, remoteaddr, opts)
   local t = type(opts) == "table" and opts or {}
-  local ok, err = pcall(function()
-    self.max_messages = positive(t.max_messages, "max_messages",
-                                 DEFAULT_MAX_MESSAGES)
-    self.max_bytes = positive(t.max_bytes, "max_bytes", DEFAULT_MAX_BYTES)
-  end)
-  if not ok then require("smtpd.util").raise(err) end
+  self.max_messages = positive(t.max_messages, "max_messages",
+                               DEFAULT_MAX_MESSAGES)
+  self.max_bytes = positive(t.max_bytes, "max_bytes", DEFAULT_MAX_BYTES)
   self.messages = {}
   self.received_count = 0
   self._bytes = 0

@@ -214,16 +214,10 @@ function M.interact(opts)
     -- uv.run() returns once the prompt is done.
     luv = require "smtpd.luv"
     if not luv.attached[map] then attached = luv.attach(map, uv) end
-    local stop_input = input
-    input = function(chunk)
-      stop_input(chunk)
-      if finished() then uv.stop() end
-    end
   end
   local werr
-  watcher, werr = core.stdin_watch(map, function(chunk)
-    input(chunk)
-  end, {readline = opts.editor ~= "plain"})
+  watcher, werr = core.stdin_watch(map, input,
+                                   {readline = opts.editor ~= "plain"})
   -- While readline edits a line, output from servers and hooks goes
   -- through the watcher, which takes the line off the screen and puts it
   -- back after the text.
@@ -278,6 +272,7 @@ function M.interact(opts)
   if uv then
     local sig = uv.new_signal()
     sig:start("sigint", function() pcall(interrupt) end)
+    -- uv.run() ends once the prompt is done (checked every 50 ms).
     local check = uv.new_timer()
     check:start(50, 50, function() if finished() then uv.stop() end end)
     uv.unref(check)
