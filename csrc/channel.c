@@ -66,7 +66,7 @@ static void channel_close_handles(smtpd_handle *h) {
   lua_State *L = h->map->L;
   h->map->data_held -= ch->data_counted;
   ch->data_counted = 0;
-  if (h->map->debug) smtpd_channel_log(ch, "debug", "channel closed");
+  if (h->map->debug) smtpd_channel_log(ch, "debug", "Connection closed");
   smtpd_hook_unref(L, &ch->obj_ref);
   smtpd_hook_unref(L, &ch->class_ref);
   smtpd_hook_unref(L, &ch->server_ref);
@@ -122,7 +122,14 @@ static int channel_tls_begin(smtpd_channel *ch) {
 }
 
 void smtpd_channel_start(smtpd_channel *ch) {
-  if (ch->h.map->debug) smtpd_channel_log(ch, "debug", "Incoming connection");
+  if (ch->h.map->debug) {
+    char local[64] = "";
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getsockname(&ch->tcp, (struct sockaddr *)&ss, &len) == 0)
+      smtpd_addr_name((struct sockaddr *)&ss, local, sizeof local);
+    smtpd_channel_log(ch, "debug", "Incoming connection (to %s)", local);
+  }
   /* Implicit TLS: the greeting waits in out for the handshake. */
   if (ch->shared->tls_implicit && ch->shared->tls &&
       channel_tls_begin(ch))
@@ -133,14 +140,32 @@ void smtpd_channel_start(smtpd_channel *ch) {
   if (!ch->h.closing) channel_update_reading(ch);
 }
 
+/* Every line a session logs starts with its peer (host:port), so one
+ * conversation can be grepped out of a busy log. */
 void smtpd_channel_log(smtpd_channel *ch, const char *level,
                        const char *fmt, ...) {
   char msg[4096];
+  int n;
   va_list ap;
+  smtpd_addr_name((const struct sockaddr *)&ch->peer, msg, 64);
+  n = (int)strlen(msg);
+  msg[n++] = ' ';
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
   va_end(ap);
   smtpd_log_to(ch->h.map, ch->server_ref, level, msg);
+}
+
+/* -d: the replies queued in out, one log line each, as they leave. */
+static void channel_log_replies(smtpd_channel *ch) {
+  const char *p = ch->out.p, *end = ch->out.p + ch->out.len;
+  while (p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+    if (n && p[n - 1] == '\r') n--;
+    smtpd_channel_log(ch, "debug", "> %.*s", (int)n, p);
+    p = nl ? nl + 1 : end;
+  }
 }
 
 /* ---- message memory, shared by the map ---------------------------------- */
@@ -289,6 +314,7 @@ void smtpd_channel_shutdown(smtpd_channel *ch, int force) {
  * ahead of what TLS writes; the session starts over (RFC 3207 4.2). */
 static void channel_starttls(smtpd_channel *ch) {
   smtpd_session_tls_reset(&ch->s);
+  if (ch->h.map->debug) channel_log_replies(ch);
   if (smtpd_buf_append(&ch->cout, ch->out.p, ch->out.len)) {
     smtpd_channel_close(ch);
     return;
@@ -496,6 +522,11 @@ static int channel_send(smtpd_channel *ch) {
   smtpd_buf tmp, *src = &ch->out;
   uv_buf_t b;
   int err;
+  /* Whatever out holds now leaves it in this call (or waits, whole, for
+   * the handshake): each reply is logged once. */
+  if (ch->h.map->debug && ch->out.len &&
+      (!ch->tls || smtpd_tls_ready(ch->tls)))
+    channel_log_replies(ch);
   if (ch->tls) {
     if (ch->out.len && smtpd_tls_ready(ch->tls)) {
       if (smtpd_tls_write(ch->tls, ch->out.p, ch->out.len)) return -1;

@@ -107,6 +107,7 @@ struct smtpd_map {
   size_t handles;          /* open handles of ours (servers, channels...) */
   int running;
   int debug;
+  int log_ref;             /* map:set_log's function, or LUA_NOREF */
   size_t data_held;        /* message bytes buffered by all channels */
   size_t data_cap;         /* past it, DATA gets 451 (0: no cap) */
   char rbuf[65536];        /* shared read buffer */
@@ -188,6 +189,7 @@ extern unsigned smtpd_class_gen;
 
 int smtpd_fail(lua_State *L, int err);
 void smtpd_push_addr(lua_State *L, const struct sockaddr *sa);
+void smtpd_addr_name(const struct sockaddr *sa, char *buf, size_t size);
 void smtpd_push_strlist(lua_State *L, const smtpd_strlist *l);
 /* Registers metatable mt: the metamethods of meta, and methods as its
  * __index (either may be NULL). The stack is left as it was. */

@@ -285,6 +285,10 @@ static int hook_lua_message(lua_State *L) {
   smtpd_channel *ch = lua_touserdata(L, 1);
   smtpd_session *s = &ch->s;
   smtpd_buf *d = &s->parser.data;
+  if (ch->h.map->debug)
+    smtpd_channel_log(ch, "debug", "message: %zu bytes from <%.*s> to %zu "
+                      "recipient(s)", d->len, (int)s->mailfrom.len,
+                      s->mailfrom.p ? s->mailfrom.p : "", s->rcpttos.n);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ch->server_ref);
   lua_getfield(L, -1, "process_message");
   lua_insert(L, -2);
@@ -385,7 +389,7 @@ void smtpd_hook_line(smtpd_channel *ch) {
       const char *sp = memchr(l + 5, ' ', n - 5);
       if (sp) n = (size_t)(sp - l);
     }
-    smtpd_channel_log(ch, "debug", "Data: %.*s%s", (int)n, l,
+    smtpd_channel_log(ch, "debug", "< %.*s%s", (int)n, l,
                       n < s->parser.line.len ? " (hidden)" : "");
   }
   if (ch->awaiting) {

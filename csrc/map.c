@@ -51,6 +51,7 @@ static int map_new(lua_State *L) {
   m->L = lua_tothread(L, -1);
   lua_pop(L, 1);
   m->data_cap = SMTPD_MAP_DATA_CAP;
+  m->log_ref = LUA_NOREF;
   m->loop.data = m;
   m->next_map = all_maps;
   if (all_maps) all_maps->prev_map = m;
@@ -243,6 +244,7 @@ static int map_gc(lua_State *L) {
   smtpd_map *m = *pm;
   if (m == NULL) return 0;
   *pm = NULL;
+  smtpd_hook_unref(L, &m->log_ref);
   if (m->prev_map) m->prev_map->next_map = m->next_map;
   else all_maps = m->next_map;
   if (m->next_map) m->next_map->prev_map = m->prev_map;
@@ -312,6 +314,23 @@ static int map_set_debug(lua_State *L) {
   return 0;
 }
 
+/* set_log(fn | nil) -> the previous fn or nil: fn(level, line) receives
+ * the map's own messages (errors in timer, signal and relay callbacks),
+ * which have no server; nil sends them to stderr again. */
+static int map_set_log(lua_State *L) {
+  smtpd_map *m = smtpd_check_map(L, 1);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  if (m->log_ref != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, m->log_ref);
+  else lua_pushnil(L);
+  smtpd_hook_unref(L, &m->log_ref);
+  if (!lua_isnoneornil(L, 2)) {
+    lua_pushvalue(L, 2);
+    m->log_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  return 1;
+}
+
 void smtpd_open_map(lua_State *L) {
   static const luaL_Reg meta[] = {
     {"__gc", map_gc}, {"__close", map_gc}, {"__tostring", map_tostring},
@@ -319,7 +338,8 @@ void smtpd_open_map(lua_State *L) {
   };
   static const luaL_Reg methods[] = {
     {"loop", map_loop}, {"close_all", map_close_all}, {"count", map_count},
-    {"set_debug", map_set_debug}, {"close", map_close},
+    {"set_debug", map_set_debug}, {"set_log", map_set_log},
+    {"close", map_close},
     {"stats", map_stats}, {"backend_fd", map_backend_fd},
     {"backend_timeout", map_backend_timeout}, {"step", map_step},
     {NULL, NULL}

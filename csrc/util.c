@@ -22,15 +22,33 @@ int smtpd_fail(lua_State *L, int err) {
   return 3;
 }
 
-void smtpd_log(smtpd_map *m, const char *fmt, ...) {
-  va_list ap;
-  (void)m;
-  va_start(ap, fmt);
-  fputs("smtpd: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
+static void log_stderr(const char *msg) {
+  fprintf(stderr, "smtpd: %s\n", msg);
   fflush(stderr);
+}
+
+/* The map's own messages: to map:set_log's function, else stderr. */
+void smtpd_log(smtpd_map *m, const char *fmt, ...) {
+  char msg[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (m && m->log_ref != LUA_NOREF && m->log_ref != LUA_REFNIL) {
+    lua_State *L = m->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, m->log_ref);
+    lua_pushliteral(L, "error");
+    lua_pushstring(L, msg);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+      fprintf(stderr, "smtpd: the map's log function failed: %s\n",
+              lua_tostring(L, -1));
+      log_stderr(msg);
+    }
+    lua_settop(L, top);
+    return;
+  }
+  log_stderr(msg);
 }
 
 static int util_call_log(lua_State *L) {
@@ -51,10 +69,28 @@ void smtpd_log_to(smtpd_map *m, int ref, const char *level, const char *msg) {
     lua_pushstring(L, level);
     lua_pushstring(L, msg);
     if (lua_pcall(L, 3, 0, 0) == LUA_OK) return;
-    smtpd_log(m, "server:log failed: %s", lua_tostring(L, -1));
+    fprintf(stderr, "smtpd: server:log failed: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
+    log_stderr(msg);
+    return;
   }
   smtpd_log(m, "%s", msg);
+}
+
+/* host:port, [v6]:port, or "?" into buf. */
+void smtpd_addr_name(const struct sockaddr *sa, char *buf, size_t size) {
+  char host[INET6_ADDRSTRLEN] = "";
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    uv_ip4_name(a, host, sizeof host);
+    snprintf(buf, size, "%s:%d", host, ntohs(a->sin_port));
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(a, host, sizeof host);
+    snprintf(buf, size, "[%s]:%d", host, ntohs(a->sin6_port));
+  } else {
+    snprintf(buf, size, "?");
+  }
 }
 
 /* Pushes {host, port}. */

@@ -85,6 +85,16 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
                                                      err))
   end
   self._handle = handle
+  -- The map's own messages (errors in timers, signals, relay callbacks)
+  -- go to the first server's log unless map:set_log chose otherwise. The
+  -- server is held weakly: the map must not keep it alive.
+  local ref = setmetatable({server = self}, {__mode = "v"})
+  local prev = map:set_log(function(level, line)
+    local srv = ref.server
+    if srv then srv:log(level, "%s", line)
+    else io.stderr:write("smtpd: ", line, "\n") end
+  end)
+  if prev then map:set_log(prev) end
   -- smtpd's attributes.
   local limit = opts.data_size_limit
   if limit == nil then limit = core.OPTIONS.server.data_size_limit end
