@@ -108,6 +108,7 @@ struct smtpd_map {
   int running;
   int debug;
   int log_ref;             /* map:set_log's function, or LUA_NOREF */
+  int dying;               /* being collected: callbacks are dropped */
   size_t data_held;        /* message bytes buffered by all channels */
   size_t data_cap;         /* past it, DATA gets 451 (0: no cap) */
   char rbuf[65536];        /* shared read buffer */
@@ -373,5 +374,6 @@ void smtpd_open_workers(lua_State *L);
 void smtpd_open_opts(lua_State *L);
 void smtpd_open_tls(lua_State *L);
 void smtpd_open_stdin(lua_State *L);
+void smtpd_open_deliver(lua_State *L);
 
 #endif

@@ -249,6 +249,7 @@ static int map_gc(lua_State *L) {
   else all_maps = m->next_map;
   if (m->next_map) m->next_map->prev_map = m->prev_map;
   m->next_map = m->prev_map = NULL;
+  m->dying = 1;
   map_close_handles(m);
   uv_walk(&m->loop, map_walk_force, NULL);
   uv_run(&m->loop, UV_RUN_DEFAULT);

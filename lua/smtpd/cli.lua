@@ -77,6 +77,14 @@ Options:
     --relay-password-env NAME
     --relay-password-file FILE
 
+    --maildir DIR
+        For -c MaildirServer: deliver every message into the Maildir DIR
+        (created if missing), fsynced before the 250.
+
+    --mbox FILE
+        For -c MboxServer: append every message to the mbox FILE
+        (mboxrd, dot-lock and fcntl lock), fsynced before the 250.
+
     --repl
         After starting the server, give a Lua prompt instead of waiting:
         the server keeps serving while you type. `smtpd' and `server' are
@@ -115,12 +123,14 @@ local LONG = {
   ["relay-ca"] = "relay-ca", ["relay-user"] = "relay-user",
   ["relay-password-env"] = "relay-password-env",
   ["relay-password-file"] = "relay-password-file", repl = "repl",
+  maildir = "maildir", mbox = "mbox",
 }
 local TAKES_ARG = {c = true, s = true, L = true, W = true,
                    ["tls-cert"] = true, ["tls-key"] = true,
                    ["relay-ca"] = true, ["relay-user"] = true,
                    ["relay-password-env"] = true,
-                   ["relay-password-file"] = true}
+                   ["relay-password-file"] = true, maildir = true,
+                   mbox = true}
 
 -- getopt-style parsing: clusters (-nd), -cX, -c X, --class=X, --class X.
 function M.parse(argv, prog)
@@ -330,6 +340,14 @@ function M.main(argv, prog)
                        "LUA_SMTPD_RELAY_PASSWORD") or nil}
     end
   end
+  for _, o in ipairs({"maildir", "mbox"}) do
+    if opts[o] and not options.known(cls)[o] then
+      io.stderr:write(prog, ": --", o, " is for -c ",
+                      o == "maildir" and "MaildirServer" or "MboxServer",
+                      " (and its subclasses), not ", opts.classname, "\n")
+      os.exit(1)
+    end
+  end
   local tls
   if opts["tls-cert"] then
     tls = {cert = opts["tls-cert"],
@@ -353,7 +371,8 @@ function M.main(argv, prog)
                               and {lmtp = opts.mailman_lmtp} or nil,
                             reuse_port = opts.workers > 1 or nil,
                             tls = tls, relay = relay,
-                            require_starttls = opts["require-starttls"]})
+                            require_starttls = opts["require-starttls"],
+                            maildir = opts.maildir, mbox = opts.mbox})
   if not ok then
     -- The message, without the Lua position it was raised at.
     local msg = tostring(server):gsub("^[^\n]-%.lua:%d+: ", "")

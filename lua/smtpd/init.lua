@@ -18,6 +18,8 @@ local smtpd = {
   PureProxy = require "smtpd.proxy",
   MailmanProxy = require "smtpd.mailman",
   CatchingServer = require "smtpd.catching",
+  MaildirServer = require("smtpd.mailbox").MaildirServer,
+  MboxServer = require("smtpd.mailbox").MboxServer,
   sleep = require("smtpd.wait").sleep,
   sendmail = require("smtpd.sendmail").sendmail,
   -- compare_digest(a, b): string equality in time that does not depend
