@@ -84,9 +84,9 @@ valgrind: deps $(SO)
 
 # libFuzzer targets over the engine (parser + session) and the TLS layer
 # (tls_fuzz: with OpenSSL), ASan + UBSan.
-FUZZ_TARGETS = session_fuzz split_fuzz tls_fuzz
+FUZZ_TARGETS = session_fuzz split_fuzz tls_fuzz mime_fuzz
 FUZZ_SRC     = csrc/buffer.c csrc/parser.c csrc/text.c csrc/addr.c \
-               csrc/session.c
+               csrc/session.c csrc/mime.c
 FUZZ_SECONDS ?= 600
 FUZZ_CC      = clang -g -O1 -std=c99 -D_GNU_SOURCE \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
@@ -94,7 +94,7 @@ fuzz/build/tls_fuzz: fuzz/tls_fuzz.c $(FUZZ_SRC) csrc/tls.c csrc/proto.h csrc/tl
 	@mkdir -p fuzz/build
 	$(FUZZ_CC) $$(pkg-config --cflags openssl) -o $@ $< $(FUZZ_SRC) \
 	  csrc/tls.c $$(pkg-config --libs openssl)
-fuzz/build/%: fuzz/%.c $(FUZZ_SRC) csrc/proto.h
+fuzz/build/%: fuzz/%.c $(FUZZ_SRC) csrc/proto.h csrc/mime.h
 	@mkdir -p fuzz/build
 	$(FUZZ_CC) -o $@ $< $(FUZZ_SRC)
 

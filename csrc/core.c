@@ -115,6 +115,7 @@ SMTPD_API int luaopen_smtpd_core(lua_State *L) {
   smtpd_open_tls(L);
   smtpd_open_stdin(L);
   smtpd_open_deliver(L);
+  smtpd_open_mime(L);
   lua_pushliteral(L, SMTPD_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushliteral(L, SMTPD_VERSION_NUM);

@@ -375,5 +375,6 @@ void smtpd_open_opts(lua_State *L);
 void smtpd_open_tls(lua_State *L);
 void smtpd_open_stdin(lua_State *L);
 void smtpd_open_deliver(lua_State *L);
+void smtpd_open_mime(lua_State *L);
 
 #endif

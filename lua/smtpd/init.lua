@@ -28,6 +28,7 @@ local smtpd = {
   interact = require("smtpd.repl").interact,
   reload = require("smtpd.repl").reload,
   repr = require("smtpd.repl").repr,
+  message = require "smtpd.message",
 }
 
 -- A new, independent socket map (tests use one each).
