@@ -190,6 +190,13 @@ static int add_child(smtpd_mime *m, int pi, size_t start, size_t end,
   return parse_part(m, ci, depth);
 }
 
+/* pos less one line break (LF or CRLF) right before it, not before start. */
+static size_t before_break(const char *p, size_t start, size_t pos) {
+  if (pos > start && p[pos - 1] == '\n') pos--;
+  if (pos > start && p[pos - 1] == '\r') pos--;
+  return pos;
+}
+
 /* Cuts the multipart body of part pi at its boundary lines. */
 static int split_multipart(smtpd_mime *m, int pi, const char *b, size_t blen,
                            int digest, int depth) {
@@ -205,9 +212,7 @@ static int split_multipart(smtpd_mime *m, int pi, const char *b, size_t blen,
     if (kind) {
       if (open) {
         /* The line break before the boundary line is the boundary's. */
-        size_t pend = i;
-        if (pend > part_start && p[pend - 1] == '\n') pend--;
-        if (pend > part_start && p[pend - 1] == '\r') pend--;
+        size_t pend = before_break(p, part_start, i);
         if (add_child(m, pi, part_start, pend, depth + 1, digest, &last))
           return -1;
       }
@@ -223,9 +228,7 @@ static int split_multipart(smtpd_mime *m, int pi, const char *b, size_t blen,
   if (open) {
     /* No close boundary: the last part runs to the end, less its final
      * line break (as if the boundary had followed). */
-    size_t pend = end;
-    if (pend > part_start && p[pend - 1] == '\n') pend--;
-    if (pend > part_start && p[pend - 1] == '\r') pend--;
+    size_t pend = before_break(p, part_start, end);
     if (add_child(m, pi, part_start, pend, depth + 1, digest, &last))
       return -1;
   }
