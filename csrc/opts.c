@@ -39,6 +39,7 @@ const smtpd_optdef smtpd_server_opts[] = {
   {"require_starttls", SMTPD_OPT_BOOL, 0, 0, SES(require_starttls)},
   {"auth_require_tls", SMTPD_OPT_BOOL, 1, 0, SES(auth_require_tls)},
   {"auth_required", SMTPD_OPT_BOOL, 0, 0, SES(auth_required)},
+  {"pipelining", SMTPD_OPT_BOOL, 1, 0, SES(pipelining)},
   /* RFC 4954 9: never fewer than 3 attempts. */
   {"max_auth_failures", SMTPD_OPT_COUNT, 3, 3, SRV(max_auth_failures)},
   {"auth_failure_delay", SMTPD_OPT_SECONDS, 1, 0,

@@ -175,6 +175,7 @@ typedef struct smtpd_session_conf {
   int require_starttls;    /* MAIL, RCPT, DATA, AUTH need TLS first */
   int auth_require_tls;    /* AUTH only over TLS (not even advertised) */
   int auth_required;       /* MAIL needs AUTH first */
+  int pipelining;          /* advertise PIPELINING (RFC 2920) */
 } smtpd_session_conf;
 
 typedef struct smtpd_session {
@@ -185,6 +186,7 @@ typedef struct smtpd_session {
   int require_smtputf8;
   int enable_smtputf8;
   int decode_data;
+  int pipelining;
   int quit;                /* close once the replies are written */
   smtpd_str greeting;      /* seen_greeting; empty when none */
   smtpd_str mailfrom;

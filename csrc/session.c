@@ -42,6 +42,7 @@ void smtpd_session_configure(smtpd_session *s, const smtpd_session_conf *c) {
   s->require_starttls = c->require_starttls;
   s->auth_require_tls = c->auth_require_tls;
   s->auth_required = c->auth_required;
+  s->pipelining = c->pipelining;
   smtpd_session_sync(s);
 }
 
@@ -203,6 +204,9 @@ static void cmd_greet(smtpd_session *s, const char *arg, size_t n, int ext) {
     REPLY(s, "250-SMTPUTF8");
     s->mail_extra += 10;
   }
+  /* Replies to a pipelined group are queued and leave together, and a
+   * command waits for the one before it (hooks included). */
+  if (s->pipelining) REPLY(s, "250-PIPELINING");
   if (s->tls_offer && !s->tls_on) REPLY(s, "250-STARTTLS");
   if (s->auth_mechs && (s->tls_on || !s->auth_require_tls)) {
     smtpd_replyf(s, "250-AUTH %s", s->auth_mechs);

@@ -7,12 +7,15 @@ local R = require "replies"
 
 local py = H.python_with_smtpd()
 local ENV = "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
-local EHLO_N = #R.ehlo
-
--- Replies after EHLO, as a flat list: ehlo lines are dropped.
+-- Replies after EHLO, as a flat list: the EHLO reply's lines (however
+-- many extensions a server lists) are dropped.
 local function after_ehlo(replies)
+  local first = 1
+  while replies[first] and replies[first]:match("^%d%d%d%-") do
+    first = first + 1
+  end
   local out = {}
-  for i = EHLO_N + 1, #replies do out[#out + 1] = replies[i] end
+  for i = first + 1, #replies do out[#out + 1] = replies[i] end
   return out
 end
 
