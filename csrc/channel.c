@@ -329,8 +329,9 @@ static void channel_starttls(smtpd_channel *ch) {
 static size_t channel_feed(smtpd_channel *ch, const char *buf, size_t len) {
   size_t off = 0, used;
   ch->in_process++;
-  while (off < len && !ch->parked && !ch->h.closing &&
-         !ch->close_when_done && !channel_blocked(ch)) {
+  while ((off < len || smtpd_parser_chunk_ready(&ch->s.parser)) &&
+         !ch->parked && !ch->h.closing && !ch->close_when_done &&
+         !channel_blocked(ch)) {
     int r;
     channel_account(ch);
     r = smtpd_parser_feed(&ch->s.parser, buf + off, len - off, &used);
@@ -346,6 +347,9 @@ static size_t channel_feed(smtpd_channel *ch, const char *buf, size_t len) {
       }
     } else if (r == SMTPD_PARSE_DATA_END) {
       smtpd_hook_message(ch);
+    } else if (r == SMTPD_PARSE_CHUNK) {
+      smtpd_session_chunk_end(&ch->s);
+      if (ch->s.quit) ch->close_when_done = 1;
     } else {
       smtpd_reply(&ch->s, "451 Out of memory", 17);
       ch->close_when_done = 1;

@@ -57,6 +57,27 @@ void smtpd_parser_end_data(smtpd_parser *p) {
   p->data_over = 0;
 }
 
+void smtpd_parser_begin_chunk(smtpd_parser *p, size_t n, int discard,
+                              int last, size_t limit) {
+  p->data_mode = 2;
+  p->chunk_left = n;
+  p->chunk_discard = discard;
+  p->chunk_last = last;
+  p->data_limit = limit;
+  p->term_len = 0;
+}
+
+int smtpd_parser_chunk_ready(const smtpd_parser *p) {
+  return p->data_mode == 2 && p->chunk_left == 0;
+}
+
+void smtpd_parser_drop_data(smtpd_parser *p) {
+  smtpd_buf_free(&p->data);
+  p->data_raw = 0;
+  p->data_over = 0;
+  p->chunk_cr = 0;
+}
+
 size_t smtpd_parser_data_size(const smtpd_parser *p) {
   return p->data_raw - p->term_len;
 }
@@ -208,8 +229,82 @@ nomem:
   return SMTPD_PARSE_NOMEM;
 }
 
+/* Keeps chunk bytes: CRLF becomes LF (as in DATA, also across chunks);
+ * a lone CR or LF stays. Nothing is kept past the size limit. */
+static int chunk_keep(smtpd_parser *p, const char *s, size_t n) {
+  size_t i = 0;
+  p->data_raw += n;
+  if (p->data_limit && p->data_raw > p->data_limit && !p->data_over) {
+    p->data_over = 1;
+    smtpd_buf_free(&p->data);
+  }
+  if (p->data_over) {
+    p->chunk_cr = n ? s[n - 1] == '\r' : p->chunk_cr;
+    return 0;
+  }
+  if (p->chunk_cr && n) {
+    p->chunk_cr = 0;
+    if (s[0] == '\n') {
+      i = 1;
+      if (smtpd_buf_appendc(&p->data, '\n')) return -1;
+    } else if (smtpd_buf_appendc(&p->data, '\r')) {
+      return -1;
+    }
+  }
+  while (i < n) {
+    const char *cr = memchr(s + i, '\r', n - i);
+    size_t run = cr ? (size_t)(cr - (s + i)) : n - i;
+    if (run && smtpd_buf_append(&p->data, s + i, run)) return -1;
+    i += run;
+    if (!cr) break;
+    if (i + 1 == n) {              /* its LF may start the next chunk */
+      p->chunk_cr = 1;
+      break;
+    }
+    if (s[i + 1] == '\n') {
+      if (smtpd_buf_appendc(&p->data, '\n')) return -1;
+      i += 2;
+    } else {
+      if (smtpd_buf_appendc(&p->data, '\r')) return -1;
+      i++;
+    }
+  }
+  return 0;
+}
+
+static int parser_feed_chunk(smtpd_parser *p, const char *buf, size_t len,
+                             size_t *consumed) {
+  size_t take = len < p->chunk_left ? len : p->chunk_left;
+  if (!p->chunk_discard && take && chunk_keep(p, buf, take)) {
+    *consumed = 0;
+    return SMTPD_PARSE_NOMEM;
+  }
+  p->chunk_left -= take;
+  *consumed = take;
+  if (p->chunk_left) return SMTPD_PARSE_MORE;
+  if (p->chunk_last && !p->chunk_discard) {
+    /* The message is whole, in DATA's form (its last line break counts
+     * as the terminator's); it stays in p->data for the caller, as after
+     * DATA, and command lines follow. */
+    if (p->chunk_cr && !p->data_over && smtpd_buf_appendc(&p->data, '\r'))
+      return SMTPD_PARSE_NOMEM;
+    p->chunk_cr = 0;
+    if (!p->data_over && p->data.len && p->data.p[p->data.len - 1] == '\n')
+      p->data.len--;
+    p->data_mode = 0;
+    p->st = C_TEXT;
+    p->line.len = 0;
+    p->line_len = 0;
+    return SMTPD_PARSE_DATA_END;
+  }
+  p->data_mode = 0;
+  p->st = C_DONE;                  /* the next line starts afresh */
+  return SMTPD_PARSE_CHUNK;
+}
+
 int smtpd_parser_feed(smtpd_parser *p, const char *buf, size_t len,
                       size_t *consumed) {
+  if (p->data_mode == 2) return parser_feed_chunk(p, buf, len, consumed);
   if (p->data_mode) return parser_feed_data(p, buf, len, consumed);
   return parser_feed_command(p, buf, len, consumed);
 }

@@ -57,8 +57,9 @@ void smtpd_strlist_clear(smtpd_strlist *l);
 enum {
   SMTPD_PARSE_MORE = 0,   /* all input consumed, nothing complete yet */
   SMTPD_PARSE_LINE,       /* a command line is complete */
-  SMTPD_PARSE_DATA_END,   /* the message ended with CRLF . CRLF */
-  SMTPD_PARSE_NOMEM       /* allocation failed */
+  SMTPD_PARSE_DATA_END,   /* the message ended (CRLF . CRLF, BDAT LAST) */
+  SMTPD_PARSE_NOMEM,      /* allocation failed */
+  SMTPD_PARSE_CHUNK       /* a BDAT chunk (not LAST, or discarded) ended */
 };
 
 typedef struct smtpd_parser {
@@ -74,12 +75,25 @@ typedef struct smtpd_parser {
   size_t data_limit;      /* 0: no limit */
   int data_over;          /* data_raw went past data_limit: data dropped */
   size_t term_len;        /* length of the terminator that ended DATA */
+  /* BDAT (data_mode 2): the chunk's bytes left; discard: read, not kept;
+   * last: the message ends with it; cr: a CR ended the previous chunk. */
+  size_t chunk_left;
+  int chunk_discard, chunk_last, chunk_cr;
 } smtpd_parser;
 
 void smtpd_parser_init(smtpd_parser *p, size_t line_keep);
 void smtpd_parser_free(smtpd_parser *p);
 void smtpd_parser_begin_data(smtpd_parser *p, size_t limit);
 void smtpd_parser_end_data(smtpd_parser *p);
+/* BDAT: the next n bytes are a chunk, added to the message (CRLF made
+ * LF as DATA does) or discarded; the message and its size carry over
+ * from chunk to chunk until smtpd_parser_drop_data. */
+void smtpd_parser_begin_chunk(smtpd_parser *p, size_t n, int discard,
+                              int last, size_t limit);
+/* A chunk of size 0 is complete without input: feed it nothing. */
+int smtpd_parser_chunk_ready(const smtpd_parser *p);
+/* Forgets a BDAT message between chunks (RSET, an error). */
+void smtpd_parser_drop_data(smtpd_parser *p);
 int smtpd_parser_feed(smtpd_parser *p, const char *buf, size_t len,
                       size_t *consumed);
 /* Raw size of the finished message, as smtpd counts it (no terminator). */
@@ -176,6 +190,7 @@ typedef struct smtpd_session_conf {
   int auth_require_tls;    /* AUTH only over TLS (not even advertised) */
   int auth_required;       /* MAIL needs AUTH first */
   int pipelining;          /* advertise PIPELINING (RFC 2920) */
+  int chunking;            /* CHUNKING: BDAT (RFC 3030) */
 } smtpd_session_conf;
 
 typedef struct smtpd_session {
@@ -187,6 +202,11 @@ typedef struct smtpd_session {
   int enable_smtputf8;
   int decode_data;
   int pipelining;
+  int chunking;
+  int bdat;                /* this transaction's message comes by BDAT */
+  int bdat_failed;         /* a chunk went past the size limit */
+  const char *bdat_error;  /* the reply for the chunk being discarded */
+  size_t bdat_size;        /* the size of the chunk being read */
   int quit;                /* close once the replies are written */
   smtpd_str greeting;      /* seen_greeting; empty when none */
   smtpd_str mailfrom;
@@ -252,6 +272,8 @@ void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
                            size_t arg_len);
 void smtpd_session_unknown(smtpd_session *s, const char *name, size_t len);
 int smtpd_session_data_end(smtpd_session *s);
+/* After SMTPD_PARSE_CHUNK: the chunk's reply. */
+void smtpd_session_chunk_end(smtpd_session *s);
 /* Runs input through the session with the built-in commands only (no
  * hooks): the socket-less engine and the fuzzers. Each message that
  * reaches the handler goes to on_message, whose reply is sent. Stops at

@@ -43,6 +43,7 @@ void smtpd_session_configure(smtpd_session *s, const smtpd_session_conf *c) {
   s->auth_require_tls = c->auth_require_tls;
   s->auth_required = c->auth_required;
   s->pipelining = c->pipelining;
+  s->chunking = c->chunking;
   smtpd_session_sync(s);
 }
 
@@ -128,6 +129,8 @@ void smtpd_session_post_data(smtpd_session *s) {
   s->require_smtputf8 = 0;
   s->num_bytes = 0;
   if (s->parser.data_mode) smtpd_parser_end_data(&s->parser);
+  if (s->bdat || s->bdat_failed) smtpd_parser_drop_data(&s->parser);
+  s->bdat = s->bdat_failed = 0;
   session_drop_pending(s);
 }
 
@@ -207,6 +210,7 @@ static void cmd_greet(smtpd_session *s, const char *arg, size_t n, int ext) {
   /* Replies to a pipelined group are queued and leave together, and a
    * command waits for the one before it (hooks included). */
   if (s->pipelining) REPLY(s, "250-PIPELINING");
+  if (s->chunking) REPLY(s, "250-CHUNKING");
   if (s->tls_offer && !s->tls_on) REPLY(s, "250-STARTTLS");
   if (s->auth_mechs && (s->tls_on || !s->auth_require_tls)) {
     smtpd_replyf(s, "250-AUTH %s", s->auth_mechs);
@@ -508,7 +512,10 @@ void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
     s->quit = 1;
     break;
   case SMTPD_VERB_MAIL: cmd_mail(s, arg, n); break;
-  case SMTPD_VERB_RCPT: cmd_rcpt(s, arg, n); break;
+  case SMTPD_VERB_RCPT:
+    if (s->bdat) REPLY(s, "503 Error: RCPT after BDAT");
+    else cmd_rcpt(s, arg, n);
+    break;
   case SMTPD_VERB_RSET:
     if (arg && n) {
       REPLY(s, "501 Syntax: RSET");
@@ -524,6 +531,9 @@ void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
       REPLY(s, "503 Error: need RCPT command");
     } else if (arg && n) {
       REPLY(s, "501 Syntax: DATA");
+    } else if (s->bdat || s->bdat_failed) {
+      /* RFC 3030 3: no DATA in a transaction that used BDAT. */
+      REPLY(s, "503 Error: DATA after BDAT");
     } else if (s->data_blocked) {
       REPLY(s, "451 4.3.1 Error: insufficient system storage, try again "
                "later");
@@ -562,11 +572,15 @@ int smtpd_session_data_end(smtpd_session *s) {
 int smtpd_session_run(smtpd_session *s, const char *buf, size_t len,
                       smtpd_message_fn on_message, void *ctx) {
   size_t off = 0, used;
-  while (off < len && !s->quit) {
+  while ((off < len || smtpd_parser_chunk_ready(&s->parser)) && !s->quit) {
     int r = smtpd_parser_feed(&s->parser, buf + off, len - off, &used);
     off += used;
     if (r == SMTPD_PARSE_MORE) break;
     if (r == SMTPD_PARSE_NOMEM) return -1;
+    if (r == SMTPD_PARSE_CHUNK) {
+      smtpd_session_chunk_end(s);
+      continue;
+    }
     if (r == SMTPD_PARSE_LINE) {
       smtpd_command cmd;
       if (!smtpd_session_line(s, &cmd)) continue;
@@ -626,6 +640,74 @@ int smtpd_session_has_mech(const smtpd_session *s, const char *mech,
   return 0;
 }
 
+/* ---- CHUNKING (RFC 3030) ------------------------------------------------ */
+
+/* BDAT <size> [LAST]. The chunk's bytes are read whatever the verdict:
+ * refused, they are discarded and the refusal answers them. Only a size
+ * that cannot be read leaves no way to find the next command: 501, and
+ * the connection ends. */
+static void session_bdat(smtpd_session *s, const smtpd_command *cmd) {
+  const char *a = cmd->arg ? cmd->arg : "";
+  size_t n = cmd->arg ? cmd->arg_len : 0, i = 0, size = 0;
+  int last = 0;
+  const char *err = NULL;
+  while (i < n && a[i] >= '0' && a[i] <= '9' && i < 18)
+    size = size * 10 + (size_t)(a[i++] - '0');
+  if (i > 0 && i < n && a[i] == ' ') {
+    size_t j = i;
+    while (j < n && a[j] == ' ') j++;
+    if (n - j == 4 && smtpd_has_keyword(a + j, 4, "LAST")) {
+      last = 1;
+      i = n;
+    }
+  }
+  if (i == 0 || i != n) {
+    REPLY(s, "501 Syntax: BDAT <size> [LAST] (closing: the chunk cannot be "
+             "found)");
+    s->quit = 1;
+    return;
+  }
+  if (s->require_starttls && !s->tls_on)
+    err = "530 5.7.0 Must issue a STARTTLS command first";
+  else if (!s->greeting.len)
+    err = "503 Error: send HELO first";
+  else if (s->rcpttos.n == 0)
+    err = "503 Error: need RCPT command";
+  else if (s->bdat_failed)
+    err = "552 Error: Too much mail data";
+  else if (!s->bdat && s->data_blocked)
+    err = "451 4.3.1 Error: insufficient system storage, try again later";
+  s->bdat_error = err;
+  s->bdat_size = size;
+  if (!err) {
+    s->bdat = 1;
+    s->state = SMTPD_DATA;
+  }
+  smtpd_parser_begin_chunk(&s->parser, size, err != NULL, last,
+                           s->data_size_limit);
+}
+
+void smtpd_session_chunk_end(smtpd_session *s) {
+  int last = s->parser.chunk_last;
+  const char *err = s->bdat_error;
+  s->bdat_error = NULL;
+  if (!err && s->parser.data_over) {
+    /* Past the limit: this transaction can only fail now. */
+    err = "552 Error: Too much mail data";
+    s->bdat_failed = 1;
+    s->bdat = 0;
+    smtpd_parser_drop_data(&s->parser);
+  }
+  if (s->state == SMTPD_DATA) s->state = SMTPD_COMMAND;
+  if (err) {
+    smtpd_reply(s, err, strlen(err));
+    /* A refused last chunk ends the transaction (RFC 3030 4.2). */
+    if (last && (s->bdat || s->bdat_failed)) smtpd_session_post_data(s);
+    return;
+  }
+  smtpd_replyf(s, "250 OK %zu octets received", s->bdat_size);
+}
+
 int smtpd_session_ext(smtpd_session *s, const smtpd_command *cmd) {
   int is_auth = s->auth_mechs && name_is(cmd, "AUTH");
   int is_tls = (s->tls_offer || s->tls_on) && name_is(cmd, "STARTTLS");
@@ -633,6 +715,10 @@ int smtpd_session_ext(smtpd_session *s, const smtpd_command *cmd) {
       (cmd->verb == SMTPD_VERB_MAIL || cmd->verb == SMTPD_VERB_RCPT ||
        cmd->verb == SMTPD_VERB_DATA || is_auth)) {
     REPLY(s, "530 5.7.0 Must issue a STARTTLS command first");
+    return 1;
+  }
+  if (s->chunking && name_is(cmd, "BDAT")) {
+    session_bdat(s, cmd);
     return 1;
   }
   if (s->auth_required && !s->authed && cmd->verb == SMTPD_VERB_MAIL) {

@@ -56,6 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   s.decode_data = !s.enable_smtputf8 && (data[0] & 2);
   limit = (data[0] & 4) ? (size_t)(data[0] >> 3) * 16 : 0;
   s.data_size_limit = limit;
+  s.chunking = 1;                 /* BDAT, as servers offer it by default */
   smtpd_session_sync(&s);
   piece = data[1] ? data[1] : 1;
   data += 2;

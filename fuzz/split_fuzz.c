@@ -35,6 +35,7 @@ static void run(const uint8_t *in, size_t len, const uint8_t *cuts,
   size_t off = 0, k = 0;
   smtpd_session_init(&s, &out, "fuzz.example", 12);
   s.data_size_limit = 200;
+  s.chunking = 1;                 /* chunk boundaries must not matter either */
   smtpd_session_sync(&s);
   while (off < len && !s.quit) {
     size_t n = ncuts ? (size_t)cuts[k++ % ncuts] % 13 + 1 : len;

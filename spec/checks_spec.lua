@@ -90,7 +90,7 @@ describe("server:check_recipient and check_sender", function()
       "RCPT TO:<odd@x>",                    -- malformed verdict: 451
       "DATA", "hello", ".", "QUIT", ""}, "\r\n"))
     assert.same({R.need_helo, R.ehlo[1], R.ehlo[2], R.ehlo[3], R.ehlo[4],
-                 R.ehlo[5], R.need_mail, "550 5.7.1 Sender blocked", R.need_mail, R.ok,
+                 R.ehlo[5], R.ehlo[6], R.need_mail, "550 5.7.1 Sender blocked", R.need_mail, R.ok,
                  R.rcpt_params, "550 5.1.1 No such user", R.ok,
                  "251 User not local; will forward", R.local_error,
                  R.local_error, R.data, R.ok, R.bye}, replies)

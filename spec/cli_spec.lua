@@ -229,7 +229,7 @@ describe("lua-smtpd", function()
     local replies = H.converse(map, "127.0.0.1", port, "EHLO x\r\nQUIT\r\n")
     H.kill(pid)
     assert.same({"250-" .. R.fqdn, "250-SIZE 1000", "250-8BITMIME",
-                 "250-SMTPUTF8", "250-PIPELINING", "250 HELP", R.bye}, replies)
+                 "250-SMTPUTF8", "250-PIPELINING", "250-CHUNKING", "250 HELP", R.bye}, replies)
   end)
 
   it("loads a class from a file and from module.Class", function()

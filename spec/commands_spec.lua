@@ -25,12 +25,12 @@ local CASES = {
   {"EHLO without a name", "EHLO\r\nEHLO  \r\n", {R.ehlo_syntax, R.ehlo_syntax}},
   {"EHLO with SMTPUTF8", EHLO,
    {"250-" .. R.fqdn, "250-SIZE 33554432", "250-8BITMIME", "250-SMTPUTF8",
-    "250-PIPELINING", "250 HELP"}, opts = {enable_SMTPUTF8 = true}},
+    "250-PIPELINING", "250-CHUNKING", "250 HELP"}, opts = {enable_SMTPUTF8 = true}},
   {"EHLO with decode_data", EHLO,
-   {"250-" .. R.fqdn, "250-SIZE 33554432", "250-PIPELINING", "250 HELP"},
+   {"250-" .. R.fqdn, "250-SIZE 33554432", "250-PIPELINING", "250-CHUNKING", "250 HELP"},
    opts = {decode_data = true}},
   {"EHLO without a size limit", EHLO,
-   {"250-" .. R.fqdn, "250-8BITMIME", "250-PIPELINING", "250 HELP"},
+   {"250-" .. R.fqdn, "250-8BITMIME", "250-PIPELINING", "250-CHUNKING", "250 HELP"},
    opts = {data_size_limit = 0}},
   {"NOOP", "NOOP\r\nnoop\r\nNOOP x\r\n", {R.ok, R.ok, R.noop_syntax}},
   {"RSET", HELO .. "MAIL FROM:<a@b>\r\nRSET\r\nRSET x\r\nRCPT TO:<c@d>\r\n",
@@ -67,7 +67,7 @@ local CASES = {
   {"SMTPUTF8 parameter", EHLO .. "MAIL FROM:<a@b> SMTPUTF8=1\r\n"
      .. "MAIL FROM:<a@b> SMTPUTF8\r\n",
    {"250-" .. R.fqdn, "250-SIZE 33554432", "250-8BITMIME", "250-SMTPUTF8",
-    "250-PIPELINING", "250 HELP", R.smtputf8_arg, R.ok}, opts = {enable_SMTPUTF8 = true}},
+    "250-PIPELINING", "250-CHUNKING", "250 HELP", R.smtputf8_arg, R.ok}, opts = {enable_SMTPUTF8 = true}},
   {"RCPT parameters", EHLO .. "MAIL FROM:<a@b>\r\nRCPT TO:<c@d> NOTIFY=NEVER\r\n"
      .. "RCPT TO:<c@d> X=\r\n",
    flat(R.ehlo, R.ok, R.rcpt_params, R.rcpt_syntax_ext)},
@@ -85,7 +85,7 @@ local CASES = {
   {"too much data", EHLO .. ENV .. "DATA\r\n" .. ("z"):rep(150) .. "\r\n.\r\n"
      .. "MAIL FROM:<e@f>\r\n",
    {"250-" .. R.fqdn, "250-SIZE 100", "250-8BITMIME", "250-PIPELINING",
-    "250 HELP", R.ok, R.ok,
+    "250-CHUNKING", "250 HELP", R.ok, R.ok,
     R.data, R.too_much, R.ok},
    opts = {data_size_limit = 100}, messages = {}},
   {"QUIT", "QUIT\r\nNOOP\r\n", {R.bye}},

@@ -50,9 +50,9 @@ end
 -- Reply lines that are the host's name (HELO's "250 name", EHLO's first
 -- line) with it made "%FQDN%": the golden file was written on some other
 -- machine. The name is the greeting's. The EHLO lines of the extensions
--- smtpd never had (PIPELINING) are left out: we advertise them, on
+-- smtpd never had (PIPELINING, CHUNKING) are left out: we advertise them, on
 -- purpose (README: "Where it differs from CPython's smtpd").
-M.OUR_EXTENSIONS = {["250-PIPELINING"] = true}
+M.OUR_EXTENSIONS = {["250-PIPELINING"] = true, ["250-CHUNKING"] = true}
 function M.normalize(replies, greeting)
   local fqdn = greeting:match("^220 (%S+) ")
   local out = {}

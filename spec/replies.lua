@@ -8,7 +8,7 @@ R.ok = "250 OK"
 R.bye = "221 Bye"
 R.helo = "250 " .. R.fqdn
 R.ehlo = {"250-" .. R.fqdn, "250-SIZE 33554432", "250-8BITMIME",
-          "250-PIPELINING", "250 HELP"}
+          "250-PIPELINING", "250-CHUNKING", "250 HELP"}
 R.data = "354 End data with <CR><LF>.<CR><LF>"
 R.helo_syntax = "501 Syntax: HELO hostname"
 R.ehlo_syntax = "501 Syntax: EHLO hostname"

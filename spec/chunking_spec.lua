@@ -1,0 +1,134 @@
+-- CHUNKING / BDAT (RFC 3030): advertised; chunks are counted, never
+-- dot-unstuffed, and the handler gets the message in the same form as
+-- after DATA; a refused chunk is still read (and dropped), so its bytes
+-- never run as commands.
+local H = require "helper"
+local R = require "replies"
+
+local ENV = "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+
+local function bdat(chunk, last)
+  return ("BDAT %d%s\r\n%s"):format(#chunk, last and " LAST" or "", chunk)
+end
+
+-- The replies after EHLO's.
+local function after_ehlo(replies)
+  return {table.unpack(replies, #R.ehlo + 1)}
+end
+
+describe("CHUNKING", function()
+  it("takes a message in chunks, in DATA's form (CRLF split across "
+     .. "chunks, dot lines kept as they are)", function()
+    local srv, map, host, port = H.server(H.Recorder)
+    local body = "Subject: s\r\n\r\n.leading dot\r\nline two\r\n"
+    -- The CRLF after "Subject: s" is cut between two chunks.
+    local input = ENV .. bdat("Subject: s\r") .. bdat("\n\r\n.leading dot\r\n")
+                  .. bdat("line two\r\n", true) .. "QUIT\r\n"
+    local replies = after_ehlo(H.converse(map, host, port, input))
+    assert.same({R.ok, R.ok, "250 OK 11 octets received",
+                 "250 OK 17 octets received", R.ok, R.bye}, replies)
+    -- The same message by DATA (dot-stuffed there).
+    H.converse(map, host, port, ENV .. "DATA\r\nSubject: s\r\n\r\n"
+               .. "..leading dot\r\nline two\r\n.\r\nQUIT\r\n")
+    assert.equal(2, #srv.messages)
+    assert.equal("Subject: s\n\n.leading dot\nline two", srv.messages[1].data)
+    assert.equal(srv.messages[2].data, srv.messages[1].data)
+    assert.same({"c@d"}, srv.messages[1].rcpttos)
+    assert.equal(#body, #srv.messages[1].data + 5)   -- 4 CRs, 1 final LF
+    H.cleanup(map)
+  end)
+
+  it("ends a message with BDAT 0 LAST, and several messages pipelined",
+     function()
+    local srv, map, host, port = H.server(H.Recorder)
+    local replies = after_ehlo(H.converse(map, host, port, ENV
+      .. bdat("one\r\n") .. "BDAT 0 LAST\r\n"
+      .. "MAIL FROM:<e@f>\r\nRCPT TO:<g@h>\r\n" .. bdat("two\r\n", true)
+      .. "QUIT\r\n"))
+    assert.same({R.ok, R.ok, "250 OK 5 octets received", R.ok, R.ok, R.ok,
+                 R.ok, R.bye}, replies)
+    assert.equal("one", srv.messages[1].data)
+    assert.equal("two", srv.messages[2].data)
+    H.cleanup(map)
+  end)
+
+  it("reads and drops a chunk it refuses: its bytes never run as commands",
+     function()
+    local srv, map, host, port = H.server(H.Recorder)
+    local evil = "MAIL FROM:<x@y>\r\nRCPT TO:<z@w>\r\nDATA\r\nsmuggled\r\n"
+                 .. ".\r\n"
+    local replies = H.converse(map, host, port, "HELO x\r\n" .. bdat(evil)
+      .. "MAIL FROM:<a@b>\r\n" .. bdat(evil, true) .. "QUIT\r\n")
+    assert.same({R.helo, R.need_rcpt, R.ok, R.need_rcpt, R.bye}, replies)
+    assert.is_nil(srv.messages)
+    replies = H.converse(map, host, port, bdat("x") .. "QUIT\r\n")
+    assert.same({R.need_helo, R.bye}, replies)
+    H.cleanup(map)
+  end)
+
+  it("applies the size limit while the chunks stream: 552 for the chunk "
+     .. "that passes it and the rest; the last one ends the transaction",
+     function()
+    local srv, map, host, port = H.server(H.Recorder, {data_size_limit = 100})
+    local replies = after_ehlo(H.converse(map, host, port, ENV
+      .. bdat(("a"):rep(60)) .. bdat(("b"):rep(60)) .. bdat(("c"):rep(10))
+      .. bdat("d", true) .. "MAIL FROM:<e@f>\r\nQUIT\r\n"))
+    assert.same({R.ok, R.ok, "250 OK 60 octets received", R.too_much,
+                 R.too_much, R.too_much, R.ok, R.bye}, replies)
+    assert.is_nil(srv.messages)
+    assert.equal(0, map:stats().data_held)
+    H.cleanup(map)
+  end)
+
+  it("orders BDAT with the other commands as RFC 3030 says", function()
+    local srv, map, host, port = H.server(H.Recorder)
+    local replies = after_ehlo(H.converse(map, host, port, ENV
+      .. bdat("first\r\n") .. "DATA\r\nRCPT TO:<x@y>\r\nNOOP\r\nRSET\r\n"
+      .. "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n" .. bdat("second\r\n", true)
+      .. "QUIT\r\n"))
+    assert.same({R.ok, R.ok, "250 OK 7 octets received",
+                 "503 Error: DATA after BDAT", "503 Error: RCPT after BDAT",
+                 R.ok, R.ok, R.ok, R.ok, R.ok, R.bye}, replies)
+    assert.equal(1, #srv.messages)
+    assert.equal("second", srv.messages[1].data)
+    H.cleanup(map)
+  end)
+
+  it("closes on a chunk size it cannot read (the next command is lost)",
+     function()
+    local _, map, host, port = H.server(H.Recorder)
+    for _, bad in ipairs({"BDAT", "BDAT x", "BDAT 10 FIRST", "BDAT -1",
+                          "BDAT 1234567890123456789012"}) do
+      local replies = after_ehlo(H.converse(map, host, port, ENV .. bad
+                                            .. "\r\nNOOP\r\n"))
+      assert.same({R.ok, R.ok, "501 Syntax: BDAT <size> [LAST] (closing: "
+                   .. "the chunk cannot be found)"}, replies, bad)
+    end
+    H.cleanup(map)
+  end)
+
+  it("is not offered with chunking = false: BDAT is an unknown command",
+     function()
+    local _, map, host, port = H.server(H.Recorder, {chunking = false})
+    local replies = H.converse(map, host, port, "EHLO x\r\nBDAT 0 LAST\r\n"
+                               .. "QUIT\r\n")
+    for _, l in ipairs(replies) do assert.is_nil(l:find("CHUNKING")) end
+    assert.equal(R.unknown("BDAT"), replies[#replies - 1])
+    H.cleanup(map)
+  end)
+
+  it("gives the same replies and message whatever way the input is cut",
+     function()
+    local input = ENV .. bdat("Subject: cut\r\n\r\nbody\r") .. bdat("\n", true)
+                  .. "QUIT\r\n"
+    local want
+    for _, split in ipairs({1, 2, 3, 7, 64}) do
+      local srv, map, host, port = H.server(H.Recorder)
+      local replies = H.converse(map, host, port, input, split)
+      want = want or replies
+      assert.same(want, replies)
+      assert.equal("Subject: cut\n\nbody", srv.messages[1].data)
+      H.cleanup(map)
+    end
+  end)
+end)
