@@ -58,8 +58,9 @@ void smtpd_parser_end_data(smtpd_parser *p) {
 }
 
 void smtpd_parser_begin_chunk(smtpd_parser *p, size_t n, int discard,
-                              int last, size_t limit) {
+                              int last, int raw, size_t limit) {
   p->data_mode = 2;
+  p->chunk_raw = raw;
   p->chunk_left = n;
   p->chunk_discard = discard;
   p->chunk_last = last;
@@ -242,6 +243,7 @@ static int chunk_keep(smtpd_parser *p, const char *s, size_t n) {
     p->chunk_cr = n ? s[n - 1] == '\r' : p->chunk_cr;
     return 0;
   }
+  if (p->chunk_raw) return smtpd_buf_append(&p->data, s, n);
   if (p->chunk_cr && n) {
     p->chunk_cr = 0;
     if (s[0] == '\n') {
@@ -286,10 +288,12 @@ static int parser_feed_chunk(smtpd_parser *p, const char *buf, size_t len,
     /* The message is whole, in DATA's form (its last line break counts
      * as the terminator's); it stays in p->data for the caller, as after
      * DATA, and command lines follow. */
-    if (p->chunk_cr && !p->data_over && smtpd_buf_appendc(&p->data, '\r'))
+    if (p->chunk_cr && !p->data_over && !p->chunk_raw &&
+        smtpd_buf_appendc(&p->data, '\r'))
       return SMTPD_PARSE_NOMEM;
     p->chunk_cr = 0;
-    if (!p->data_over && p->data.len && p->data.p[p->data.len - 1] == '\n')
+    if (!p->data_over && !p->chunk_raw && p->data.len &&
+        p->data.p[p->data.len - 1] == '\n')
       p->data.len--;
     p->data_mode = 0;
     p->st = C_TEXT;

@@ -79,6 +79,7 @@ typedef struct smtpd_parser {
    * last: the message ends with it; cr: a CR ended the previous chunk. */
   size_t chunk_left;
   int chunk_discard, chunk_last, chunk_cr;
+  int chunk_raw;          /* BODY=BINARYMIME: the bytes as they come */
 } smtpd_parser;
 
 void smtpd_parser_init(smtpd_parser *p, size_t line_keep);
@@ -89,7 +90,7 @@ void smtpd_parser_end_data(smtpd_parser *p);
  * LF as DATA does) or discarded; the message and its size carry over
  * from chunk to chunk until smtpd_parser_drop_data. */
 void smtpd_parser_begin_chunk(smtpd_parser *p, size_t n, int discard,
-                              int last, size_t limit);
+                              int last, int raw, size_t limit);
 /* A chunk of size 0 is complete without input: feed it nothing. */
 int smtpd_parser_chunk_ready(const smtpd_parser *p);
 /* Forgets a BDAT message between chunks (RSET, an error). */
@@ -191,6 +192,7 @@ typedef struct smtpd_session_conf {
   int auth_required;       /* MAIL needs AUTH first */
   int pipelining;          /* advertise PIPELINING (RFC 2920) */
   int chunking;            /* CHUNKING: BDAT (RFC 3030) */
+  int binarymime;          /* BINARYMIME too (with chunking) */
 } smtpd_session_conf;
 
 typedef struct smtpd_session {
@@ -203,6 +205,7 @@ typedef struct smtpd_session {
   int decode_data;
   int pipelining;
   int chunking;
+  int binarymime;
   int bdat;                /* this transaction's message comes by BDAT */
   int bdat_failed;         /* a chunk went past the size limit */
   const char *bdat_error;  /* the reply for the chunk being discarded */

@@ -44,6 +44,7 @@ void smtpd_session_configure(smtpd_session *s, const smtpd_session_conf *c) {
   s->auth_required = c->auth_required;
   s->pipelining = c->pipelining;
   s->chunking = c->chunking;
+  s->binarymime = c->binarymime && c->chunking;
   smtpd_session_sync(s);
 }
 
@@ -119,6 +120,7 @@ static int session_reply_echo(smtpd_session *s, const char *pre,
 }
 
 static void session_drop_pending(smtpd_session *s);
+static int session_binary(const smtpd_session *s);
 
 /* Clears the transaction, as smtpd's _set_post_data_state. */
 void smtpd_session_post_data(smtpd_session *s) {
@@ -211,6 +213,7 @@ static void cmd_greet(smtpd_session *s, const char *arg, size_t n, int ext) {
    * command waits for the one before it (hooks included). */
   if (s->pipelining) REPLY(s, "250-PIPELINING");
   if (s->chunking) REPLY(s, "250-CHUNKING");
+  if (s->binarymime) REPLY(s, "250-BINARYMIME");
   if (s->tls_offer && !s->tls_on) REPLY(s, "250-STARTTLS");
   if (s->auth_mechs && (s->tls_on || !s->auth_require_tls)) {
     smtpd_replyf(s, "250-AUTH %s", s->auth_mechs);
@@ -381,8 +384,14 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
   }
   if (!s->decode_data && smtpd_params_find(&s->mail_options, "BODY", &val, &vlen) >= 0) {
     if (!val || !((vlen == 4 && memcmp(val, "7BIT", 4) == 0) ||
-                  (vlen == 8 && memcmp(val, "8BITMIME", 8) == 0))) {
-      REPLY(s, "501 Error: BODY can only be one of 7BIT, 8BITMIME");
+                  (vlen == 8 && memcmp(val, "8BITMIME", 8) == 0) ||
+                  (s->binarymime && vlen == 10 &&
+                   memcmp(val, "BINARYMIME", 10) == 0))) {
+      if (s->binarymime)
+        REPLY(s, "501 Error: BODY can only be one of 7BIT, 8BITMIME, "
+                 "BINARYMIME");
+      else
+        REPLY(s, "501 Error: BODY can only be one of 7BIT, 8BITMIME");
       return;
     }
   }
@@ -534,6 +543,8 @@ void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
     } else if (s->bdat || s->bdat_failed) {
       /* RFC 3030 3: no DATA in a transaction that used BDAT. */
       REPLY(s, "503 Error: DATA after BDAT");
+    } else if (session_binary(s)) {
+      REPLY(s, "503 Error: BODY=BINARYMIME needs BDAT");
     } else if (s->data_blocked) {
       REPLY(s, "451 4.3.1 Error: insufficient system storage, try again "
                "later");
@@ -642,6 +653,15 @@ int smtpd_session_has_mech(const smtpd_session *s, const char *mech,
 
 /* ---- CHUNKING (RFC 3030) ------------------------------------------------ */
 
+/* The transaction's MAIL said BODY=BINARYMIME (and it was offered). */
+static int session_binary(const smtpd_session *s) {
+  const char *val;
+  size_t vlen;
+  return s->binarymime && s->has_mailfrom &&
+         smtpd_params_find(&s->mail_options, "BODY", &val, &vlen) >= 0 &&
+         val && vlen == 10 && memcmp(val, "BINARYMIME", 10) == 0;
+}
+
 /* BDAT <size> [LAST]. The chunk's bytes are read whatever the verdict:
  * refused, they are discarded and the refusal answers them. Only a size
  * that cannot be read leaves no way to find the next command: 501, and
@@ -684,7 +704,7 @@ static void session_bdat(smtpd_session *s, const smtpd_command *cmd) {
     s->state = SMTPD_DATA;
   }
   smtpd_parser_begin_chunk(&s->parser, size, err != NULL, last,
-                           s->data_size_limit);
+                           session_binary(s), s->data_size_limit);
 }
 
 void smtpd_session_chunk_end(smtpd_session *s) {

@@ -11,9 +11,13 @@ local function bdat(chunk, last)
   return ("BDAT %d%s\r\n%s"):format(#chunk, last and " LAST" or "", chunk)
 end
 
--- The replies after EHLO's.
+-- The replies after EHLO's (however many lines it has).
 local function after_ehlo(replies)
-  return {table.unpack(replies, #R.ehlo + 1)}
+  local first = 1
+  while replies[first] and replies[first]:match("^%d%d%d%-") do
+    first = first + 1
+  end
+  return {table.unpack(replies, first + 1)}
 end
 
 describe("CHUNKING", function()
@@ -130,5 +134,65 @@ describe("CHUNKING", function()
       assert.equal("Subject: cut\n\nbody", srv.messages[1].data)
       H.cleanup(map)
     end
+  end)
+end)
+
+describe("BINARYMIME", function()
+  it("is offered only with binarymime = true; BODY=BINARYMIME then needs "
+     .. "BDAT and the bytes arrive untouched", function()
+    local _, map, host, port = H.server(H.Recorder)
+    local replies = H.converse(map, host, port, "EHLO x\r\nMAIL FROM:<a@b> "
+                               .. "BODY=BINARYMIME\r\nQUIT\r\n")
+    assert.equal(R.body, replies[#replies - 1])
+    H.cleanup(map)
+    local srv
+    srv, map, host, port = H.server(H.Recorder, {binarymime = true})
+    local bin = "\0\1\r\n\r\xff.\r\n"
+    replies = after_ehlo(H.converse(map, host, port, "EHLO x\r\n"
+      .. "MAIL FROM:<a@b> BODY=BINARYMIME\r\nRCPT TO:<c@d>\r\nDATA\r\n"
+      .. bdat(bin, true) .. "MAIL FROM:<a@b> BODY=FOO\r\nQUIT\r\n"))
+    assert.same({R.ok, R.ok, "503 Error: BODY=BINARYMIME needs BDAT", R.ok,
+                 "501 Error: BODY can only be one of 7BIT, 8BITMIME, "
+                 .. "BINARYMIME", R.bye}, replies)
+    assert.equal(bin, srv.messages[1].data)
+    H.cleanup(map)
+  end)
+end)
+
+describe("CHUNKING with a real client", function()
+  it("Perl's Net::SMTP sends a binary message by bdat and bdatlast "
+     .. "(BODY=BINARYMIME: the bytes as they came)", function()
+    if os.execute("perl -MNet::SMTP -e 'exit(Net::SMTP->can(q(bdat)) ? 0 : 1)'"
+                  .. " 2>/dev/null") ~= true then
+      return H.skip("perl's Net::SMTP with bdat is not installed")
+    end
+    local srv, map, _, port = H.server(H.Recorder, {binarymime = true})
+    local script = os.tmpname()
+    local f = io.open(script, "w")
+    f:write(([[
+use Net::SMTP;
+my $s = Net::SMTP->new("127.0.0.1", Port => %d, Hello => "perl.example")
+  or die "connect: $@";
+die "no CHUNKING offered\n" unless defined $s->supports("CHUNKING");
+$s->mail("perl\@example.org", Bits => "binary") or die "mail: " . $s->message;
+$s->to("a\@example.net", "b\@example.net") or die "rcpt: " . $s->message;
+$s->bdat("Subject: by BDAT\r\n\r\n.a dot line\r\n") or die "bdat: " . $s->message;
+print "chunk: ", $s->code, " ", $s->message;
+$s->bdatlast("last line\r\n") or die "bdatlast: " . $s->message;
+print "last: ", $s->code, "\n";
+$s->quit;
+]]):format(port))
+    f:close()
+    local out = H.run_client(map, "perl " .. script .. " 2>&1")
+    os.remove(script)
+    assert.matches("chunk: 250 OK 33 octets received", out)
+    assert.matches("last: 250", out)
+    local m = assert(srv.messages and srv.messages[1], out)
+    assert.equal("perl@example.org", m.mailfrom)
+    assert.same({"a@example.net", "b@example.net"}, m.rcpttos)
+    assert.same({"BODY=BINARYMIME"}, m.kwargs.mail_options)
+    assert.equal("Subject: by BDAT\r\n\r\n.a dot line\r\nlast line\r\n",
+                 m.data)
+    H.cleanup(map)
   end)
 end)
