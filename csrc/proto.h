@@ -153,6 +153,12 @@ int smtpd_has_keyword(const char *arg, size_t n, const char *kw);
 
 /* ---- session.c --------------------------------------------------------- */
 
+/* What a reply answers, beyond the verbs (for enhanced status codes). */
+enum {
+  SMTPD_CTX_GREETING = -2, SMTPD_CTX_OTHER = -1,
+  SMTPD_CTX_MESSAGE = 100, SMTPD_CTX_AUTH, SMTPD_CTX_STARTTLS
+};
+
 /* The built-in commands, in the order of smtpd_verb_names. */
 #define SMTPD_VERBS(X) \
   X(HELO) X(EHLO) X(NOOP) X(QUIT) X(MAIL) X(RCPT) X(RSET) X(DATA) X(HELP) \
@@ -193,6 +199,7 @@ typedef struct smtpd_session_conf {
   int pipelining;          /* advertise PIPELINING (RFC 2920) */
   int chunking;            /* CHUNKING: BDAT (RFC 3030) */
   int binarymime;          /* BINARYMIME too (with chunking) */
+  int enhanced;            /* ENHANCEDSTATUSCODES (RFC 2034) on every reply */
 } smtpd_session_conf;
 
 typedef struct smtpd_session {
@@ -206,6 +213,8 @@ typedef struct smtpd_session {
   int pipelining;
   int chunking;
   int binarymime;
+  int enhanced;
+  int ctx;                 /* what is being answered: SMTPD_CTX_* or a verb */
   int bdat;                /* this transaction's message comes by BDAT */
   int bdat_failed;         /* a chunk went past the size limit */
   const char *bdat_error;  /* the reply for the chunk being discarded */

@@ -30,6 +30,7 @@ int smtpd_session_init(smtpd_session *s, smtpd_buf *out, const char *fqdn,
   s->command_size_limit = SMTPD_COMMAND_SIZE_LIMIT;
   s->max_recipients = SMTPD_MAX_RECIPIENTS;
   s->max_bad = SMTPD_MAX_BAD_COMMANDS;
+  s->ctx = SMTPD_CTX_GREETING;
   return smtpd_str_set(&s->fqdn, fqdn, fqdn_len);
 }
 
@@ -45,6 +46,7 @@ void smtpd_session_configure(smtpd_session *s, const smtpd_session_conf *c) {
   s->pipelining = c->pipelining;
   s->chunking = c->chunking;
   s->binarymime = c->binarymime && c->chunking;
+  s->enhanced = c->enhanced;
   smtpd_session_sync(s);
 }
 
@@ -62,7 +64,96 @@ void smtpd_session_free(smtpd_session *s) {
 }
 
 /* Appends one reply line as given (hooks' push, handler replies). */
+/* ---- enhanced status codes (RFC 2034, RFC 3463) ------------------------- */
+
+/* Does the reply carry class.subject.detail already (after "NNN ")? */
+static int has_enhanced(const char *l, size_t n) {
+  size_t i = 4, k;
+  int part;
+  if (n < 9 || l[4] != l[0]) return 0;
+  for (part = 0; part < 3; part++) {
+    k = i;
+    while (i < n && i - k < 3 && l[i] >= '0' && l[i] <= '9') i++;
+    if (i == k) return 0;
+    if (part < 2) {
+      if (i >= n || l[i] != '.') return 0;
+      i++;
+    }
+  }
+  return i == n || l[i] == ' ';
+}
+
+/* The code for a reply that has none, from its code and what it answers. */
+static const char *enhanced_for(const smtpd_session *s, const char *l) {
+  int code = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
+  int ctx = s->ctx;
+  switch (code) {
+  case 250:
+    if (ctx == SMTPD_VERB_MAIL) return "2.1.0";
+    if (ctx == SMTPD_VERB_RCPT) return "2.1.5";
+    if (ctx == SMTPD_CTX_MESSAGE) return "2.6.0";
+    return "2.0.0";
+  case 251: return "2.1.5";
+  case 252: return "2.0.0";
+  case 235: return "2.7.0";
+  case 421: return "4.3.2";
+  case 450: return "4.2.0";
+  case 451: return "4.3.0";
+  case 452: return ctx == SMTPD_VERB_RCPT ? "4.5.3" : "4.3.1";
+  case 454: return "4.7.0";
+  case 500: return "5.5.2";
+  case 501:
+    return ctx == SMTPD_VERB_MAIL || ctx == SMTPD_VERB_RCPT ? "5.5.4" : "5.5.2";
+  case 502: return "5.5.1";
+  case 503: return "5.5.1";
+  case 504: return "5.5.4";
+  case 530: return "5.7.0";
+  case 534: return "5.7.9";
+  case 535: return "5.7.8";
+  case 538: return "5.7.11";
+  case 550:
+    if (ctx == SMTPD_VERB_RCPT) return "5.1.1";
+    if (ctx == SMTPD_VERB_MAIL) return "5.1.0";
+    if (ctx == SMTPD_CTX_MESSAGE) return "5.6.0";
+    return "5.0.0";
+  case 551: return "5.1.6";
+  case 552: return "5.3.4";
+  case 553: return "5.1.3";
+  case 554: return ctx == SMTPD_CTX_MESSAGE ? "5.6.0" : "5.0.0";
+  case 555: return "5.5.4";
+  default: break;
+  }
+  if (l[0] == '2') return "2.0.0";
+  if (l[0] == '4') return "4.0.0";
+  return "5.0.0";
+}
+
+/* Writes one reply line, with an enhanced code put in when they are on:
+ * every 2xx, 4xx and 5xx reply but the greeting and HELO/EHLO's 250. */
+static int reply_enhanced(smtpd_session *s, const char *line, size_t len) {
+  const char *e;
+  size_t el;
+  if (smtpd_buf_reserve(s->out, len + 16)) return -1;
+  e = enhanced_for(s, line);
+  el = strlen(e);
+  smtpd_buf_append(s->out, line, 3);
+  smtpd_buf_appendc(s->out, len > 3 && line[3] == '-' ? '-' : ' ');
+  smtpd_buf_append(s->out, e, el);
+  if (len > 4) {
+    smtpd_buf_appendc(s->out, ' ');
+    smtpd_buf_append(s->out, line + 4, len - 4);
+  }
+  return smtpd_buf_append(s->out, "\r\n", 2);
+}
+
 int smtpd_reply_raw(smtpd_session *s, const char *line, size_t len) {
+  if (s->enhanced && len >= 3 &&
+      (line[0] == '2' || line[0] == '4' || line[0] == '5') &&
+      !has_enhanced(line, len) &&
+      !(s->ctx == SMTPD_CTX_GREETING && line[0] == '2') &&
+      !((s->ctx == SMTPD_VERB_HELO || s->ctx == SMTPD_VERB_EHLO) &&
+        line[0] == '2'))
+    return reply_enhanced(s, line, len);
   if (smtpd_buf_reserve(s->out, len + 2)) return -1;
   smtpd_buf_append(s->out, line, len);
   return smtpd_buf_append(s->out, "\r\n", 2);
@@ -106,15 +197,16 @@ int smtpd_replyf(smtpd_session *s, const char *fmt, ...) {
 static int session_reply_echo(smtpd_session *s, const char *pre,
                               const char *p, size_t n, const char *post) {
   size_t i, lp = strlen(pre), lq = strlen(post);
+  char line[1100];
   if (n > 1000) n = 1000;
-  if (smtpd_buf_reserve(s->out, lp + n + lq + 2)) return -1;
-  smtpd_buf_append(s->out, pre, lp);
+  if (lp + n + lq > sizeof line) return -1;
+  memcpy(line, pre, lp);
   for (i = 0; i < n; i++) {
     unsigned char c = (unsigned char)p[i];
-    smtpd_buf_appendc(s->out, (c >= 0x20 && c < 0x7f) ? (char)c : '?');
+    line[lp + i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
   }
-  smtpd_buf_append(s->out, post, lq);
-  smtpd_buf_append(s->out, "\r\n", 2);
+  memcpy(line + lp + n, post, lq);
+  if (smtpd_reply_raw(s, line, lp + n + lq)) return -1;
   session_count_bad(s, pre, lp);
   return 0;
 }
@@ -214,6 +306,7 @@ static void cmd_greet(smtpd_session *s, const char *arg, size_t n, int ext) {
   if (s->pipelining) REPLY(s, "250-PIPELINING");
   if (s->chunking) REPLY(s, "250-CHUNKING");
   if (s->binarymime) REPLY(s, "250-BINARYMIME");
+  if (s->enhanced) REPLY(s, "250-ENHANCEDSTATUSCODES");
   if (s->tls_offer && !s->tls_on) REPLY(s, "250-STARTTLS");
   if (s->auth_mechs && (s->tls_on || !s->auth_require_tls)) {
     smtpd_replyf(s, "250-AUTH %s", s->auth_mechs);
@@ -565,6 +658,7 @@ void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
  * reply sent and the transaction cleared. */
 int smtpd_session_data_end(smtpd_session *s) {
   smtpd_parser *p = &s->parser;
+  s->ctx = SMTPD_CTX_MESSAGE;
   s->num_bytes = smtpd_parser_data_size(p);
   if (s->state != SMTPD_DATA) {
     /* A hook changed smtp_state under the parser. */
@@ -709,6 +803,7 @@ static void session_bdat(smtpd_session *s, const smtpd_command *cmd) {
 
 void smtpd_session_chunk_end(smtpd_session *s) {
   int last = s->parser.chunk_last;
+  s->ctx = SMTPD_CTX_MESSAGE;
   const char *err = s->bdat_error;
   s->bdat_error = NULL;
   if (!err && s->parser.data_over) {
@@ -882,6 +977,7 @@ int smtpd_session_line(smtpd_session *s, smtpd_command *cmd) {
   size_t kept = p->line.len, len = p->line_len, i, max;
   const char *sp;
   s->num_bytes = 0;  /* as smtpd: the count restarts with each line */
+  s->ctx = SMTPD_CTX_OTHER;
   if (len == 0) {
     REPLY(s, "500 Error: bad syntax");
     return 0;
@@ -892,6 +988,7 @@ int smtpd_session_line(smtpd_session *s, smtpd_command *cmd) {
   for (i = 0; i < cmd->name_len; i++) p->line.p[i] = smtpd_upper(line[i]);
   cmd->name = line;
   cmd->verb = smtpd_verb_lookup(cmd->name, cmd->name_len);
+  s->ctx = cmd->verb;
   max = s->command_size_limit;
   if (s->extended_smtp && cmd->verb == SMTPD_VERB_MAIL) max += s->mail_extra;
   if (s->auth_mechs && cmd->name_len == 4 && memcmp(cmd->name, "AUTH", 4) == 0)

@@ -15,7 +15,21 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check_replies(const smtpd_buf *out) {
+/* With enhanced codes on, every 2xx/4xx/5xx line but EHLO's and HELO's
+ * 250s (and the greeting, which the engine does not send) has one whose
+ * class is the reply's. */
+static int enhanced_ok(const char *l, size_t n) {
+  size_t i = 4;
+  if (l[0] == '3' || (l[0] == '2' && l[1] == '5' && l[2] == '0' &&
+                      (n < 10 || l[4] != '2')))
+    return 1;                      /* 3xx, or a HELO/EHLO 250 */
+  if (n < 9 || l[4] != l[0] || l[5] != '.') return 0;
+  for (i = 6; i < n && l[i] != ' '; i++)
+    if (!((l[i] >= '0' && l[i] <= '9') || l[i] == '.')) return 0;
+  return 1;
+}
+
+static void check_replies(const smtpd_buf *out, int enhanced) {
   size_t i = 0;
   while (i < out->len) {
     const char *line = out->p + i;
@@ -32,6 +46,7 @@ static void check_replies(const smtpd_buf *out) {
     if (line[1] < '0' || line[1] > '9' || line[2] < '0' || line[2] > '9')
       abort();
     if (crlf - line > 3 && line[3] != ' ' && line[3] != '-') abort();
+    if (enhanced && !enhanced_ok(line, (size_t)(crlf - line))) abort();
     for (j = 0; j < (size_t)(crlf - line); j++) {
       if (line[j] == '\r' || line[j] == '\n' || line[j] == '\0') abort();
     }
@@ -57,6 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   limit = (data[0] & 4) ? (size_t)(data[0] >> 3) * 16 : 0;
   s.data_size_limit = limit;
   s.chunking = 1;                 /* BDAT, as servers offer it by default */
+  s.enhanced = (data[0] >> 7) & 1;  /* enhanced status codes on half the time */
   smtpd_session_sync(&s);
   piece = data[1] ? data[1] : 1;
   data += 2;
@@ -69,7 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* The message buffer never holds more than the limit allows. */
     if (limit && s.parser.data.len > limit + 5) abort();
   }
-  check_replies(&out);
+  check_replies(&out, s.enhanced);
   smtpd_session_free(&s);
   smtpd_buf_free(&out);
   return 0;
