@@ -262,8 +262,13 @@ static void channel_on_timer(uv_timer_t *t) {
                       "process_message" : "command handler",
                       (double)ch->shared->conf.handler_timeout_ms / 1000.0);
     smtpd_hook_abandon(ch);
-    if (kind == SMTPD_HOOK_MESSAGE) smtpd_session_post_data(&ch->s);
-    smtpd_reply(&ch->s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
+    if (kind == SMTPD_HOOK_MESSAGE) {
+      smtpd_session_post_data(&ch->s);
+      smtpd_session_message_reply(&ch->s, SMTPD_ERR_REPLY,
+                                  sizeof SMTPD_ERR_REPLY - 1);
+    } else {
+      smtpd_reply(&ch->s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
+    }
     smtpd_session_sync(&ch->s);
     smtpd_channel_process_input(ch);
     return;

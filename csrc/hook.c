@@ -137,14 +137,19 @@ int smtpd_hook_accept(smtpd_channel *ch, smtpd_server *srv) {
 
 /* ---- running hooks --------------------------------------------------------- */
 
-static void hook_error(smtpd_channel *ch, lua_State *co, const char *what) {
+static void hook_error(smtpd_channel *ch, lua_State *co, const char *what,
+                       int message) {
   lua_State *L = ch->h.map->L;
   const char *msg = lua_tostring(co, -1);
   luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
   smtpd_channel_log(ch, "error", "error in %s: %s", what,
                     lua_tostring(L, -1));
   lua_pop(L, 1);
-  smtpd_reply(&ch->s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
+  if (message)
+    smtpd_session_message_reply(&ch->s, SMTPD_ERR_REPLY,
+                                sizeof SMTPD_ERR_REPLY - 1);
+  else
+    smtpd_reply(&ch->s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
 }
 
 int smtpd_hook_verdict(smtpd_channel *ch, lua_State *L, int idx,
@@ -179,15 +184,51 @@ int smtpd_hook_verdict(smtpd_channel *ch, lua_State *L, int idx,
   return -1;
 }
 
-/* A finished message hook: its verdict is the reply (nil: 250 OK). */
+/* LMTP: a table of replies, one per recipient in RCPT order; 0, or -1
+ * (logged) when it has not exactly one entry per recipient. */
+static int hook_lmtp_replies(smtpd_channel *ch, lua_State *co, int idx) {
+  smtpd_session *s = &ch->s;
+  size_t k, n = s->msg_rcpts;
+  int closing = 0;
+  idx = lua_absindex(co, idx);
+  if (lua_rawlen(co, idx) != n) {
+    smtpd_channel_log(ch, "error", "process_message returned %d replies "
+                      "for %d recipients; answering 451 to each",
+                      (int)lua_rawlen(co, idx), (int)n);
+    return -1;
+  }
+  for (k = 1; k <= n; k++) {
+    const char *r;
+    size_t len;
+    int code;
+    lua_rawgeti(co, idx, (lua_Integer)k);
+    code = smtpd_hook_verdict(ch, co, -1, "process_message", &r, &len);
+    if (code == 0) smtpd_reply(s, "250 OK", 6);
+    else smtpd_reply(s, r, len);
+    if (code == 421) closing = 1;
+    lua_pop(co, 1);
+  }
+  if (closing) ch->close_when_done = 1;
+  return 0;
+}
+
+/* A finished message hook: its verdict is the reply (nil: 250 OK); under
+ * LMTP the one reply goes to each recipient, or a table has one each. */
 static void hook_message_result(smtpd_channel *ch, lua_State *co, int nres) {
   const char *r;
   size_t n;
-  int code = smtpd_hook_verdict(ch, co, nres > 0 ? -nres : lua_gettop(co) + 1,
-                                "process_message", &r, &n);
+  int idx = nres > 0 ? -nres : lua_gettop(co) + 1, code;
+  if (ch->s.lmtp && nres > 0 && lua_istable(co, idx)) {
+    smtpd_session_post_data(&ch->s);
+    if (hook_lmtp_replies(ch, co, idx))
+      smtpd_session_message_reply(&ch->s, SMTPD_ERR_REPLY,
+                                  sizeof SMTPD_ERR_REPLY - 1);
+    return;
+  }
+  code = smtpd_hook_verdict(ch, co, idx, "process_message", &r, &n);
   smtpd_session_post_data(&ch->s);
-  if (code == 0) smtpd_reply(&ch->s, "250 OK", 6);
-  else smtpd_reply(&ch->s, r, n);
+  if (code == 0) smtpd_session_message_reply(&ch->s, "250 OK", 6);
+  else smtpd_session_message_reply(&ch->s, r, n);
   /* 421 says the server closes the session: it does. */
   if (code == 421) ch->close_when_done = 1;
 }
@@ -225,7 +266,8 @@ static int hook_resume(smtpd_channel *ch, lua_State *co, int nargs) {
     if (status != LUA_OK) {
       if (kind == SMTPD_HOOK_MESSAGE) smtpd_session_post_data(&ch->s);
       hook_error(ch, co, kind == SMTPD_HOOK_MESSAGE ? "process_message"
-                                                    : "command handler");
+                                                    : "command handler",
+                 kind == SMTPD_HOOK_MESSAGE);
     } else if (kind == SMTPD_HOOK_MESSAGE) {
       hook_message_result(ch, co, nres);
     }
@@ -428,7 +470,10 @@ void smtpd_hook_message(smtpd_channel *ch) {
   if (!smtpd_session_data_end(&ch->s)) return;
   if (hook_pcall(ch, hook_lua_message, ch, NULL)) {
     smtpd_session_post_data(&ch->s);
-    hook_failed(ch);
+    ch->hook = SMTPD_HOOK_NONE;
+    smtpd_hook_unref(ch->h.map->L, &ch->thread_ref);
+    smtpd_session_message_reply(&ch->s, SMTPD_ERR_REPLY,
+                                sizeof SMTPD_ERR_REPLY - 1);
   }
 }
 

@@ -43,6 +43,7 @@ const smtpd_optdef smtpd_server_opts[] = {
   {"chunking", SMTPD_OPT_BOOL, 1, 0, SES(chunking)},
   {"binarymime", SMTPD_OPT_BOOL, 0, 0, SES(binarymime)},
   {"enhanced_status_codes", SMTPD_OPT_BOOL, 0, 0, SES(enhanced)},
+  {"lmtp", SMTPD_OPT_BOOL, 0, 0, SES(lmtp)},
   /* RFC 4954 9: never fewer than 3 attempts. */
   {"max_auth_failures", SMTPD_OPT_COUNT, 3, 3, SRV(max_auth_failures)},
   {"auth_failure_delay", SMTPD_OPT_SECONDS, 1, 0,

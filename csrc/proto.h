@@ -200,6 +200,7 @@ typedef struct smtpd_session_conf {
   int chunking;            /* CHUNKING: BDAT (RFC 3030) */
   int binarymime;          /* BINARYMIME too (with chunking) */
   int enhanced;            /* ENHANCEDSTATUSCODES (RFC 2034) on every reply */
+  int lmtp;                /* LMTP (RFC 2033): LHLO, a reply per recipient */
 } smtpd_session_conf;
 
 typedef struct smtpd_session {
@@ -214,6 +215,8 @@ typedef struct smtpd_session {
   int chunking;
   int binarymime;
   int enhanced;
+  int lmtp;
+  size_t msg_rcpts;        /* recipients of the message being answered */
   int ctx;                 /* what is being answered: SMTPD_CTX_* or a verb */
   int bdat;                /* this transaction's message comes by BDAT */
   int bdat_failed;         /* a chunk went past the size limit */
@@ -284,6 +287,9 @@ void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
                            size_t arg_len);
 void smtpd_session_unknown(smtpd_session *s, const char *name, size_t len);
 int smtpd_session_data_end(smtpd_session *s);
+/* The reply to a message: once, or under LMTP once per recipient. */
+void smtpd_session_message_reply(smtpd_session *s, const char *line,
+                                 size_t len);
 /* After SMTPD_PARSE_CHUNK: the chunk's reply. */
 void smtpd_session_chunk_end(smtpd_session *s);
 /* Runs input through the session with the built-in commands only (no

@@ -47,6 +47,7 @@ void smtpd_session_configure(smtpd_session *s, const smtpd_session_conf *c) {
   s->chunking = c->chunking;
   s->binarymime = c->binarymime && c->chunking;
   s->enhanced = c->enhanced;
+  s->lmtp = c->lmtp;
   smtpd_session_sync(s);
 }
 
@@ -656,17 +657,27 @@ void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
 
 /* After DATA_END: 1 when the message goes to the handler, else 0 with the
  * reply sent and the transaction cleared. */
+void smtpd_session_message_reply(smtpd_session *s, const char *line,
+                                 size_t len) {
+  size_t k, n = s->lmtp && s->msg_rcpts ? s->msg_rcpts : 1;
+  for (k = 0; k < n; k++) smtpd_reply(s, line, len);
+}
+
+#define MESSAGE_REPLY(s, lit) \
+  smtpd_session_message_reply((s), lit, sizeof(lit) - 1)
+
 int smtpd_session_data_end(smtpd_session *s) {
   smtpd_parser *p = &s->parser;
   s->ctx = SMTPD_CTX_MESSAGE;
+  s->msg_rcpts = s->rcpttos.n;
   s->num_bytes = smtpd_parser_data_size(p);
   if (s->state != SMTPD_DATA) {
     /* A hook changed smtp_state under the parser. */
-    REPLY(s, "451 Internal confusion");
+    MESSAGE_REPLY(s, "451 Internal confusion");
   } else if (p->data_over) {
-    REPLY(s, "552 Error: Too much mail data");
+    MESSAGE_REPLY(s, "552 Error: Too much mail data");
   } else if (s->decode_data && !smtpd_utf8_valid(p->data.p, p->data.len)) {
-    REPLY(s, "500 Error: message data is not valid UTF-8");
+    MESSAGE_REPLY(s, "500 Error: message data is not valid UTF-8");
   } else {
     return 1;
   }
@@ -709,7 +720,7 @@ int smtpd_session_run(smtpd_session *s, const char *buf, size_t len,
         smtpd_session_unknown(s, cmd.name, cmd.name_len);
     } else if (smtpd_session_data_end(s)) {
       const char *reply = on_message(s, ctx);
-      smtpd_reply_raw(s, reply, strlen(reply));
+      smtpd_session_message_reply(s, reply, strlen(reply));
       smtpd_session_post_data(s);
     }
   }
@@ -815,9 +826,15 @@ void smtpd_session_chunk_end(smtpd_session *s) {
   }
   if (s->state == SMTPD_DATA) s->state = SMTPD_COMMAND;
   if (err) {
-    smtpd_reply(s, err, strlen(err));
-    /* A refused last chunk ends the transaction (RFC 3030 4.2). */
-    if (last && (s->bdat || s->bdat_failed)) smtpd_session_post_data(s);
+    if (last && (s->bdat || s->bdat_failed)) {
+      /* A refused last chunk answers the message (LMTP: once for each
+       * recipient) and ends the transaction (RFC 3030 4.2). */
+      s->msg_rcpts = s->rcpttos.n;
+      smtpd_session_message_reply(s, err, strlen(err));
+      smtpd_session_post_data(s);
+    } else {
+      smtpd_reply(s, err, strlen(err));
+    }
     return;
   }
   smtpd_replyf(s, "250 OK %zu octets received", s->bdat_size);
@@ -830,6 +847,18 @@ int smtpd_session_ext(smtpd_session *s, const smtpd_command *cmd) {
       (cmd->verb == SMTPD_VERB_MAIL || cmd->verb == SMTPD_VERB_RCPT ||
        cmd->verb == SMTPD_VERB_DATA || is_auth)) {
     REPLY(s, "530 5.7.0 Must issue a STARTTLS command first");
+    return 1;
+  }
+  if (s->lmtp && (cmd->verb == SMTPD_VERB_HELO ||
+                  cmd->verb == SMTPD_VERB_EHLO)) {
+    /* RFC 2033 4.1: LMTP has LHLO instead. */
+    smtpd_session_unknown(s, cmd->name, cmd->name_len);
+    return 1;
+  }
+  if (s->lmtp && name_is(cmd, "LHLO")) {
+    s->ctx = SMTPD_VERB_EHLO;
+    if (!cmd->arg || !cmd->arg_len) REPLY(s, "501 Syntax: LHLO hostname");
+    else smtpd_session_builtin(s, SMTPD_VERB_EHLO, cmd->arg, cmd->arg_len);
     return 1;
   }
   if (s->chunking && name_is(cmd, "BDAT")) {

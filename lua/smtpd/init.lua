@@ -20,6 +20,7 @@ local smtpd = {
   CatchingServer = require "smtpd.catching",
   MaildirServer = require("smtpd.mailbox").MaildirServer,
   MboxServer = require("smtpd.mailbox").MboxServer,
+  LMTPServer = require "smtpd.lmtp",
   sleep = require("smtpd.wait").sleep,
   sendmail = require("smtpd.sendmail").sendmail,
   -- compare_digest(a, b): string equality in time that does not depend
