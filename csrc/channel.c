@@ -92,7 +92,8 @@ smtpd_channel *smtpd_channel_new(smtpd_server *srv) {
   ch->shared = srv->shared;
   ch->shared->refs++;
   ch->last_read = uv_now(&m->loop);
-  uv_tcp_init(&m->loop, &ch->tcp);
+  if (srv->shared->unix_path) uv_pipe_init(&m->loop, &ch->tcp.pipe, 0);
+  else uv_tcp_init(&m->loop, &ch->tcp.tcp);
   smtpd_handle_attach(&ch->h, (uv_handle_t *)&ch->tcp);
   uv_timer_init(&m->loop, &ch->timer);
   smtpd_handle_attach(&ch->h, (uv_handle_t *)&ch->timer);
@@ -126,7 +127,10 @@ void smtpd_channel_start(smtpd_channel *ch) {
     char local[64] = "";
     struct sockaddr_storage ss;
     int len = sizeof ss;
-    if (uv_tcp_getsockname(&ch->tcp, (struct sockaddr *)&ss, &len) == 0)
+    if (ch->shared->unix_path)
+      snprintf(local, sizeof local, "unix:%s", ch->shared->unix_path);
+    else if (uv_tcp_getsockname(&ch->tcp.tcp, (struct sockaddr *)&ss,
+                                &len) == 0)
       smtpd_addr_name((struct sockaddr *)&ss, local, sizeof local);
     smtpd_channel_log(ch, "debug", "Incoming connection (to %s)", local);
   }

@@ -235,7 +235,12 @@ static int conn_getsockname(lua_State *L) {
   smtpd_channel *ch = conn_check(L, 1);
   struct sockaddr_storage ss;
   int len = sizeof ss, err;
-  err = uv_tcp_getsockname(&ch->tcp, (struct sockaddr *)&ss, &len);
+  if (ch->shared->unix_path) {
+    /* The same {host, port} as the peer's: {"unix:/path", 0}. */
+    smtpd_push_addr(L, (struct sockaddr *)&ch->peer);
+    return 1;
+  }
+  err = uv_tcp_getsockname(&ch->tcp.tcp, (struct sockaddr *)&ss, &len);
   if (err) return smtpd_fail(L, err);
   smtpd_push_addr(L, (struct sockaddr *)&ss);
   return 1;

@@ -160,6 +160,7 @@ typedef struct smtpd_server_conf {
   size_t max_per_ip;
   size_t backlog;
   int reuse_port;
+  size_t unix_mode;        /* permissions of a unix socket (0666) */
   const char *fqdn;
   size_t max_auth_failures;    /* read by the Lua AUTH driver */
   uint64_t auth_failure_delay_ms;
@@ -228,6 +229,7 @@ typedef struct smtpd_shared {
   int tls_implicit;        /* TLS from the first byte (port 465) */
   uint64_t tls_handshake_ms;
   char *auth_mechs;        /* advertised AUTH mechanisms, or NULL */
+  char *unix_path;         /* listening on this unix socket, or NULL */
 } smtpd_shared;
 
 void smtpd_shared_unref(smtpd_shared *sh);
@@ -248,9 +250,17 @@ typedef struct smtpd_cls_cache {
   int custom;              /* not the plain SMTPChannel */
 } smtpd_cls_cache;
 
+/* A TCP connection or a unix domain socket: both are libuv streams. */
+typedef union smtpd_stream {
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+} smtpd_stream;
+
 typedef struct smtpd_server {
   smtpd_handle h;
-  uv_tcp_t tcp;
+  smtpd_stream tcp;        /* .pipe when shared->unix_path */
+  dev_t unix_dev;          /* the socket file we made, removed on close */
+  ino_t unix_ino;
   int obj_ref;             /* the Lua server object */
   smtpd_str fqdn;
   smtpd_cls_cache cls;
@@ -279,7 +289,7 @@ enum { SMTPD_HOOK_NONE = 0, SMTPD_HOOK_COMMAND, SMTPD_HOOK_MESSAGE };
 
 typedef struct smtpd_channel {
   smtpd_handle h;
-  uv_tcp_t tcp;
+  smtpd_stream tcp;        /* .pipe when shared->unix_path */
   uv_timer_t timer;        /* idle timeout, or the waiting hook's deadline */
   uint64_t last_read;      /* uv_now of the last read */
   uint64_t data_started;   /* uv_now when DATA began, 0 outside DATA */

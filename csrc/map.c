@@ -280,7 +280,8 @@ static int map_tostring(lua_State *L) {
 static void map_walk_stats(uv_handle_t *u, void *arg) {
   smtpd_handle *h = u->data;
   size_t *st = arg;
-  if (h && h->kind == SMTPD_H_CHANNEL && u->type == UV_TCP && !h->closing) {
+  if (h && h->kind == SMTPD_H_CHANNEL &&
+      (u->type == UV_TCP || u->type == UV_NAMED_PIPE) && !h->closing) {
     smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, h);
     size_t out = ch->out.len + ch->wbuf.len;
     st[0]++;

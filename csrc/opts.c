@@ -35,6 +35,7 @@ const smtpd_optdef smtpd_server_opts[] = {
   {"max_connections_per_ip", SMTPD_OPT_COUNT, 50, 1, SRV(max_per_ip)},
   {"backlog", SMTPD_OPT_COUNT, 1024, 1, SRV(backlog)},
   {"reuse_port", SMTPD_OPT_BOOL, 0, 0, SRV(reuse_port)},
+  {"unix_mode", SMTPD_OPT_COUNT, 0666, 0, SRV(unix_mode)},
   {"fqdn", SMTPD_OPT_STRING, 0, 0, SRV(fqdn)},
   {"require_starttls", SMTPD_OPT_BOOL, 0, 0, SES(require_starttls)},
   {"auth_require_tls", SMTPD_OPT_BOOL, 1, 0, SES(auth_require_tls)},

@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "glue.h"
 
@@ -24,6 +27,7 @@ void smtpd_shared_unref(smtpd_shared *sh) {
   if (sh && --sh->refs == 0) {
     smtpd_tls_conf_unref(sh->tls);
     free(sh->auth_mechs);
+    free(sh->unix_path);
     free(sh->ips);
     free(sh);
   }
@@ -56,6 +60,11 @@ static int shared_admit(smtpd_shared *sh, const struct sockaddr *sa) {
   smtpd_ipcount *e;
   if (sh->conf.max_connections && sh->total >= sh->conf.max_connections)
     return 0;
+  if (sa->sa_family == AF_UNIX) {
+    /* Local clients have no address to count per. */
+    sh->total++;
+    return 1;
+  }
   shared_key(sa, key, &fam);
   e = shared_find(sh, key, fam);
   if (e && sh->conf.max_per_ip && e->n >= sh->conf.max_per_ip) return 0;
@@ -99,9 +108,15 @@ static void server_free(smtpd_handle *h) {
 /* Stops listening and releases the Lua object; live channels go on. */
 static void server_close_handles(smtpd_handle *h) {
   smtpd_server *s = SMTPD_OWNER(smtpd_server, h);
+  const char *path = s->shared->unix_path;
+  struct stat st;
   luaL_unref(h->map->L, LUA_REGISTRYINDEX, s->obj_ref);
   s->obj_ref = LUA_NOREF;
   smtpd_handle_uv_close(h, (uv_handle_t *)&s->tcp);
+  /* The socket file goes with us, unless someone replaced it since. */
+  if (path && s->unix_ino && lstat(path, &st) == 0 &&
+      st.st_dev == s->unix_dev && st.st_ino == s->unix_ino)
+    unlink(path);
 }
 
 /* ---- accept ------------------------------------------------------------- */
@@ -116,12 +131,23 @@ static void server_on_connection(uv_stream_t *st, int status) {
   }
   ch = smtpd_channel_new(srv);
   if (ch == NULL) return;
-  if (uv_accept(st, (uv_stream_t *)&ch->tcp) ||
-      uv_tcp_getpeername(&ch->tcp, (struct sockaddr *)&ch->peer, &len)) {
+  if (uv_accept(st, (uv_stream_t *)&ch->tcp)) {
     smtpd_channel_close(ch);
     return;
   }
-  uv_tcp_nodelay(&ch->tcp, 1);
+  if (srv->shared->unix_path) {
+    /* A unix client has no name: the peer is the socket's path. */
+    struct sockaddr_un *un = (struct sockaddr_un *)&ch->peer;
+    memset(un, 0, sizeof *un);
+    un->sun_family = AF_UNIX;
+    strncpy(un->sun_path, srv->shared->unix_path, sizeof un->sun_path - 1);
+  } else if (uv_tcp_getpeername(&ch->tcp.tcp, (struct sockaddr *)&ch->peer,
+                                &len)) {
+    smtpd_channel_close(ch);
+    return;
+  } else {
+    uv_tcp_nodelay(&ch->tcp.tcp, 1);
+  }
   if (!shared_admit(ch->shared, (struct sockaddr *)&ch->peer)) {
     /* Over a connection limit: say so and close, no Lua involved. */
     smtpd_replyf(&ch->s, "421 4.7.0 %s Error: too many connections, try "
@@ -142,6 +168,33 @@ static void server_on_connection(uv_stream_t *st, int status) {
 
 /* SO_REUSEPORT: several processes (lua-smtpd --workers) listen on one
  * port and the kernel spreads new connections over them. */
+/* A unix socket path to listen on: a socket file left by a server that
+ * is gone is removed; a live one, or any other file, is an error. */
+static int unix_prepare(lua_State *L, const char *path) {
+  struct stat st;
+  struct sockaddr_un un;
+  int fd, r;
+  if (strlen(path) >= sizeof un.sun_path)
+    return luaL_error(L, "unix socket path too long (%d bytes at most): %s",
+                      (int)sizeof un.sun_path - 1, path);
+  if (lstat(path, &st) != 0) return 0;
+  if (!S_ISSOCK(st.st_mode))
+    return luaL_error(L, "cannot listen on unix:%s: the file exists and is "
+                      "not a socket", path);
+  memset(&un, 0, sizeof un);
+  un.sun_family = AF_UNIX;
+  strcpy(un.sun_path, path);
+  fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  r = connect(fd, (struct sockaddr *)&un, sizeof un);
+  close(fd);
+  if (r == 0)
+    return luaL_error(L, "cannot listen on unix:%s: another server listens "
+                      "there", path);
+  if (errno == ECONNREFUSED) unlink(path);    /* stale: nobody listens */
+  return 0;
+}
+
 static int server_reuse_port(uv_tcp_t *t) {
 #ifdef SO_REUSEPORT
   uv_os_fd_t fd;
@@ -175,10 +228,19 @@ static int server_listen(lua_State *L) {
   int err;
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 5, LUA_TTABLE);
+  const char *unix_path = strncmp(ip, "unix:", 5) == 0 ? ip + 5 : NULL;
   luaL_argcheck(L, port >= 0 && port <= 65535, 4, "port out of range");
   smtpd_opts_read(L, 5, smtpd_server_opts, &conf);
-  err = smtpd_sockaddr(ip, port, &ss);
-  if (err) return smtpd_fail(L, err);
+  if (unix_path) {
+    if (!*unix_path) return luaL_error(L, "unix: needs a path");
+    if (conf.reuse_port)
+      return luaL_error(L, "reuse_port (--workers) needs a TCP port, not "
+                        "a unix socket");
+    unix_prepare(L, unix_path);
+  } else {
+    err = smtpd_sockaddr(ip, port, &ss);
+    if (err) return smtpd_fail(L, err);
+  }
   if (lua_getfield(L, 5, "tls") != LUA_TNIL && lua_toboolean(L, -1)) {
     char why[300];
     tls = smtpd_tls_read(L, -1, &implicit, &hs_ms, why, sizeof why);
@@ -190,7 +252,8 @@ static int server_listen(lua_State *L) {
   s = calloc(1, sizeof *s);
   if (s == NULL || (s->shared = shared_new()) == NULL ||
       smtpd_str_set(&s->fqdn, fqdn, strlen(fqdn)) ||
-      (mechs && mechs[0] && (s->shared->auth_mechs = strdup(mechs)) == NULL)) {
+      (mechs && mechs[0] && (s->shared->auth_mechs = strdup(mechs)) == NULL) ||
+      (unix_path && (s->shared->unix_path = strdup(unix_path)) == NULL)) {
     if (s) smtpd_shared_unref(s->shared);
     if (s) smtpd_str_free(&s->fqdn);
     free(s);
@@ -207,13 +270,30 @@ static int server_listen(lua_State *L) {
                     server_free);
   /* The socket exists before bind, so SO_REUSEPORT can be set on it
    * (libuv before 1.49 has no flag for it). */
-  err = uv_tcp_init_ex(&m->loop, &s->tcp, ss.ss_family);
-  if (!err) {
-    smtpd_handle_attach(&s->h, (uv_handle_t *)&s->tcp);
-    if (conf.reuse_port) err = server_reuse_port(&s->tcp);
-    if (!err) err = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
-    if (!err) err = uv_listen((uv_stream_t *)&s->tcp, (int)conf.backlog,
-                              server_on_connection);
+  if (unix_path) {
+    struct stat st;
+    err = uv_pipe_init(&m->loop, &s->tcp.pipe, 0);
+    if (!err) {
+      smtpd_handle_attach(&s->h, (uv_handle_t *)&s->tcp);
+      err = uv_pipe_bind(&s->tcp.pipe, unix_path);
+      if (!err && lstat(unix_path, &st) == 0) {
+        s->unix_dev = st.st_dev;
+        s->unix_ino = st.st_ino;
+        if (chmod(unix_path, (mode_t)conf.unix_mode) != 0)
+          err = uv_translate_sys_error(errno);
+      }
+      if (!err) err = uv_listen((uv_stream_t *)&s->tcp, (int)conf.backlog,
+                                server_on_connection);
+    }
+  } else {
+    err = uv_tcp_init_ex(&m->loop, &s->tcp.tcp, ss.ss_family);
+    if (!err) {
+      smtpd_handle_attach(&s->h, (uv_handle_t *)&s->tcp);
+      if (conf.reuse_port) err = server_reuse_port(&s->tcp.tcp);
+      if (!err) err = uv_tcp_bind(&s->tcp.tcp, (struct sockaddr *)&ss, 0);
+      if (!err) err = uv_listen((uv_stream_t *)&s->tcp, (int)conf.backlog,
+                                server_on_connection);
+    }
   }
   if (err) {
     /* With no socket (EMFILE) nothing was attached: closing frees it. */
@@ -236,7 +316,8 @@ typedef struct shutdown_walk {
 static void server_walk_shutdown(uv_handle_t *u, void *arg) {
   shutdown_walk *w = arg;
   smtpd_handle *h = u->data;
-  if (h && h->kind == SMTPD_H_CHANNEL && u->type == UV_TCP && !h->closing) {
+  if (h && h->kind == SMTPD_H_CHANNEL &&
+      (u->type == UV_TCP || u->type == UV_NAMED_PIPE) && !h->closing) {
     smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, h);
     if (ch->shared == w->shared) smtpd_channel_shutdown(ch, w->force);
   }
@@ -307,7 +388,13 @@ static int server_getsockname(lua_State *L) {
   struct sockaddr_storage ss;
   int len = sizeof ss, err;
   if (h == NULL) return smtpd_fail(L, UV_EBADF);
-  err = uv_tcp_getsockname(&SMTPD_OWNER(smtpd_server, h)->tcp,
+  if (SMTPD_OWNER(smtpd_server, h)->shared->unix_path) {
+    lua_pushfstring(L, "unix:%s",
+                    SMTPD_OWNER(smtpd_server, h)->shared->unix_path);
+    lua_pushinteger(L, 0);
+    return 2;
+  }
+  err = uv_tcp_getsockname(&SMTPD_OWNER(smtpd_server, h)->tcp.tcp,
                            (struct sockaddr *)&ss, &len);
   if (err) return smtpd_fail(L, err);
   smtpd_push_addr(L, (struct sockaddr *)&ss);

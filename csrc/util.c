@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <arpa/inet.h>
 
+#include <sys/un.h>
+
 #include "glue.h"
 
 unsigned long smtpd_lua_calls = 0;
@@ -88,6 +90,8 @@ void smtpd_addr_name(const struct sockaddr *sa, char *buf, size_t size) {
     const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
     uv_ip6_name(a, host, sizeof host);
     snprintf(buf, size, "[%s]:%d", host, ntohs(a->sin6_port));
+  } else if (sa->sa_family == AF_UNIX) {
+    snprintf(buf, size, "unix:%s", ((const struct sockaddr_un *)sa)->sun_path);
   } else {
     snprintf(buf, size, "?");
   }
@@ -106,6 +110,12 @@ void smtpd_push_addr(lua_State *L, const struct sockaddr *sa) {
     const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
     uv_ip6_name(a, host, sizeof host);
     port = ntohs(a->sin6_port);
+  } else if (sa->sa_family == AF_UNIX) {
+    lua_pushfstring(L, "unix:%s", ((const struct sockaddr_un *)sa)->sun_path);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, 0);
+    lua_rawseti(L, -2, 2);
+    return;
   }
   lua_pushstring(L, host);
   lua_rawseti(L, -2, 1);

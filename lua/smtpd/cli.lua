@@ -105,7 +105,7 @@ Version: %s
 
 localhost defaults to `localhost' and localport to 8025; remotehost to
 `localhost' and remoteport to 25. IPv6 addresses go in brackets:
-[::1]:8025.
+[::1]:8025. unix:/path listens on a unix domain socket instead.
 ]==]
 
 local function usage(prog, code, msg)
@@ -215,6 +215,9 @@ function M.parse(argv, prog)
   local localspec = args[1] or "localhost:8025"
   local remotespec = args[2] or "localhost:25"
   local function split(spec, what)
+    if what == "local" and spec:sub(1, 5) == "unix:" and #spec > 5 then
+      return spec, 0                   -- a unix domain socket
+    end
     local host, port = util.split_addr(spec)
     if not host then fail("Bad " .. what .. " spec: " .. spec) end
     if not port then fail("Bad " .. what .. " port: " .. spec) end
@@ -241,6 +244,9 @@ function M.parse(argv, prog)
   end
   if opts.repl and opts.workers > 1 then
     fail("--repl and --workers exclude each other (one prompt, one process)")
+  end
+  if opts.workers > 1 and opts.localhost:sub(1, 5) == "unix:" then
+    fail("--workers needs a TCP port, not a unix socket")
   end
   if opts.workers > 1 and opts.localport == 0 then
     fail("--workers needs a fixed port: with port 0 every worker would "
@@ -280,6 +286,7 @@ end
 M.GRACE = 30   -- seconds messages in DATA get after SIGTERM
 
 local function hostport(host, port)
+  if host:sub(1, 5) == "unix:" then return host end
   if host:find(":", 1, true) then host = "[" .. host .. "]" end
   return host .. ":" .. tostring(port)
 end

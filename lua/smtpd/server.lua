@@ -73,9 +73,12 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
                                                            "remoteaddr") or nil
   self._opts = opts
   self._map = map
-  local ip, err = core.resolve(laddr[1])
-  if not ip then
-    util.raise(("cannot resolve %s: %s"):format(laddr[1], err))
+  local ip, err = laddr[1], nil
+  if ip:sub(1, 5) ~= "unix:" then
+    ip, err = core.resolve(laddr[1])
+    if not ip then
+      util.raise(("cannot resolve %s: %s"):format(laddr[1], err))
+    end
   end
   local ok, handle
   ok, handle, err = pcall(core.listen, map, self, ip, laddr[2], opts, mechs)
@@ -167,9 +170,14 @@ function SMTPServer:__tostring()
     return name .. "(closed)"
   end
   local host, port = self._handle:getsockname()
-  if host and host:find(":") then host = "[" .. host .. "]" end
+  local here
+  if host and host:sub(1, 5) == "unix:" then here = host
+  else
+    if host and host:find(":") then host = "[" .. host .. "]" end
+    here = host .. ":" .. tostring(port)
+  end
   local r = self._remoteaddr
-  return ("%s(%s:%s%s, listening)"):format(name, host, port,
+  return ("%s(%s%s, listening)"):format(name, here,
     r and (" -> " .. r[1] .. ":" .. r[2]) or "")
 end
 

@@ -39,6 +39,12 @@ end
 function M.parse_addr(addr, what)
   what = what or "address"
   local host, port
+  if type(addr) == "string" and addr:sub(1, 5) == "unix:" then
+    -- A unix domain socket: "unix:/path" (port 0).
+    if #addr == 5 then M.raise(("bad %s %q: unix: needs a path"):format(
+      what, addr)) end
+    return {addr, 0}
+  end
   if type(addr) == "table" then
     host, port = addr[1] or addr.host, addr[2] or addr.port
   elseif type(addr) == "string" then
