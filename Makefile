@@ -84,9 +84,9 @@ valgrind: deps $(SO)
 
 # libFuzzer targets over the engine (parser + session) and the TLS layer
 # (tls_fuzz: with OpenSSL), ASan + UBSan.
-FUZZ_TARGETS = session_fuzz split_fuzz tls_fuzz mime_fuzz
+FUZZ_TARGETS = session_fuzz split_fuzz tls_fuzz mime_fuzz proxy_fuzz
 FUZZ_SRC     = csrc/buffer.c csrc/parser.c csrc/text.c csrc/addr.c \
-               csrc/session.c csrc/mime.c
+               csrc/session.c csrc/mime.c csrc/proxy.c
 FUZZ_SECONDS ?= 600
 FUZZ_CC      = clang -g -O1 -std=c99 -D_GNU_SOURCE \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined

@@ -44,6 +44,7 @@ static void channel_on_read(uv_stream_t *st, ssize_t nread,
 static void channel_update_reading(smtpd_channel *ch);
 static void channel_tls_recv(smtpd_channel *ch, const char *p, size_t n);
 static void channel_starttls(smtpd_channel *ch);
+static void channel_recv(smtpd_channel *ch, const char *p, size_t n);
 
 /* ---- lifetime ----------------------------------------------------------- */
 
@@ -122,6 +123,56 @@ static int channel_tls_begin(smtpd_channel *ch) {
   return 0;
 }
 
+/* ---- the PROXY protocol ------------------------------------------------- */
+
+/* Behind a proxy: read its header before anything else (no greeting,
+ * no session), within proxy_timeout. */
+void smtpd_channel_await_proxy(smtpd_channel *ch) {
+  ch->proxy_started = uv_now(&ch->h.map->loop);
+  smtpd_channel_arm(ch);
+  channel_update_reading(ch);
+}
+
+static void channel_proxy_recv(smtpd_channel *ch, const char *p, size_t n) {
+  struct sockaddr_storage src;
+  size_t used = 0;
+  int local = 0, r;
+  smtpd_buf rest = {NULL, 0, 0};
+  if (smtpd_buf_append(&ch->in, p, n)) {
+    smtpd_channel_close(ch);
+    return;
+  }
+  r = smtpd_proxy_parse((const unsigned char *)ch->in.p, ch->in.len,
+                        ch->shared->proxy_max, &used, &src, &local);
+  if (r == 0 && ch->in.len <= ch->shared->proxy_max) return;
+  if (r <= 0) {
+    if (ch->h.map->debug)
+      smtpd_channel_log(ch, "debug", "bad PROXY header: closed");
+    smtpd_channel_close(ch);
+    return;
+  }
+  if (!local) memcpy(&ch->peer, &src, sizeof src);
+  ch->proxy_wait = 0;
+  /* What followed the header is the client's: after the greeting. */
+  if (ch->in.len > used &&
+      smtpd_buf_append(&rest, ch->in.p + used, ch->in.len - used)) {
+    smtpd_channel_close(ch);
+    return;
+  }
+  smtpd_buf_free(&ch->in);
+  if (smtpd_hook_proxied(ch)) {
+    smtpd_buf_free(&rest);
+    smtpd_channel_close(ch);
+    return;
+  }
+  smtpd_channel_start(ch);
+  if (rest.len && !ch->h.closing) {
+    if (ch->tls) channel_tls_recv(ch, rest.p, rest.len);
+    else channel_recv(ch, rest.p, rest.len);
+  }
+  smtpd_buf_free(&rest);
+}
+
 void smtpd_channel_start(smtpd_channel *ch) {
   if (ch->h.map->debug) {
     char local[64] = "";
@@ -193,7 +244,9 @@ void smtpd_channel_arm(smtpd_channel *ch) {
   const smtpd_server_conf *c = &ch->shared->conf;
   uint64_t now = uv_now(&ch->h.map->loop), at = 0;
   if (ch->h.closing) return;
-  if (ch->tls && !smtpd_tls_ready(ch->tls)) {
+  if (ch->proxy_wait) {
+    at = ch->proxy_started + ch->shared->proxy_timeout_ms;
+  } else if (ch->tls && !smtpd_tls_ready(ch->tls)) {
     at = ch->tls_started + ch->shared->tls_handshake_ms;
   } else if (ch->parked) {
     at = c->handler_timeout_ms ? now + c->handler_timeout_ms : 0;
@@ -250,6 +303,12 @@ static void channel_on_timer(uv_timer_t *t) {
   smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, t->data);
   uint64_t now;
   if (ch->h.closing) return;
+  if (ch->proxy_wait) {
+    if (ch->h.map->debug)
+      smtpd_channel_log(ch, "debug", "no PROXY header in time: closed");
+    smtpd_channel_close(ch);
+    return;
+  }
   if (ch->tls && !smtpd_tls_ready(ch->tls)) {
     /* A handshake that stalls costs a timer, then nothing. */
     if (ch->h.map->debug)
@@ -489,7 +548,8 @@ static void channel_on_read(uv_stream_t *st, ssize_t nread,
   ch->last_read = uv_now(&ch->h.map->loop);
   if (channel_check_data(ch, ch->last_read)) return;
   smtpd_channel_arm(ch);
-  if (ch->tls) channel_tls_recv(ch, buf->base, (size_t)nread);
+  if (ch->proxy_wait) channel_proxy_recv(ch, buf->base, (size_t)nread);
+  else if (ch->tls) channel_tls_recv(ch, buf->base, (size_t)nread);
   else channel_recv(ch, buf->base, (size_t)nread);
 }
 

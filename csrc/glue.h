@@ -230,6 +230,12 @@ typedef struct smtpd_shared {
   uint64_t tls_handshake_ms;
   char *auth_mechs;        /* advertised AUTH mechanisms, or NULL */
   char *unix_path;         /* listening on this unix socket, or NULL */
+  /* PROXY protocol: who may send a header, how long it may take, how
+   * big a v2 header may be; nproxy 0: off. */
+  smtpd_cidr *proxy_trusted;
+  size_t nproxy;
+  uint64_t proxy_timeout_ms;
+  size_t proxy_max;
 } smtpd_shared;
 
 void smtpd_shared_unref(smtpd_shared *sh);
@@ -311,6 +317,8 @@ typedef struct smtpd_channel {
   smtpd_tls *tls;
   smtpd_buf cout;          /* wire bytes to write, while TLS is on */
   uint64_t tls_started;    /* uv_now when the handshake began */
+  int proxy_wait;          /* reading the PROXY header: no session yet */
+  uint64_t proxy_started;
   int received_ref;        /* received_data (last message) */
   unsigned received_gen;
   smtpd_session s;
@@ -325,6 +333,7 @@ typedef struct smtpd_channel {
 smtpd_channel *smtpd_channel_new(smtpd_server *srv);
 /* Greets the client and starts reading. */
 void smtpd_channel_start(smtpd_channel *ch);
+void smtpd_channel_await_proxy(smtpd_channel *ch);
 /* 421 with why, then close (a limit the client went past). */
 void smtpd_channel_cut(smtpd_channel *ch, const char *why);
 void smtpd_channel_close(smtpd_channel *ch);
@@ -349,6 +358,8 @@ void smtpd_channel_log(smtpd_channel *ch, const char *level,
 
 /* Looks up the channel class at accept: the Lua side of a new channel. */
 int smtpd_hook_accept(smtpd_channel *ch, smtpd_server *srv);
+/* After the PROXY header: the channel object, with the real address. */
+int smtpd_hook_proxied(smtpd_channel *ch);
 /* A complete command line: built-in in C, or a Lua hook. */
 void smtpd_hook_line(smtpd_channel *ch);
 /* A complete message: process_message. */

@@ -105,6 +105,13 @@ static int hook_lua_accept(lua_State *L) {
   ch->cls = srv->cls;
   lua_pushvalue(L, cls);
   ch->class_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  /* Behind a proxy the object waits for the client's real address. */
+  if (ch->cls.custom && !ch->proxy_wait) hook_push_obj(L, ch);
+  return 0;
+}
+
+static int hook_lua_proxied(lua_State *L) {
+  smtpd_channel *ch = lua_touserdata(L, 1);
   if (ch->cls.custom) hook_push_obj(L, ch);
   return 0;
 }
@@ -133,6 +140,10 @@ static int hook_pcall(smtpd_channel *ch, lua_CFunction f, void *a, void *b) {
 
 int smtpd_hook_accept(smtpd_channel *ch, smtpd_server *srv) {
   return hook_pcall(ch, hook_lua_accept, ch, srv);
+}
+
+int smtpd_hook_proxied(smtpd_channel *ch) {
+  return hook_pcall(ch, hook_lua_proxied, ch, NULL);
 }
 
 /* ---- running hooks --------------------------------------------------------- */

@@ -100,6 +100,27 @@ int smtpd_parser_feed(smtpd_parser *p, const char *buf, size_t len,
 /* Raw size of the finished message, as smtpd counts it (no terminator). */
 size_t smtpd_parser_data_size(const smtpd_parser *p);
 
+/* ---- proxy.c ----------------------------------------------------------- */
+
+#include <sys/socket.h>
+
+/* The PROXY protocol header at the start of p[0..n) (v1 or v2, v2 at most
+ * max bytes): 1 complete (*used bytes; *local: the proxy speaks for
+ * itself, keep the socket's address; else the client is *src), 0 more
+ * bytes needed, -1 not a valid header. */
+int smtpd_proxy_parse(const unsigned char *p, size_t n, size_t max,
+                      size_t *used, struct sockaddr_storage *src, int *local);
+
+typedef struct smtpd_cidr {
+  int family;              /* AF_INET or AF_INET6 */
+  int bits;
+  unsigned char addr[16];
+} smtpd_cidr;
+
+/* "10.0.0.0/8", "::1", "127.0.0.1": 0, or -1 when malformed. */
+int smtpd_cidr_parse(const char *s, smtpd_cidr *c);
+int smtpd_cidr_match(const smtpd_cidr *c, const struct sockaddr *sa);
+
 /* ---- text.c ------------------------------------------------------------ */
 
 int smtpd_utf8_valid(const char *p, size_t n);

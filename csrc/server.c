@@ -28,6 +28,7 @@ void smtpd_shared_unref(smtpd_shared *sh) {
     smtpd_tls_conf_unref(sh->tls);
     free(sh->auth_mechs);
     free(sh->unix_path);
+    free(sh->proxy_trusted);
     free(sh->ips);
     free(sh);
   }
@@ -60,8 +61,9 @@ static int shared_admit(smtpd_shared *sh, const struct sockaddr *sa) {
   smtpd_ipcount *e;
   if (sh->conf.max_connections && sh->total >= sh->conf.max_connections)
     return 0;
-  if (sa->sa_family == AF_UNIX) {
-    /* Local clients have no address to count per. */
+  if (sa->sa_family == AF_UNIX || sh->nproxy) {
+    /* Local clients have no address to count per; behind a proxy the
+     * address is the proxy's (the client's comes later). */
     sh->total++;
     return 1;
   }
@@ -157,17 +159,98 @@ static void server_on_connection(uv_stream_t *st, int status) {
     return;
   }
   ch->counted = 1;
+  if (srv->shared->nproxy) {
+    /* Only the proxies may connect, and they speak first. */
+    size_t k = 0;
+    /* On a unix socket the file's permissions say who may connect. */
+    if (ch->peer.ss_family != AF_UNIX)
+      for (k = 0; k < srv->shared->nproxy; k++)
+      if (smtpd_cidr_match(&srv->shared->proxy_trusted[k],
+                           (struct sockaddr *)&ch->peer))
+        break;
+    if (ch->peer.ss_family != AF_UNIX && k == srv->shared->nproxy) {
+      if (srv->h.map->debug)
+        smtpd_channel_log(ch, "debug", "not a trusted proxy: closed");
+      smtpd_channel_close(ch);
+      return;
+    }
+    ch->proxy_wait = 1;
+  }
   if (smtpd_hook_accept(ch, srv)) {
     smtpd_channel_close(ch);
     return;
   }
-  if (!ch->h.closing) smtpd_channel_start(ch);
+  if (ch->h.closing) return;
+  if (ch->proxy_wait) smtpd_channel_await_proxy(ch);
+  else smtpd_channel_start(ch);
 }
 
 /* ---- listen ------------------------------------------------------------- */
 
 /* SO_REUSEPORT: several processes (lua-smtpd --workers) listen on one
  * port and the kernel spreads new connections over them. */
+/* opts.proxy_protocol = {trusted = {"10.0.0.0/8", ...}, timeout = 5,
+ * max_header = 536}: raises on a malformed table. */
+typedef struct proxy_conf {
+  smtpd_cidr *trusted;
+  size_t n;
+  uint64_t timeout_ms;
+  size_t max;
+} proxy_conf;
+
+static void proxy_read(lua_State *L, int idx, proxy_conf *pc) {
+  size_t i, n;
+  if (!lua_istable(L, idx))
+    luaL_error(L, "proxy_protocol must be a table {trusted = {...}}");
+  lua_getfield(L, idx, "trusted");
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    lua_createtable(L, 1, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+  }
+  if (!lua_istable(L, -1) || (n = lua_rawlen(L, -1)) == 0)
+    luaL_error(L, "proxy_protocol.trusted must list the proxies' addresses "
+                  "(\"127.0.0.1\", \"10.0.0.0/8\", ...)");
+  pc->trusted = calloc(n, sizeof *pc->trusted);
+  if (pc->trusted == NULL) luaL_error(L, "out of memory");
+  for (i = 0; i < n; i++) {
+    const char *s;
+    lua_rawgeti(L, -1, (lua_Integer)i + 1);
+    s = lua_tostring(L, -1);
+    if (s == NULL || smtpd_cidr_parse(s, &pc->trusted[i])) {
+      free(pc->trusted);
+      pc->trusted = NULL;
+      luaL_error(L, "proxy_protocol.trusted: bad address %s",
+                 s ? s : luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+  }
+  pc->n = n;
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "timeout");
+  if (!lua_isnil(L, -1)) {
+    lua_Number t = lua_tonumber(L, -1);
+    if (!lua_isnumber(L, -1) || t <= 0 || t > 3600) {
+      free(pc->trusted);
+      pc->trusted = NULL;
+      luaL_error(L, "proxy_protocol.timeout must be seconds (0 to 3600)");
+    }
+    pc->timeout_ms = (uint64_t)(t * 1000);
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "max_header");
+  if (!lua_isnil(L, -1)) {
+    lua_Integer m = lua_tointeger(L, -1);
+    if (!lua_isinteger(L, -1) || m < 16 || m > 65551) {
+      free(pc->trusted);
+      pc->trusted = NULL;
+      luaL_error(L, "proxy_protocol.max_header must be 16 to 65551 bytes");
+    }
+    pc->max = (size_t)m;
+  }
+  lua_pop(L, 1);
+}
+
 /* A unix socket path to listen on: a socket file left by a server that
  * is gone is removed; a live one, or any other file, is an error. */
 static int unix_prepare(lua_State *L, const char *path) {
@@ -229,6 +312,7 @@ static int server_listen(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 5, LUA_TTABLE);
   const char *unix_path = strncmp(ip, "unix:", 5) == 0 ? ip + 5 : NULL;
+  proxy_conf proxy = {NULL, 0, 5000, 536};
   luaL_argcheck(L, port >= 0 && port <= 65535, 4, "port out of range");
   smtpd_opts_read(L, 5, smtpd_server_opts, &conf);
   if (unix_path) {
@@ -241,10 +325,17 @@ static int server_listen(lua_State *L) {
     err = smtpd_sockaddr(ip, port, &ss);
     if (err) return smtpd_fail(L, err);
   }
+  if (lua_getfield(L, 5, "proxy_protocol") != LUA_TNIL &&
+      lua_toboolean(L, -1))
+    proxy_read(L, lua_gettop(L), &proxy);
+  lua_pop(L, 1);
   if (lua_getfield(L, 5, "tls") != LUA_TNIL && lua_toboolean(L, -1)) {
     char why[300];
     tls = smtpd_tls_read(L, -1, &implicit, &hs_ms, why, sizeof why);
-    if (tls == NULL) return luaL_error(L, "tls: %s", why);
+    if (tls == NULL) {
+      free(proxy.trusted);
+      return luaL_error(L, "tls: %s", why);
+    }
   }
   lua_pop(L, 1);
   fqdn = conf.fqdn ? conf.fqdn : smtpd_fqdn();
@@ -258,9 +349,15 @@ static int server_listen(lua_State *L) {
     if (s) smtpd_str_free(&s->fqdn);
     free(s);
     smtpd_tls_conf_unref(tls);
+    free(proxy.trusted);
     return luaL_error(L, "out of memory");
   }
   s->shared->conf = conf;
+  s->shared->proxy_trusted = proxy.trusted;
+  s->shared->nproxy = proxy.n;
+  s->shared->proxy_timeout_ms = proxy.timeout_ms;
+  s->shared->proxy_max = proxy.max;
+  proxy.trusted = NULL;
   s->shared->tls = tls;
   s->shared->tls_implicit = implicit;
   s->shared->tls_handshake_ms = hs_ms;

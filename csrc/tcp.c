@@ -306,6 +306,20 @@ static int tcp_status(lua_State *L) {
   return 4;
 }
 
+/* getsockname() -> host, port of our end (once connected) */
+static int tcp_getsockname(lua_State *L) {
+  tcp_client *c = tcp_check(L);
+  struct sockaddr_storage ss;
+  int len = sizeof ss, err;
+  if (c == NULL) return smtpd_fail(L, UV_EBADF);
+  err = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len);
+  if (err) return smtpd_fail(L, err);
+  smtpd_push_addr(L, (struct sockaddr *)&ss);
+  lua_rawgeti(L, -1, 1);
+  lua_rawgeti(L, -2, 2);
+  return 2;
+}
+
 static void tcp_on_shutdown(uv_shutdown_t *req, int status) {
   (void)status;
   free(req);
@@ -360,7 +374,7 @@ void smtpd_open_tcp(lua_State *L) {
     {"status", tcp_status}, {"shutdown", tcp_shutdown_write},
     {"pause", tcp_pause}, {"resume", tcp_resume},
     {"set_rcvbuf", tcp_set_rcvbuf}, {"starttls", tcp_starttls},
-    {"tls", tcp_tls},
+    {"tls", tcp_tls}, {"getsockname", tcp_getsockname},
     {"close", tcp_close_}, {NULL, NULL}
   };
   smtpd_new_class(L, TCP_MT, NULL, methods);

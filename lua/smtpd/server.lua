@@ -20,6 +20,7 @@ SMTPServer.OPTIONS.map = true
 -- client_ca=, verify_client=, handshake_timeout=, ciphers=, min_version=},
 -- and the AUTH mechanisms to offer.
 SMTPServer.OPTIONS.tls = true
+SMTPServer.OPTIONS.proxy_protocol = true
 SMTPServer.OPTIONS.auth_mechanisms = true
 
 -- A check method set on a server object (not its class) must be noticed
