@@ -171,6 +171,29 @@ int smtpd_params_split(const char *p, size_t n, smtpd_strlist *l) {
   }
 }
 
+int smtpd_param_raw(const char *p, size_t n, const char *key,
+                    const char **v, size_t *vl) {
+  size_t i = 0, kl = strlen(key), k;
+  while (i < n) {
+    size_t start;
+    while (i < n && (k = smtpd_space_at((const unsigned char *)p + i, n - i)) > 0)
+      i += k;
+    start = i;
+    while (i < n && smtpd_space_at((const unsigned char *)p + i, n - i) == 0)
+      i++;
+    if (i - start > kl && p[start + kl] == '=') {
+      for (k = 0; k < kl; k++)
+        if (smtpd_upper(p[start + k]) != key[k]) break;
+      if (k == kl) {
+        *v = p + start + kl + 1;
+        *vl = i - start - kl - 1;
+        return 1;
+      }
+    }
+  }
+  return 0;
+}
+
 /* Checks every option is keyword[=value] as _getparams does. */
 int smtpd_params_valid(const smtpd_strlist *l) {
   size_t i, j;

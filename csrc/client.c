@@ -81,6 +81,10 @@ typedef struct smtpd_client {
   size_t data_len;
   /* what the upstream offered */
   int esmtp, has_size, has_8bitmime, has_smtputf8, has_starttls;
+  int has_dsn;
+  smtpd_strlist dsn_mail;  /* RET=, ENVID= for MAIL when DSN is offered */
+  smtpd_strlist dsn_notify; /* per recipient: NOTIFY's value, or "-" */
+  smtpd_strlist dsn_orcpt;  /* per recipient: ORCPT's value, or "-" */
   int has_plain, has_login;
   /* TLS and AUTH */
   int starttls;            /* 0 no, 1 opportunistic, 2 required */
@@ -123,6 +127,9 @@ static void client_free(smtpd_handle *h) {
   free(c->r);
   smtpd_strlist_clear(&c->rcpts);
   smtpd_strlist_clear(&c->mail_options);
+  smtpd_strlist_clear(&c->dsn_mail);
+  smtpd_strlist_clear(&c->dsn_notify);
+  smtpd_strlist_clear(&c->dsn_orcpt);
   smtpd_buf_free(&c->in);
   smtpd_buf_free(&c->reply);
   smtpd_buf_free(&c->raw);
@@ -431,6 +438,7 @@ static void client_ehlo_line(smtpd_client *c, const char *t, size_t n) {
   else if (kw_is(t, n, "8BITMIME")) c->has_8bitmime = 1;
   else if (kw_is(t, n, "SMTPUTF8")) c->has_smtputf8 = 1;
   else if (kw_is(t, n, "STARTTLS")) c->has_starttls = 1;
+  else if (kw_is(t, n, "DSN")) c->has_dsn = 1;
   else if (kw_is(t, n, "AUTH")) {
     /* AUTH mech mech ... (or the old AUTH=mech form) */
     size_t i = 5;
@@ -544,7 +552,18 @@ static void client_start_tls(smtpd_client *c) {
 }
 
 static void client_send_rcpt(smtpd_client *c) {
-  client_sendf(c, "RCPT TO:<%s>\r\n", c->rcpts.v[c->rcpt_i].p);
+  const char *notify = "-", *orcpt = "-";
+  /* DSN's NOTIFY/ORCPT go on only to an upstream that offers DSN. */
+  if (c->esmtp && c->has_dsn && c->rcpt_i < c->dsn_notify.n &&
+      c->rcpt_i < c->dsn_orcpt.n) {
+    notify = c->dsn_notify.v[c->rcpt_i].p;
+    orcpt = c->dsn_orcpt.v[c->rcpt_i].p;
+  }
+  client_sendf(c, "RCPT TO:<%s>%s%s%s%s\r\n", c->rcpts.v[c->rcpt_i].p,
+               strcmp(notify, "-") ? " NOTIFY=" : "",
+               strcmp(notify, "-") ? notify : "",
+               strcmp(orcpt, "-") ? " ORCPT=" : "",
+               strcmp(orcpt, "-") ? orcpt : "");
 }
 
 static void client_send_mail(smtpd_client *c) {
@@ -565,6 +584,10 @@ static void client_send_mail(smtpd_client *c) {
   for (i = 0; c->esmtp && i < c->mail_options.n; i++) {
     smtpd_buf_append(&b, " ", 1);
     smtpd_buf_append(&b, c->mail_options.v[i].p, c->mail_options.v[i].len);
+  }
+  for (i = 0; c->esmtp && c->has_dsn && i < c->dsn_mail.n; i++) {
+    smtpd_buf_append(&b, " ", 1);
+    smtpd_buf_append(&b, c->dsn_mail.v[i].p, c->dsn_mail.v[i].len);
   }
   if (smtpd_buf_append(&b, "\r\n", 2)) {
     smtpd_buf_free(&b);
@@ -1039,6 +1062,9 @@ static int client_send(lua_State *L) {
   if (nrcpts == 0)
     return luaL_error(L, "rcpttos must hold at least one recipient");
   client_check_list(L, 2, "mail_options");
+  client_check_list(L, 2, "dsn_mail");
+  client_check_list(L, 2, "dsn_notify");
+  client_check_list(L, 2, "dsn_orcpt");
   data = client_string(L, 2, "data", NULL, &datalen);
   if (data == NULL) return luaL_error(L, "data must be a string");
   lua_getfield(L, 2, "starttls");
@@ -1098,7 +1124,10 @@ static int client_send(lua_State *L) {
   }
   if (c->failed || !c->host || !c->helo || !c->mailfrom || !c->r ||
       client_copy_list(L, 2, "rcpttos", &c->rcpts) ||
-      client_copy_list(L, 2, "mail_options", &c->mail_options)) {
+      client_copy_list(L, 2, "mail_options", &c->mail_options) ||
+      client_copy_list(L, 2, "dsn_mail", &c->dsn_mail) ||
+      client_copy_list(L, 2, "dsn_notify", &c->dsn_notify) ||
+      client_copy_list(L, 2, "dsn_orcpt", &c->dsn_orcpt)) {
     client_close(c);
     return luaL_error(L, "out of memory");
   }

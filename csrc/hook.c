@@ -334,6 +334,56 @@ static int hook_lua_command(lua_State *L) {
   return 0;
 }
 
+/* Pushes the value of key in parameters as sent ("K=V K=V"), upper-cased
+ * when up; nil when absent. */
+static void push_param(lua_State *L, const char *p, size_t n,
+                       const char *key, int up) {
+  const char *val;
+  size_t vlen, i;
+  if (p == NULL || !smtpd_param_raw(p, n, key, &val, &vlen)) {
+    lua_pushnil(L);
+    return;
+  }
+  if (!up) {
+    lua_pushlstring(L, val, vlen);
+    return;
+  }
+  {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (i = 0; i < vlen; i++) luaL_addchar(&b, smtpd_upper(val[i]));
+    luaL_pushresult(&b);
+  }
+}
+
+/* kwargs.dsn = {ret =, envid =, rcpt = {[address] = {notify =, orcpt =}}}:
+ * what RFC 3461's parameters said (absent ones nil). */
+static void hook_push_dsn(lua_State *L, const smtpd_session *s) {
+  size_t i;
+  lua_createtable(L, 0, 3);
+  push_param(L, s->dsn_mail.p, s->dsn_mail.len, "RET", 1);
+  lua_setfield(L, -2, "ret");
+  push_param(L, s->dsn_mail.p, s->dsn_mail.len, "ENVID", 0);
+  lua_setfield(L, -2, "envid");
+  lua_createtable(L, 0, (int)s->rcpt_dsn.n);
+  for (i = 0; i < s->rcpt_dsn.n; i++) {
+    const char *e = s->rcpt_dsn.v[i].p;
+    size_t n = s->rcpt_dsn.v[i].len;
+    const char *nl = memchr(e, '\n', n);
+    size_t pl;
+    if (nl == NULL) continue;
+    pl = (size_t)(nl - e);
+    lua_pushlstring(L, nl + 1, n - pl - 1);
+    lua_createtable(L, 0, 2);
+    push_param(L, e, pl, "NOTIFY", 1);
+    lua_setfield(L, -2, "notify");
+    push_param(L, e, pl, "ORCPT", 0);
+    lua_setfield(L, -2, "orcpt");
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "rcpt");
+}
+
 static int hook_lua_message(lua_State *L) {
   smtpd_channel *ch = lua_touserdata(L, 1);
   smtpd_session *s = &ch->s;
@@ -368,6 +418,10 @@ static int hook_lua_message(lua_State *L) {
     lua_setfield(L, -2, "rcpt_options");
   }
   /* Beside smtpd's keys, only when there is something to say. */
+  if (s->dsn) {
+    hook_push_dsn(L, s);
+    lua_setfield(L, -2, "dsn");
+  }
   if (ch->tls) {
     smtpd_push_tls(L, ch);
     lua_setfield(L, -2, "tls");

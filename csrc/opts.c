@@ -45,6 +45,8 @@ const smtpd_optdef smtpd_server_opts[] = {
   {"binarymime", SMTPD_OPT_BOOL, 0, 0, SES(binarymime)},
   {"enhanced_status_codes", SMTPD_OPT_BOOL, 0, 0, SES(enhanced)},
   {"lmtp", SMTPD_OPT_BOOL, 0, 0, SES(lmtp)},
+  {"dsn", SMTPD_OPT_BOOL, 0, 0, SES(dsn)},
+  {"requiretls", SMTPD_OPT_BOOL, 0, 0, SES(requiretls)},
   /* RFC 4954 9: never fewer than 3 attempts. */
   {"max_auth_failures", SMTPD_OPT_COUNT, 3, 3, SRV(max_auth_failures)},
   {"auth_failure_delay", SMTPD_OPT_SECONDS, 1, 0,

@@ -159,6 +159,10 @@ int smtpd_addr_parse(const char *p, size_t n, smtpd_addr *o,
 /* Splits parameters on whitespace, upper-cased, into l (cleared first);
  * -1 when out of memory. */
 int smtpd_params_split(const char *p, size_t n, smtpd_strlist *l);
+/* The value of KEY= in parameters as sent (p[0..n), blank separated, the
+ * key matched without case): 1 with *v, *vl, else 0. */
+int smtpd_param_raw(const char *p, size_t n, const char *key,
+                    const char **v, size_t *vl);
 /* Every parameter is keyword[=value] as smtpd's _getparams wants. */
 int smtpd_params_valid(const smtpd_strlist *l);
 /* The last parameter with this keyword: its index, or -1; *val is NULL
@@ -222,6 +226,8 @@ typedef struct smtpd_session_conf {
   int binarymime;          /* BINARYMIME too (with chunking) */
   int enhanced;            /* ENHANCEDSTATUSCODES (RFC 2034) on every reply */
   int lmtp;                /* LMTP (RFC 2033): LHLO, a reply per recipient */
+  int dsn;                 /* DSN (RFC 3461): RET, ENVID, NOTIFY, ORCPT */
+  int requiretls;          /* REQUIRETLS (RFC 8689), offered over TLS */
 } smtpd_session_conf;
 
 typedef struct smtpd_session {
@@ -237,6 +243,11 @@ typedef struct smtpd_session {
   int binarymime;
   int enhanced;
   int lmtp;
+  int dsn;
+  int requiretls;
+  /* DSN: "NOTIFY=... ORCPT=...\naddress" for each recipient that gave
+   * any, in RCPT order (kwargs.dsn). */
+  smtpd_strlist rcpt_dsn;
   size_t msg_rcpts;        /* recipients of the message being answered */
   int ctx;                 /* what is being answered: SMTPD_CTX_* or a verb */
   int bdat;                /* this transaction's message comes by BDAT */
@@ -267,6 +278,8 @@ typedef struct smtpd_session {
   int pending;             /* 0, SMTPD_VERB_MAIL + 1 or SMTPD_VERB_RCPT + 1 */
   smtpd_str pending_path;
   smtpd_strlist pending_params;
+  smtpd_str pending_raw;   /* DSN: the held command's parameters as sent */
+  smtpd_str dsn_mail;      /* DSN: MAIL's parameters as sent (ENVID) */
   int pending_smtputf8;
   /* TLS and AUTH. The owner sets tls_offer (it can start TLS) and
    * auth_mechs (the mechanisms to advertise, space separated; NULL: no

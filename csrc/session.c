@@ -8,6 +8,7 @@
  * invalid UTF-8, bare CR/LF/NUL in a command line, a SIZE without a value
  * and addresses outside RFC 5321's path syntax get a 500/501 reply.
  */
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,16 +49,21 @@ void smtpd_session_configure(smtpd_session *s, const smtpd_session_conf *c) {
   s->binarymime = c->binarymime && c->chunking;
   s->enhanced = c->enhanced;
   s->lmtp = c->lmtp;
+  s->dsn = c->dsn;
+  s->requiretls = c->requiretls;
   smtpd_session_sync(s);
 }
 
 void smtpd_session_free(smtpd_session *s) {
   smtpd_str_free(&s->pending_path);
   smtpd_strlist_clear(&s->pending_params);
+  smtpd_str_free(&s->pending_raw);
+  smtpd_str_free(&s->dsn_mail);
   smtpd_parser_free(&s->parser);
   smtpd_str_free(&s->greeting);
   smtpd_str_free(&s->mailfrom);
   smtpd_strlist_clear(&s->rcpttos);
+  smtpd_strlist_clear(&s->rcpt_dsn);
   smtpd_strlist_clear(&s->mail_options);
   smtpd_strlist_clear(&s->rcpt_options);
   smtpd_str_free(&s->fqdn);
@@ -214,6 +220,8 @@ static int session_reply_echo(smtpd_session *s, const char *pre,
 
 static void session_drop_pending(smtpd_session *s);
 static int session_binary(const smtpd_session *s);
+static int rcpt_dsn_keep(smtpd_session *s, const char *raw, size_t rn,
+                         const char *addr, size_t alen);
 
 /* Clears the transaction, as smtpd's _set_post_data_state. */
 void smtpd_session_post_data(smtpd_session *s) {
@@ -221,6 +229,8 @@ void smtpd_session_post_data(smtpd_session *s) {
   smtpd_str_free(&s->mailfrom);
   s->has_mailfrom = 0;
   smtpd_strlist_clear(&s->rcpttos);
+  smtpd_strlist_clear(&s->rcpt_dsn);
+  smtpd_str_free(&s->dsn_mail);
   s->require_smtputf8 = 0;
   s->num_bytes = 0;
   if (s->parser.data_mode) smtpd_parser_end_data(&s->parser);
@@ -308,6 +318,9 @@ static void cmd_greet(smtpd_session *s, const char *arg, size_t n, int ext) {
   if (s->chunking) REPLY(s, "250-CHUNKING");
   if (s->binarymime) REPLY(s, "250-BINARYMIME");
   if (s->enhanced) REPLY(s, "250-ENHANCEDSTATUSCODES");
+  if (s->dsn) REPLY(s, "250-DSN");
+  /* RFC 8689 2: only where the session is encrypted already. */
+  if (s->requiretls && s->tls_on) REPLY(s, "250-REQUIRETLS");
   if (s->tls_offer && !s->tls_on) REPLY(s, "250-STARTTLS");
   if (s->auth_mechs && (s->tls_on || !s->auth_require_tls)) {
     smtpd_replyf(s, "250-AUTH %s", s->auth_mechs);
@@ -412,6 +425,7 @@ static void session_hold(smtpd_session *s, int verb, const smtpd_addr *o,
 
 static void session_drop_pending(smtpd_session *s) {
   s->pending = 0;
+  smtpd_str_free(&s->pending_raw);
   smtpd_str_free(&s->pending_path);
   smtpd_strlist_clear(&s->pending_params);
 }
@@ -430,8 +444,18 @@ int smtpd_session_settle(smtpd_session *s, int accept, const char *reply,
     s->pending_path.len = 0;
     s->has_mailfrom = 1;
     s->require_smtputf8 = s->pending_smtputf8;
+    smtpd_str_free(&s->dsn_mail);
+    s->dsn_mail = s->pending_raw;            /* taken over */
+    s->pending_raw.p = NULL;
+    s->pending_raw.len = 0;
   } else if (smtpd_strlist_push(&s->rcpttos, s->pending_path.p,
                                 s->pending_path.len)) {
+    reply = SMTPD_ERR_REPLY;
+    n = sizeof SMTPD_ERR_REPLY - 1;
+  } else if (rcpt_dsn_keep(s, s->pending_raw.p, s->pending_raw.len,
+                           s->pending_path.p, s->pending_path.len)) {
+    s->rcpttos.n--;
+    smtpd_str_free(&s->rcpttos.v[s->rcpttos.n]);
     reply = SMTPD_ERR_REPLY;
     n = sizeof SMTPD_ERR_REPLY - 1;
   } else {
@@ -443,6 +467,118 @@ int smtpd_session_settle(smtpd_session *s, int accept, const char *reply,
   if (reply) smtpd_reply(s, reply, n);
   else REPLY(s, "250 OK");
   return 0;
+}
+
+/* ---- DSN (RFC 3461) and REQUIRETLS (RFC 8689) parameters ---------------- */
+
+static int word_ieq(const char *p, size_t n, const char *w) {
+  size_t i, wl = strlen(w);
+  if (n != wl) return 0;
+  for (i = 0; i < n; i++)
+    if (smtpd_upper(p[i]) != w[i]) return 0;
+  return 1;
+}
+
+/* NOTIFY=NEVER, or a comma list of SUCCESS, FAILURE, DELAY (once each). */
+static int notify_valid(const char *v, size_t n) {
+  int seen = 0;
+  size_t i = 0;
+  if (word_ieq(v, n, "NEVER")) return 1;
+  while (i <= n) {
+    size_t j = i;
+    int bit;
+    while (j < n && v[j] != ',') j++;
+    if (word_ieq(v + i, j - i, "SUCCESS")) bit = 1;
+    else if (word_ieq(v + i, j - i, "FAILURE")) bit = 2;
+    else if (word_ieq(v + i, j - i, "DELAY")) bit = 4;
+    else return 0;
+    if (seen & bit) return 0;
+    seen |= bit;
+    if (j == n) return 1;
+    i = j + 1;
+  }
+  return 0;
+}
+
+/* ORCPT=addr-type;xtext, addr-type an atom (rfc822, utf-8, ...). */
+static int orcpt_valid(const char *v, size_t n) {
+  const char *semi = memchr(v, ';', n);
+  size_t i, tl;
+  if (!semi || n > 500) return 0;
+  tl = (size_t)(semi - v);
+  if (tl == 0) return 0;
+  for (i = 0; i < tl; i++) {
+    unsigned char c = (unsigned char)v[i];
+    if (!(isalnum(c) || c == '-')) return 0;
+  }
+  return n - tl - 1 > 0 && smtpd_xtext_valid(semi + 1, n - tl - 1) &&
+         !(n - tl - 1 == 2 && semi[1] == '<');
+}
+
+/* The MAIL parameters DSN and REQUIRETLS add: 0, or a reply sent. */
+static int mail_dsn_check(smtpd_session *s) {
+  const char *val;
+  size_t vlen;
+  if (s->dsn && smtpd_params_find(&s->mail_options, "RET", &val, &vlen) >= 0
+      && !(val && (word_ieq(val, vlen, "FULL") || word_ieq(val, vlen, "HDRS")))) {
+    REPLY(s, "501 Syntax: RET=FULL or RET=HDRS");
+    return 1;
+  }
+  if (s->dsn && smtpd_params_find(&s->mail_options, "ENVID", &val, &vlen) >= 0
+      && !(val && vlen <= 100 && smtpd_xtext_valid(val, vlen) &&
+           !(vlen == 2 && val[0] == '<'))) {
+    REPLY(s, "501 Syntax: ENVID=xtext (100 characters at most)");
+    return 1;
+  }
+  if (s->requiretls && s->tls_on &&
+      smtpd_params_find(&s->mail_options, "REQUIRETLS", &val, &vlen) >= 0 &&
+      val) {
+    REPLY(s, "501 Syntax: REQUIRETLS takes no value");
+    return 1;
+  }
+  return 0;
+}
+
+/* The RCPT parameters of DSN: 0 all known and valid, 555 unknown, or 501
+ * (sent) for a bad value. */
+static int rcpt_dsn_check(smtpd_session *s, const smtpd_strlist *opts) {
+  static const char *const known[] = {"NOTIFY", "ORCPT", NULL};
+  const char *val;
+  size_t vlen;
+  if (!s->dsn || smtpd_params_others_but(opts, known, NULL)) {
+    REPLY(s, "555 RCPT TO parameters not recognized or not implemented");
+    return 1;
+  }
+  if (smtpd_params_find(opts, "NOTIFY", &val, &vlen) >= 0 &&
+      !(val && notify_valid(val, vlen))) {
+    REPLY(s, "501 Syntax: NOTIFY=NEVER or NOTIFY=SUCCESS,FAILURE,DELAY");
+    return 1;
+  }
+  if (smtpd_params_find(opts, "ORCPT", &val, &vlen) >= 0 &&
+      !(val && orcpt_valid(val, vlen))) {
+    REPLY(s, "501 Syntax: ORCPT=addr-type;xtext");
+    return 1;
+  }
+  return 0;
+}
+
+/* Remembers an accepted recipient's DSN parameters for kwargs.dsn. */
+static int rcpt_dsn_keep(smtpd_session *s, const char *raw, size_t rn,
+                         const char *addr, size_t alen) {
+  smtpd_buf b = {NULL, 0, 0};
+  int r;
+  const char *v;
+  size_t vl;
+  if (!s->dsn || !raw || (!smtpd_param_raw(raw, rn, "NOTIFY", &v, &vl) &&
+                          !smtpd_param_raw(raw, rn, "ORCPT", &v, &vl)))
+    return 0;
+  /* As sent: ORCPT's address keeps its case. */
+  r = smtpd_buf_append(&b, raw, rn);
+  if (r == 0) r = smtpd_buf_appendc(&b, '\n');
+  if (r == 0) r = smtpd_buf_append(&b, addr, alen);
+  if (r == 0) r = smtpd_strlist_push(&s->rcpt_dsn, b.p, b.len);
+  smtpd_buf_free(&b);
+  return r;
 }
 
 static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
@@ -527,15 +663,33 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
       return;
     }
   }
-  if (smtpd_params_others_but(&s->mail_options, k,
-                              s->auth_mechs ? "AUTH" : NULL)) {
-    REPLY(s, "555 MAIL FROM parameters not recognized or not implemented");
-    return;
+  if (mail_dsn_check(s)) return;
+  {
+    /* AUTH, RET, ENVID and REQUIRETLS where offered. */
+    static const char *const dsn_known[] = {"RET", "ENVID", NULL};
+    const char *const *k2 = s->dsn ? dsn_known : NULL;
+    size_t i;
+    for (i = 0; i < s->mail_options.n; i++) {
+      smtpd_strlist one = {&s->mail_options.v[i], 1, 1};
+      const char *p = s->mail_options.v[i].p;
+      size_t kl = strcspn(p, "=");
+      if (s->auth_mechs && kl == 4 && memcmp(p, "AUTH", 4) == 0) continue;
+      if (s->requiretls && s->tls_on && kl == 10 &&
+          memcmp(p, "REQUIRETLS", 10) == 0)
+        continue;
+      if (k2 && !smtpd_params_others_but(&one, k2, NULL)) continue;
+      if (!smtpd_params_others_but(&one, k, NULL)) continue;
+      REPLY(s, "555 MAIL FROM parameters not recognized or not implemented");
+      return;
+    }
   }
   smtputf8 = s->enable_smtputf8 &&
              smtpd_params_find(&s->mail_options, "SMTPUTF8", &val, &vlen) >= 0;
   if (s->check) {
     session_hold(s, SMTPD_VERB_MAIL, &o, NULL, smtputf8);
+    /* The parameters as sent, for DSN (failing that: no ENVID). */
+    if (s->dsn && s->pending && smtpd_str_set(&s->pending_raw, rest, rn))
+      smtpd_str_free(&s->pending_raw);
     return;
   }
   if (smtputf8) s->require_smtputf8 = 1;
@@ -544,6 +698,8 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
     return;
   }
   s->has_mailfrom = 1;
+  if (s->dsn && smtpd_str_set(&s->dsn_mail, rest, rn))
+    smtpd_str_free(&s->dsn_mail);
   REPLY(s, "250 OK");
 }
 
@@ -574,9 +730,8 @@ static void cmd_rcpt(smtpd_session *s, const char *arg, size_t n) {
     syntaxerr(s, "TO:");
     return;
   }
-  if (opts.n > 0) {
+  if (opts.n > 0 && rcpt_dsn_check(s, &opts)) {
     smtpd_strlist_clear(&opts);
-    REPLY(s, "555 RCPT TO parameters not recognized or not implemented");
     return;
   }
   /* RFC 5321 4.5.3.1.8: at least 100; past the limit 452, earlier ones
@@ -588,9 +743,22 @@ static void cmd_rcpt(smtpd_session *s, const char *arg, size_t n) {
   }
   if (s->check) {
     session_hold(s, SMTPD_VERB_RCPT, &o, &opts, 0);
+    if (s->dsn && s->pending && rn &&
+        smtpd_str_set(&s->pending_raw, rest, rn)) {
+      /* Without the parameters the recipient cannot be kept as sent. */
+      session_drop_pending(s);
+      REPLY(s, SMTPD_ERR_REPLY);
+    }
     return;
   }
   if (smtpd_strlist_push(&s->rcpttos, o.buf, o.len)) {
+    smtpd_strlist_clear(&opts);
+    REPLY(s, SMTPD_ERR_REPLY);
+    return;
+  }
+  if (rcpt_dsn_keep(s, rest, rn, o.buf, o.len)) {
+    s->rcpttos.n--;
+    smtpd_str_free(&s->rcpttos.v[s->rcpttos.n]);
     smtpd_strlist_clear(&opts);
     REPLY(s, SMTPD_ERR_REPLY);
     return;

@@ -73,6 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   s.data_size_limit = limit;
   s.chunking = 1;                 /* BDAT, as servers offer it by default */
   s.enhanced = (data[0] >> 7) & 1;  /* enhanced status codes on half the time */
+  s.dsn = (data[0] >> 6) & 1;       /* DSN parameters on half the time */
   smtpd_session_sync(&s);
   piece = data[1] ? data[1] : 1;
   data += 2;

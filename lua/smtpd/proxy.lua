@@ -42,9 +42,11 @@ end
 -- mapped to {code, message}; when the whole relay failed every recipient
 -- is in it (code -1 when the upstream gave none, as smtpd's). A second
 -- value, on failure, says where it failed (see smtpd.sendmail).
-function PureProxy:_deliver(mailfrom, rcpttos, data)
+function PureProxy:_deliver(mailfrom, rcpttos, data, dsn)
   local opts = {}
   for k, v in pairs(self.relay) do opts[k] = v end
+  -- The client's DSN requests travel on (where the upstream takes them).
+  if dsn and opts.dsn == nil then opts.dsn = dsn end
   opts.map = opts.map or self._map
   local refused, _, info = sendmail(self._remoteaddr, mailfrom, rcpttos,
                                          data, opts)
@@ -113,9 +115,10 @@ function PureProxy.reply_for(refused, rcpttos, info)
                                                     and first_other[2])
 end
 
-function PureProxy:process_message(peer, mailfrom, rcpttos, data)
+function PureProxy:process_message(peer, mailfrom, rcpttos, data, kwargs)
   data = PureProxy.add_peer_header(data, peer[1])
-  local refused, info = self:_deliver(mailfrom, rcpttos, data)
+  local refused, info = self:_deliver(mailfrom, rcpttos, data,
+                                      kwargs and kwargs.dsn)
   local reply = PureProxy.reply_for(refused, rcpttos, info)
   if reply then
     self:log("warning", "relay of a message from %s failed: %s", mailfrom,

@@ -20,6 +20,7 @@ KNOWN.starttls = true
 KNOWN.implicit_tls = true
 KNOWN.tls = true
 KNOWN.auth = true
+KNOWN.dsn = true
 
 local STARTTLS = {require = 2, opportunistic = 1}
 local TLS_KEYS = {verify = true, ca = true, sni = true, cert = true,
@@ -104,6 +105,40 @@ end
 -- fails the whole transaction), map.
 local check_options
 
+-- opts.dsn = {ret =, envid =, rcpt = {[address] = {notify =, orcpt =}}}
+-- (the form of process_message's kwargs.dsn): RFC 3461's parameters, sent
+-- only to an upstream that offers DSN. Malformed values raise.
+local function dsn_lists(dsn, rcpttos)
+  if dsn == nil then return nil end
+  if type(dsn) ~= "table" then util.raise("sendmail: dsn must be a table") end
+  local function check(v, pattern, what)
+    if v ~= nil and (type(v) ~= "string" or not v:match(pattern)
+                     or v:find("=", 1, true)) then
+      util.raise(("sendmail: dsn %s %s is malformed"):format(what,
+                                                             tostring(v)))
+    end
+    return v
+  end
+  local mail = {}
+  local ret = check(dsn.ret, "^%a+$", "ret")
+  if ret then
+    if ret:upper() ~= "FULL" and ret:upper() ~= "HDRS" then
+      util.raise("sendmail: dsn ret must be FULL or HDRS")
+    end
+    mail[#mail + 1] = "RET=" .. ret:upper()
+  end
+  local envid = check(dsn.envid, "^[!-~]+$", "envid")
+  if envid then mail[#mail + 1] = "ENVID=" .. envid end
+  local notify, orcpt = {}, {}
+  local per = type(dsn.rcpt) == "table" and dsn.rcpt or {}
+  for i, r in ipairs(rcpttos) do
+    local d = type(per[r]) == "table" and per[r] or {}
+    notify[i] = check(d.notify, "^[%a,]+$", "notify") or "-"
+    orcpt[i] = check(d.orcpt, "^[%w%-]+;[!-~]+$", "orcpt") or "-"
+  end
+  return mail, notify, orcpt
+end
+
 local function sendmail(remoteaddr, mailfrom, rcpttos, data, opts)
   opts = opts or {}
   if type(opts) ~= "table" then
@@ -126,6 +161,8 @@ local function sendmail(remoteaddr, mailfrom, rcpttos, data, opts)
     mail_options = opts.mail_options, tempfail_aborts = opts.tempfail_aborts,
     starttls = STARTTLS[opts.starttls] or 0, implicit_tls = opts.implicit_tls,
   }
+  spec.dsn_mail, spec.dsn_notify, spec.dsn_orcpt = dsn_lists(opts.dsn,
+                                                             rcpttos)
   local tls = opts.tls or {}
   spec.tls_verify = tls.verify ~= false
   spec.tls_ca, spec.tls_sni = tls.ca, tls.sni
