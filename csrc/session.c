@@ -147,8 +147,10 @@ static int reply_enhanced(smtpd_session *s, const char *line, size_t len) {
   smtpd_buf_appendc(s->out, len > 3 && line[3] == '-' ? '-' : ' ');
   smtpd_buf_append(s->out, e, el);
   if (len > 4) {
+    /* The code must not push the line past RFC 5321's 512 octets. */
+    size_t room = SMTPD_REPLY_MAX - 5 - el, text = len - 4;
     smtpd_buf_appendc(s->out, ' ');
-    smtpd_buf_append(s->out, line + 4, len - 4);
+    smtpd_buf_append(s->out, line + 4, text < room ? text : room);
   }
   return smtpd_buf_append(s->out, "\r\n", 2);
 }

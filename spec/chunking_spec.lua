@@ -12,13 +12,7 @@ local function bdat(chunk, last)
 end
 
 -- The replies after EHLO's (however many lines it has).
-local function after_ehlo(replies)
-  local first = 1
-  while replies[first] and replies[first]:match("^%d%d%d%-") do
-    first = first + 1
-  end
-  return {table.unpack(replies, first + 1)}
-end
+local after_ehlo = H.after_ehlo
 
 describe("CHUNKING", function()
   it("takes a message in chunks, in DATA's form (CRLF split across "

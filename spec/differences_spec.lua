@@ -9,15 +9,7 @@ local py = H.python_with_smtpd()
 local ENV = "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
 -- Replies after EHLO, as a flat list: the EHLO reply's lines (however
 -- many extensions a server lists) are dropped.
-local function after_ehlo(replies)
-  local first = 1
-  while replies[first] and replies[first]:match("^%d%d%d%-") do
-    first = first + 1
-  end
-  local out = {}
-  for i = first + 1, #replies do out[#out + 1] = replies[i] end
-  return out
-end
+local after_ehlo = H.after_ehlo
 
 local CASES = {
   {

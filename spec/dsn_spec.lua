@@ -7,13 +7,7 @@ local R = require "replies"
 local certs = require "certs"
 local smtpd = H.smtpd
 
-local function after_ehlo(replies)
-  local first = 1
-  while replies[first] and replies[first]:match("^%d%d%d%-") do
-    first = first + 1
-  end
-  return {table.unpack(replies, first + 1)}
-end
+local after_ehlo = H.after_ehlo
 
 describe("DSN", function()
   it("is off by default: smtpd refuses the parameters", function()

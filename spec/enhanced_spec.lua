@@ -75,6 +75,18 @@ describe("ENHANCEDSTATUSCODES", function()
     H.cleanup(map)
   end)
 
+  it("keeps a coded reply within 512 octets", function()
+    local Srv = H.Recorder:extend()
+    function Srv:process_message() return "250 " .. ("y"):rep(506) end
+    local _, map, host, port = H.server(Srv, opts())
+    local replies = H.converse(map, host, port, "HELO x\r\nMAIL FROM:<a@b>"
+      .. "\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n")
+    local long = replies[#replies - 1]
+    assert.equal(510, #long)
+    assert.equal("250 2.6.0 yyy", long:sub(1, 13))
+    H.cleanup(map)
+  end)
+
   it("works with smtplib, which reads the codes as text", function()
     local py = H.python_with("smtplib")
     if not py then return H.skip("no python3") end

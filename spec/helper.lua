@@ -197,6 +197,16 @@ function H.converse(map, host, port, input, split)
   return H.split_lines(rest), greeting
 end
 
+-- The replies after the first one's lines (EHLO's, however many
+-- extensions it lists), as a flat list.
+function H.after_ehlo(replies)
+  local first = 1
+  while replies[first] and replies[first]:match("^%d%d%d%-") do
+    first = first + 1
+  end
+  return {table.unpack(replies, first + 1)}
+end
+
 -- Closes everything in the map and runs the close callbacks.
 function H.cleanup(map)
   smtpd.close_all(map)
