@@ -25,6 +25,7 @@ showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
+lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache   unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
@@ -42,7 +43,7 @@ myorigin = relay.test
 mydestination =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
-relayhost = [127.0.0.1]:%d
+%s
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
 alias_maps =
@@ -60,14 +61,45 @@ local function postfix(conf, cmd)
                    :format(conf, cmd))
 end
 
+-- A private Postfix instance taking mail on 127.0.0.1:front and handing
+-- it on as `route` says (a main.cf line); stopped and removed by finally.
+-- Returns the configuration directory.
+local function start_postfix(front, route)
+  local dir = H.capture("mktemp -d"):gsub("%s+$", "")
+  local conf = dir .. "/conf"
+  os.execute(("chmod 755 %s && mkdir %s %s/queue %s/data && chown "
+              .. "postfix:postfix %s/data"):format(dir, conf, dir, dir, dir))
+  local f = io.open(conf .. "/main.cf", "w")
+  f:write(MAIN_CF:format(dir, dir, route, dir, dir))
+  f:close()
+  f = io.open(conf .. "/master.cf", "w")
+  f:write(MASTER_CF:format(front))
+  f:close()
+  finally(function()
+    postfix(conf, "stop")
+    os.execute("pkill -9 -f 'postfix/master -c " .. conf .. "' 2>/dev/null")
+    os.execute("rm -rf " .. dir)
+  end)
+  local out = postfix(conf, "start")
+  assert.is_true(H.wait_listening(front, 15), out .. (H.readfile(dir
+    .. "/maillog") or ""))
+  return conf
+end
+
+local function can_run()
+  if not H.is_root() then
+    return nil, "starting a Postfix instance needs root"
+  end
+  if not (H.ensure("postfix", "postfix") and H.have("script")) then
+    return nil, "Postfix (or script(1)) is not installed and cannot be"
+  end
+  return true
+end
+
 describe("Postfix relays to us", function()
   it("pipelining, every message intact", function()
-    if not H.is_root() then
-      return H.skip("starting a Postfix instance needs root")
-    end
-    if not (H.ensure("postfix", "postfix") and H.have("script")) then
-      return H.skip("Postfix (or script(1)) is not installed and cannot be")
-    end
+    local ok, why = can_run()
+    if not ok then return H.skip(why) end
     local map = H.core.map()
     finally(function() H.cleanup(map) end)
     local srv = H.Recorder("127.0.0.1:0", nil, {map = map})
@@ -76,24 +108,7 @@ describe("Postfix relays to us", function()
     map:set_debug(true)
     local _, ours = srv:getsockname()
     local front = H.free_port()
-    local dir = H.capture("mktemp -d"):gsub("%s+$", "")
-    local conf = dir .. "/conf"
-    os.execute(("chmod 755 %s && mkdir %s %s/queue %s/data && chown "
-                .. "postfix:postfix %s/data"):format(dir, conf, dir, dir, dir))
-    local f = io.open(conf .. "/main.cf", "w")
-    f:write(MAIN_CF:format(dir, dir, ours, dir, dir))
-    f:close()
-    f = io.open(conf .. "/master.cf", "w")
-    f:write(MASTER_CF:format(front))
-    f:close()
-    finally(function()
-      postfix(conf, "stop")
-      os.execute("pkill -9 -f 'postfix/master -c " .. conf .. "' 2>/dev/null")
-      os.execute("rm -rf " .. dir)
-    end)
-    local out = postfix(conf, "start")
-    assert.is_true(H.wait_listening(front, 15), out .. (H.readfile(dir
-      .. "/maillog") or ""))
+    start_postfix(front, ("relayhost = [127.0.0.1]:%d"):format(ours))
     -- Ten messages, three recipients each, of several shapes, into
     -- Postfix; it queues them and relays them to us.
     local bodies = {}
@@ -132,5 +147,57 @@ describe("Postfix relays to us", function()
                    .. "<b@example%.net>\n[^\n]*< RCPT TO:<c@example%.net>\n"
                    .. "[^\n]*< DATA\n", text)
     assert.is_nil(text:find("< BDAT", 1, true))
+  end)
+
+  it("through its lmtp client to our LMTPServer: one reply per recipient "
+     .. "honoured", function()
+    local ok, why = can_run()
+    if not ok then return H.skip(why) end
+    local map = H.core.map()
+    finally(function() H.cleanup(map) end)
+    local Inbox = smtpd.LMTPServer:extend()
+    local delivered, bounces = {}, {}
+    function Inbox:process_message(_, _, rcpttos, data)
+      local replies = {}
+      for i, r in ipairs(rcpttos) do
+        if r:match("^gone@") then
+          replies[i] = "550 5.1.1 No such user"
+        elseif r == "sender@example.org" then
+          bounces[#bounces + 1] = data          -- Postfix's bounce to us
+          replies[i] = "250 2.0.0 Delivered"
+        else
+          delivered[#delivered + 1] = r .. " " .. data:match("Subject: (%S+)")
+          replies[i] = "250 2.0.0 Delivered"
+        end
+      end
+      return replies
+    end
+    local inbox = Inbox("127.0.0.1:0", nil, {map = map})
+    local _, port = inbox:getsockname()
+    local front = H.free_port()
+    -- Every domain goes to us by LMTP (Postfix's lmtp(8) client).
+    start_postfix(front, ("default_transport = lmtp:inet:127.0.0.1:%d"
+                          .. "\nrelay_transport = lmtp:inet:127.0.0.1:%d")
+                         :format(port, port))
+    for i = 1, 3 do
+      local refused, err = smtpd.sendmail({"127.0.0.1", front},
+        "sender@example.org", {"u1@example.net", "gone@example.net",
+                               "u2@example.net"},
+        ("Subject: lmtp%d\r\n\r\nbody\r\n"):format(i), {map = map})
+      assert.same({}, refused, tostring(err))
+    end
+    H.run_until(map, function() return #delivered >= 6 end, 60,
+                "Postfix to deliver by LMTP")
+    table.sort(delivered)
+    assert.same({"u1@example.net lmtp1", "u1@example.net lmtp2",
+                 "u1@example.net lmtp3", "u2@example.net lmtp1",
+                 "u2@example.net lmtp2", "u2@example.net lmtp3"}, delivered)
+    -- The 550 for the middle recipient reached Postfix: it bounces to the
+    -- sender (by LMTP to us too) naming that recipient only.
+    H.run_until(map, function() return #bounces >= 1 end, 60,
+                "Postfix's bounce")
+    assert.matches("gone@example%.net", bounces[1])
+    assert.matches("No such user", bounces[1])
+    assert.is_nil(bounces[1]:find("u1@example.net>: ", 1, true))
   end)
 end)
