@@ -259,6 +259,42 @@ describe("MailmanProxy with Mailman 3", function()
     H.cleanup(map)
   end)
 
+  it("Mailman's LMTP is the reference for our LMTPServer's replies",
+     function()
+    if not check() then return end
+    local map = H.core.map()
+    local Inbox = smtpd.LMTPServer:extend()
+    function Inbox:process_message() return nil end
+    local inbox = Inbox("127.0.0.1:0", nil, {map = map})
+    local _, ours = inbox:getsockname()
+    local conversation = "HELO x\r\nLHLO client.example\r\n"
+      .. "MAIL FROM:<" .. MSG_FROM .. ">\r\nRCPT TO:<test@example.com>\r\n"
+      .. "RCPT TO:<test-request@example.com>\r\nDATA\r\n"
+      .. "Subject: lmtp reference\r\n\r\nhelp\r\n.\r\nQUIT\r\n"
+    -- The codes of each reply line, and where the LHLO reply ends.
+    local function shape(port)
+      local replies = H.converse(map, "127.0.0.1", port, conversation)
+      local codes = {}
+      for i, l in ipairs(replies) do codes[i] = l:sub(1, 4) end
+      return codes, replies
+    end
+    local theirs, their_lines = shape(lmtp)
+    local mine, my_lines = shape(ours)
+    -- HELO refused alike; then LHLO's lines (their extensions differ),
+    -- then one reply per command, and one per recipient after the data.
+    assert.equal(their_lines[1], my_lines[1])
+    local function after_lhlo(codes)
+      local out, i = {}, 2
+      while codes[i] == "250-" do i = i + 1 end
+      for k = i, #codes do out[#out + 1] = codes[k] end
+      return out
+    end
+    assert.same({"250 ", "250 ", "250 ", "250 ", "354 ", "250 ", "250 ",
+                 "221 "}, after_lhlo(theirs))
+    assert.same(after_lhlo(theirs), after_lhlo(mine))
+    H.cleanup(map)
+  end)
+
   it("answers 4xx once Mailman is stopped", function()
     if not check() then return end
     assert.is_true(mailman("stop"))
