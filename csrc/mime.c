@@ -123,10 +123,15 @@ long smtpd_mime_find(const smtpd_mime *m, int part, const char *name,
   return -1;
 }
 
+const smtpd_mime_header *smtpd_mime_first(const smtpd_mime *m, int part,
+                                          const char *name, size_t nlen) {
+  long k = smtpd_mime_find(m, part, name, nlen, 0);
+  return k < 0 ? NULL : &m->hdrs[m->parts[part].hfirst + (size_t)k];
+}
+
 static const smtpd_mime_header *first_header(const smtpd_mime *m, int part,
                                              const char *name) {
-  long k = smtpd_mime_find(m, part, name, strlen(name), 0);
-  return k < 0 ? NULL : &m->hdrs[m->parts[part].hfirst + (size_t)k];
+  return smtpd_mime_first(m, part, name, strlen(name));
 }
 
 int smtpd_mime_ctype(const smtpd_mime *m, int part, smtpd_buf *out) {

@@ -54,6 +54,10 @@ void smtpd_mime_free(smtpd_mime *m);
 long smtpd_mime_find(const smtpd_mime *m, int part, const char *name,
                      size_t nlen, size_t from);
 
+/* Part i's first header named name (case-insensitive), or NULL. */
+const smtpd_mime_header *smtpd_mime_first(const smtpd_mime *m, int part,
+                                          const char *name, size_t nlen);
+
 /* The content type of part i, lower case, defaulted as RFC 2045 says
  * (text/plain; message/rfc822 in a multipart/digest), into out. */
 int smtpd_mime_ctype(const smtpd_mime *m, int part, smtpd_buf *out);

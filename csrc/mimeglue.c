@@ -119,12 +119,10 @@ static int mime_param(lua_State *L) {
   size_t hlen, nlen;
   const char *hname = luaL_checklstring(L, 3, &hlen);
   const char *name = luaL_checklstring(L, 4, &nlen);
-  long k = smtpd_mime_find(m, pi, hname, hlen, 0);
+  const smtpd_mime_header *h = smtpd_mime_first(m, pi, hname, hlen);
   smtpd_buf b = {NULL, 0, 0};
-  const smtpd_mime_header *h;
   int r;
-  if (k < 0) return 0;
-  h = &m->hdrs[m->parts[pi].hfirst + (size_t)k];
+  if (h == NULL) return 0;
   r = smtpd_mime_param(m->p + h->value, h->value_len, name, nlen, &b);
   if (r == 0) {
     smtpd_buf_free(&b);
@@ -139,11 +137,9 @@ static int mime_main_value(lua_State *L) {
   int pi = check_part(L, m, 2);
   size_t hlen;
   const char *hname = luaL_checklstring(L, 3, &hlen);
-  long k = smtpd_mime_find(m, pi, hname, hlen, 0);
+  const smtpd_mime_header *h = smtpd_mime_first(m, pi, hname, hlen);
   smtpd_buf b = {NULL, 0, 0};
-  const smtpd_mime_header *h;
-  if (k < 0) return 0;
-  h = &m->hdrs[m->parts[pi].hfirst + (size_t)k];
+  if (h == NULL) return 0;
   return push_buf(L, &b, smtpd_mime_main_value(m->p + h->value,
                                                h->value_len, &b));
 }
@@ -176,15 +172,14 @@ static int mime_payload(lua_State *L) {
   const char *body = m->p + pt->body;
   size_t blen = pt->body_end - pt->body;
   smtpd_buf cte = {NULL, 0, 0}, out = {NULL, 0, 0};
-  long k;
+  const smtpd_mime_header *h;
   int r = 0;
   if (!lua_toboolean(L, 3)) {
     lua_pushlstring(L, body, blen);
     return 1;
   }
-  k = smtpd_mime_find(m, pi, "content-transfer-encoding", 25, 0);
-  if (k >= 0) {
-    const smtpd_mime_header *h = &m->hdrs[pt->hfirst + (size_t)k];
+  h = smtpd_mime_first(m, pi, "content-transfer-encoding", 25);
+  if (h) {
     if (smtpd_mime_main_value(m->p + h->value, h->value_len, &cte)) {
       smtpd_buf_free(&cte);
       return luaL_error(L, "out of memory");
