@@ -6,7 +6,7 @@ LUA      ?= lua5.4
 PKGS      = lua5.4 liblua5.4-dev libuv1-dev libssl-dev lua-busted pkg-config gcc make
 CC       ?= cc
 CFLAGS   ?= -O2 -g
-WARN      = -std=c99 -D_GNU_SOURCE -Wall -Wextra -Wshadow \
+WARN      = -std=c99 -D_GNU_SOURCE -Icsrc -Wall -Wextra -Wshadow \
             -Wmissing-prototypes -Wstrict-prototypes
 # luarocks (build type "make") passes LUA_INCDIR and LIBUV_*DIR; a checkout
 # asks pkg-config.
@@ -17,25 +17,25 @@ else
 PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libuv openssl 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs libuv openssl 2>/dev/null)
 endif
-SRC       = $(wildcard csrc/*.c)
-HDR       = $(wildcard csrc/*.h)
-# The version is defined once, in csrc/glue.h.
+SRC       = $(wildcard csrc/*/*.c)
+HDR       = $(wildcard csrc/*/*.h)
+# The version is defined once, in csrc/core/glue.h.
 VERSION  := $(shell sed -n 's/^\#define SMTPD_VERSION_NUM "\(.*\)"/\1/p' \
-              csrc/glue.h)
+              csrc/core/glue.h)
 ROCK      = lua-smtpd-$(VERSION)-1
 ROCK_OUT ?= .
 BUILD    ?= build
 SO        = $(BUILD)/smtpd/core.so
 luaenv    = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
-            LUA_CPATH="$(CURDIR)/$(1)/?.so;;"
+            LUA_CPATH="$(CURDIR)/$(1)/?.so;;" SMTPD_BUILD="$(CURDIR)/$(1)"
 LUAENV    = $(call luaenv,$(BUILD))
 ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
               -fno-sanitize-recover=undefined
 # A hung spec must fail the run, not hold CI: the suite takes ~30 s.
 WATCHDOG ?= timeout -k 10 900
 
-.PHONY: all lib install deps run test asan valgrind fuzz fuzz-deps \
-        fuzz-short soak bench rock golden clean
+.PHONY: all lib install deps run test test-build asan valgrind fuzz \
+        fuzz-deps fuzz-short soak bench rock golden clean FORCE
 
 all: $(SO)
 
@@ -55,10 +55,38 @@ deps:
 	  fi; \
 	fi
 
-$(SO): $(SRC) $(HDR)
+# One object per source file, in $(BUILD)/obj/; $(BUILD)/flags records
+# how they were compiled, so that changing CC, CFLAGS or TESTING rebuilds
+# them. TESTING=1 builds the test-only C (csrc/testing/, fault injection)
+# with -DSMTPD_TESTING: `make test`, `make asan` and `make valgrind` use
+# such a build (build-test/, build-asan/); `make`, `make run`, the bench
+# and luarocks leave it out.
+ifeq ($(TESTING),1)
+DEFS      = -DSMTPD_TESTING
+endif
+OBJ       = $(patsubst csrc/%.c,$(BUILD)/obj/%.o,$(SRC))
+COMPILE   = $(CC) $(CFLAGS) $(WARN) $(DEFS) -fPIC -fvisibility=hidden \
+            $(PKG_CFLAGS)
+
+$(BUILD)/flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(COMPILE)' | cmp -s - $@ || echo '$(COMPILE)' > $@
+
+$(BUILD)/obj/%.o: csrc/%.c $(HDR) $(BUILD)/flags
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -fvisibility=hidden $(PKG_CFLAGS) \
-	  -o $@ $(SRC) $(PKG_LIBS)
+	$(COMPILE) -c -o $@ $<
+
+$(SO): $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $(OBJ) $(PKG_LIBS)
+
+FORCE:
+
+# The test build: build-test/ unless a BUILD is given.
+TBUILD   ?= build-test
+TSO       = $(TBUILD)/smtpd/core.so
+test-build:
+	@$(MAKE) --no-print-directory BUILD=$(TBUILD) TESTING=1 $(TSO)
 
 # make run PORT=2525, or SMTPD_ADDR=0.0.0.0:2525 (host:port).
 PORT       ?= 8025
@@ -66,35 +94,39 @@ SMTPD_ADDR ?= localhost:$(PORT)
 run: deps $(SO)
 	$(LUAENV) $(LUA) bin/lua-smtpd -n -c DebuggingServer $(SMTPD_ADDR)
 
-test: deps $(SO)
-	$(LUAENV) $(WATCHDOG) $(LUA) spec/run.lua $(SPEC)
+test: deps test-build
+	$(call luaenv,$(TBUILD)) $(WATCHDOG) $(LUA) spec/run.lua $(SPEC)
 
 # The whole suite under AddressSanitizer + UBSan.
 asan: deps
-	$(MAKE) BUILD=build-asan CFLAGS="$(ASAN_CFLAGS)" build-asan/smtpd/core.so
+	$(MAKE) BUILD=build-asan TESTING=1 CFLAGS="$(ASAN_CFLAGS)" \
+	  build-asan/smtpd/core.so
 	$(call luaenv,build-asan) \
 	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(WATCHDOG) $(LUA) spec/run.lua $(SPEC)
 
-valgrind: deps $(SO)
-	$(LUAENV) $(WATCHDOG) valgrind --leak-check=full --error-exitcode=3 --errors-for-leak-kinds=definite \
+valgrind: deps test-build
+	$(call luaenv,$(TBUILD)) $(WATCHDOG) valgrind --leak-check=full --error-exitcode=3 --errors-for-leak-kinds=definite \
 	  $(LUA) spec/run.lua $(SPEC)
 
 # libFuzzer targets over the engine (parser + session) and the TLS layer
 # (tls_fuzz: with OpenSSL), ASan + UBSan.
 FUZZ_TARGETS = session_fuzz split_fuzz tls_fuzz mime_fuzz proxy_fuzz
-FUZZ_SRC     = csrc/buffer.c csrc/parser.c csrc/text.c csrc/addr.c \
-               csrc/session.c csrc/mime.c csrc/proxy.c
+FUZZ_SRC     = csrc/base/buffer.c csrc/base/text.c csrc/smtp/parser.c \
+               csrc/smtp/addr.c csrc/smtp/session.c csrc/smtp/proxy.c \
+               csrc/mime/mime.c
+PURE_HDR     = csrc/base/base.h csrc/smtp/smtp.h csrc/tls/tls.h \
+               csrc/mime/mime.h
 FUZZ_SECONDS ?= 600
-FUZZ_CC      = clang -g -O1 -std=c99 -D_GNU_SOURCE \
+FUZZ_CC      = clang -g -O1 -std=c99 -D_GNU_SOURCE -Icsrc \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-fuzz/build/tls_fuzz: fuzz/tls_fuzz.c $(FUZZ_SRC) csrc/tls.c csrc/proto.h csrc/tls.h
+fuzz/build/tls_fuzz: fuzz/tls_fuzz.c $(FUZZ_SRC) csrc/tls/tls.c $(PURE_HDR)
 	@mkdir -p fuzz/build
 	$(FUZZ_CC) $$(pkg-config --cflags openssl) -o $@ $< $(FUZZ_SRC) \
-	  csrc/tls.c $$(pkg-config --libs openssl)
-fuzz/build/%: fuzz/%.c $(FUZZ_SRC) csrc/proto.h csrc/mime.h
+	  csrc/tls/tls.c $$(pkg-config --libs openssl)
+fuzz/build/%: fuzz/%.c $(FUZZ_SRC) $(PURE_HDR)
 	@mkdir -p fuzz/build
 	$(FUZZ_CC) -o $@ $< $(FUZZ_SRC)
 
@@ -174,4 +206,4 @@ rock:
 	  rm -rf $$tmp && echo "$$out"
 
 clean:
-	rm -rf build build-asan fuzz/build bench/.work *.src.rock
+	rm -rf build build-test build-asan fuzz/build bench/.work *.src.rock

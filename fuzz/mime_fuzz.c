@@ -1,5 +1,5 @@
 /*
- * libFuzzer target: the message parser (csrc/mime.c) over any bytes. Every
+ * libFuzzer target: the message parser (csrc/mime/mime.c) over any bytes. Every
  * part is walked, every header decoded, every parameter, address list and
  * body decoded; the index must stay inside the input and the tree must be
  * well formed. Crashes, leaks, overreads and UB are what it looks for.
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../csrc/mime.h"
+#include "mime/mime.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

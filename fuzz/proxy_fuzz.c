@@ -1,13 +1,13 @@
 /*
  * libFuzzer target: the PROXY protocol header parser and the CIDR lists
- * (csrc/proxy.c). Any bytes: a verdict, never a read past the input, a
+ * (csrc/smtp/proxy.c). Any bytes: a verdict, never a read past the input, a
  * used count inside it, and an address of a known family.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../csrc/proto.h"
+#include "smtp/smtp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

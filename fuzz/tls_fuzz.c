@@ -1,5 +1,5 @@
 /*
- * libFuzzer target: the TLS layer (csrc/tls.c) and the STARTTLS/AUTH
+ * libFuzzer target: the TLS layer (csrc/tls/tls.c) and the STARTTLS/AUTH
  * parts of the session, with no libuv and no Lua.
  *
  * Byte 0 picks the mode and the session's options, byte 1 the piece size;
@@ -27,7 +27,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "../csrc/tls.h"
+#include "tls/tls.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -7,6 +7,54 @@ local core = smtpd.core
 local H = {}
 H.smtpd = smtpd
 H.core = core
+
+-- busted's per-test functions (pending, finally) live in the environment
+-- of the spec files, not in _G: the first spec that requires this module
+-- lends us that environment (the same one for every spec file).
+local function spec_env()
+  for level = 2, 30 do
+    local info = debug.getinfo(level, "f")
+    if not info then break end
+    local i = 1
+    while true do
+      local name, v = debug.getupvalue(info.func, i)
+      if not name then break end
+      if name == "_ENV" and v ~= _G then return v end
+      i = i + 1
+    end
+  end
+  return _G
+end
+H.env = spec_env()
+
+-- H.defer(fn): fn runs after the current test, whether it passed or
+-- failed (last deferred first), so that nothing a failed test opened
+-- leaks into the tests after it. Outside a test (setup) it does nothing:
+-- the teardown there cleans up.
+local deferred, in_test = {}, false
+function H.defer(fn)
+  if in_test then deferred[#deferred + 1] = fn end
+  return in_test
+end
+local function run_deferred()
+  in_test = false
+  while #deferred > 0 do
+    local fn = table.remove(deferred)
+    local ok, err = pcall(fn)
+    if not ok then io.stderr:write("cleanup failed: ", tostring(err), "\n") end
+  end
+  return nil, true
+end
+do
+  local ok, busted = pcall(require, "busted")
+  if ok and type(busted) == "table" and busted.subscribe then
+    busted.subscribe({"test", "start"}, function()
+      in_test = true
+      return nil, true
+    end)
+    busted.subscribe({"test", "end"}, run_deferred)
+  end
+end
 -- The checkout (the specs run from its top).
 H.root = os.getenv("PWD") or "."
 
@@ -73,9 +121,17 @@ function H.busy(seconds)
   while core.hrtime() - t0 < seconds do end
 end
 
--- A server of class cls on 127.0.0.1:0 in a fresh map.
+-- A fresh map, closed after the test (H.defer).
+function H.map()
+  local map = core.map()
+  H.defer(function() H.cleanup(map) end)
+  return map
+end
+
+-- A server of class cls on 127.0.0.1:0 in a fresh map (closed after the
+-- test).
 function H.server(cls, opts, map)
-  map = map or (opts and opts.map) or core.map()
+  map = map or (opts and opts.map) or H.map()
   opts = opts or {}
   opts.map = map
   local srv = cls({"127.0.0.1", 0}, nil, opts)
@@ -207,8 +263,10 @@ function H.after_ehlo(replies)
   return {table.unpack(replies, first + 1)}
 end
 
--- Closes everything in the map and runs the close callbacks.
+-- Closes everything in the map and runs the close callbacks; a map
+-- closed already is left alone.
 function H.cleanup(map)
+  if tostring(map):find("(closed)", 1, true) then return end
   smtpd.close_all(map)
   map:loop(0, 2)
   map:close()
@@ -397,7 +455,16 @@ end
 -- Prints why a test is skipped (busted's pending shows as skipped).
 function H.skip(reason)
   io.stderr:write("SKIP: " .. reason .. "\n")
-  pending(reason)
+  H.env.pending(reason)
+end
+
+-- True in a test build (make test: -DSMTPD_TESTING, with core.engine and
+-- the fault sites); otherwise the test is skipped with the reason.
+function H.testing()
+  if core.TESTING then return true end
+  H.skip("needs a test build of the core (make test builds one; this is "
+         .. "a release build)")
+  return false
 end
 
 return H

@@ -4,6 +4,13 @@ local H = require "helper"
 local R = require "replies"
 local core = H.core
 
+if not core.TESTING then
+  describe("parser", function()
+    it("runs on a test build of the core", function() H.testing() end)
+  end)
+  return
+end
+
 local function run(input, splits, opts)
   local e = core.engine(opts or {fqdn = R.fqdn})
   local out, msgs = {}, {}

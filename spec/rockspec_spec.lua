@@ -145,7 +145,7 @@ build = {type = "none", install = {bin = {busted = "busted"}}}
     -- specs and the programs they start get.
     ok, text = sh(("cd %s && env -u LD_PRELOAD -u LUA_PATH -u LUA_CPATH "
       .. "LUAROCKS_CONFIG=%s/config.lua luarocks --lua-version 5.4 --tree %s "
-      .. "test rockspec/lua-smtpd-scm-1.rockspec spec/parser_spec.lua "
+      .. "test rockspec/lua-smtpd-scm-1.rockspec spec/classes_spec.lua "
       .. "spec/loop_spec.lua spec/cli_spec.lua"):format(src, dir, tree), log)
     assert.is_true(ok, text)
     assert.matches("\n(%d+) passed, 0 failed, 0 skipped\n", text)

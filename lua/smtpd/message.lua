@@ -9,7 +9,7 @@
 --                                      part:get_payload(true)) end
 --   end
 --
--- The scanning and decoding are in C (csrc/mime.c) over one copy of the
+-- The scanning and decoding are in C (csrc/mime/mime.c) over one copy of the
 -- bytes; nothing is decoded until asked for. Malformed input never
 -- raises: it gives a best-effort reading. Header values and parameters
 -- come back in UTF-8 (encoded words and RFC 2231 charsets converted;

@@ -1,5 +1,5 @@
 -- smtpd.sendmail: one message to an SMTP or LMTP server, through the C
--- client (csrc/client.c), waiting as the helpers of smtpd.wait do.
+-- client (csrc/smtp/client.c), waiting as the helpers of smtpd.wait do.
 
 local core = require "smtpd.core"
 local options = require "smtpd.options"

@@ -1,0 +1,401 @@
+/*
+ * lua-smtpd: the glue between the protocol (proto.h), libuv and Lua.
+ *
+ *   util.c     errors, logging, pushing addresses and lists, the FQDN
+ *   opts.c     option tables: names, kinds and defaults, and their reader
+ *   handle.c   the one lifecycle of every libuv handle we own
+ *   map.c      socket maps (one uv_loop_t each) and loop()
+ *   server.c   listening sockets, accept, connection limits, shutdown
+ *   channel.c  one connection: bytes in and out, back-pressure, timeouts
+ *   hook.c     Lua hooks in coroutines, waiting and waking, class lookup
+ *   conn.c     the connection as Lua sees it (smtpd.conn), live lists
+ *   client.c   the outgoing SMTP/LMTP client of the relays
+ *   timer.c    one-shot timers; signal.c: signal handlers
+ *   tcp.c      a raw TCP client (specs, the REPL)
+ *   stdin.c    standard input on a map's loop (the live prompt)
+ *   engine.c   the protocol without sockets (specs)
+ *   workers.c  pre-forked workers
+ *   core.c     luaopen_smtpd_core
+ */
+#ifndef SMTPD_GLUE_H
+#define SMTPD_GLUE_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <uv.h>
+
+#include "smtp/smtp.h"
+#include "tls/tls.h"
+
+/* The version, in this one place: the Makefile, the rockspecs' spec and
+ * smtpd._VERSION read it from here. */
+#define SMTPD_VERSION_NUM "0.2.0"
+/* The banner of the greeting and smtpd.__version__, as smtpd's. */
+#define SMTPD_VERSION "Lua SMTP proxy version " SMTPD_VERSION_NUM
+
+#define SMTPD_MAP_MT "smtpd.map"
+#define SMTPD_SERVER_MT "smtpd.server"
+#define SMTPD_CONN_MT "smtpd.conn"
+#define SMTPD_LIST_MT "smtpd.strlist"
+
+typedef struct smtpd_map smtpd_map;
+
+/* ---- handle.c ----------------------------------------------------------
+ *
+ * Every libuv handle of ours has data pointing at the smtpd_handle that
+ * starts its owner's struct. The owner is open from smtpd_handle_init
+ * until smtpd_handle_close (idempotent: the owner's close function runs
+ * once and closes the owner's uv handles); its memory is freed by its free
+ * function when the last of its uv handles (and requests) finished, never
+ * before. A Lua object for it is a box (smtpd_box) anchored in the
+ * registry while the owner is open and emptied when it closes, so a Lua
+ * call on a closed owner finds NULL instead of freed memory. */
+
+enum {
+  SMTPD_H_SERVER = 1, SMTPD_H_CHANNEL, SMTPD_H_CLIENT, SMTPD_H_TIMER,
+  SMTPD_H_SIGNAL, SMTPD_H_TCP
+};
+
+typedef struct smtpd_handle smtpd_handle;
+typedef void (*smtpd_handle_fn)(smtpd_handle *h);
+
+struct smtpd_handle {
+  int kind;                /* SMTPD_H_* */
+  int closing;
+  int pending;             /* uv handles and requests not finished */
+  int box_ref;             /* the Lua box while open, or LUA_NOREF */
+  smtpd_map *map;
+  smtpd_handle_fn close;   /* releases the owner's refs, closes its handles */
+  smtpd_handle_fn free;    /* frees the owner */
+};
+
+extern size_t smtpd_handles_live;
+
+typedef struct smtpd_box {
+  smtpd_handle *h;         /* NULL once closed */
+} smtpd_box;
+
+void smtpd_handle_init(smtpd_handle *h, smtpd_map *m, int kind,
+                       smtpd_handle_fn close, smtpd_handle_fn free);
+/* Counts u as one of h's (after its uv_*_init succeeded). */
+void smtpd_handle_attach(smtpd_handle *h, uv_handle_t *u);
+void smtpd_handle_close(smtpd_handle *h);
+/* Closes one of h's uv handles if it was attached; h is freed after the
+ * last one. The owner's struct must start zeroed (calloc). */
+void smtpd_handle_uv_close(smtpd_handle *h, uv_handle_t *u);
+/* A request of h's (counted with h->pending++) finished. */
+void smtpd_handle_done(smtpd_handle *h);
+/* Pushes h's box (made on first use, with nuv user values). */
+smtpd_box *smtpd_handle_push_box(lua_State *L, smtpd_handle *h,
+                                 const char *mt, int nuv);
+/* The open handle behind the box at idx; raises "what is closed". */
+smtpd_handle *smtpd_handle_check(lua_State *L, int idx, const char *mt,
+                                 const char *what);
+/* The handle behind the box at idx, or NULL when closed. */
+smtpd_handle *smtpd_handle_get(lua_State *L, int idx, const char *mt);
+/* The owner of handle h (its first member) as type. */
+#define SMTPD_OWNER(type, h) ((type *)(void *)(h))
+
+/* ---- map.c ------------------------------------------------------------- */
+
+struct smtpd_map {
+  uv_loop_t loop;
+  uv_timer_t timer;        /* bounds one step of loop() */
+  uv_signal_t sigint;      /* Ctrl-C while loop() runs */
+  int interrupted;
+  lua_State *L;            /* the main thread: callbacks run Lua there */
+  size_t handles;          /* open handles of ours (servers, channels...) */
+  int running;
+  int debug;
+  int log_ref;             /* map:set_log's function, or LUA_NOREF */
+  int dying;               /* being collected: callbacks are dropped */
+  size_t data_held;        /* message bytes buffered by all channels */
+  size_t data_cap;         /* past it, DATA gets 451 (0: no cap) */
+  char rbuf[65536];        /* shared read buffer */
+  int rbuf_busy;
+  struct smtpd_map *next_map, *prev_map;   /* every open map (fork) */
+  smtpd_tls_env *tls_env;  /* made on first use, freed after the loop */
+};
+
+smtpd_map *smtpd_check_map(lua_State *L, int idx);
+/* The map's TLS environment (made on first use); NULL when out of
+ * memory. */
+smtpd_tls_env *smtpd_map_tls(smtpd_map *m);
+int smtpd_maps_after_fork(void);
+/* Starts t for ms, measured from now: for timers armed outside the loop's
+ * own callbacks, where libuv's cached time may be stale. */
+void smtpd_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms);
+/* SIGINT handlers a script set with on_signal: while there is one, the
+ * script handles Ctrl-C and loop() does not. */
+extern int smtpd_sigint_users;
+
+/* ---- opts.c ------------------------------------------------------------ */
+
+enum {
+  SMTPD_OPT_BOOL,          /* true or false (int) */
+  SMTPD_OPT_SIZE,          /* bytes, 0 or false: none (size_t) */
+  SMTPD_OPT_COUNT,         /* at least min, 0 or false: none (size_t) */
+  SMTPD_OPT_SECONDS,       /* 0 or false: none (uint64_t milliseconds) */
+  SMTPD_OPT_STRING         /* a string, NULL when absent (const char *) */
+};
+
+typedef struct smtpd_optdef {
+  const char *name;
+  int kind;
+  double def;              /* when absent (SMTPD_OPT_SIZE: -1 keeps) */
+  double min;              /* SMTPD_OPT_COUNT: the least limit */
+  size_t off;              /* where the value goes in the struct */
+} smtpd_optdef;
+
+/* What a server is made with: the session's settings and the rest. */
+typedef struct smtpd_server_conf {
+  smtpd_session_conf session;
+  uint64_t timeout_ms;         /* idle: no complete command for this long */
+  uint64_t handler_timeout_ms; /* a waiting hook is given up after this */
+  uint64_t data_timeout_ms;    /* the whole DATA phase */
+  uint64_t data_grace_ms;      /* before min_data_rate applies */
+  size_t min_data_rate;        /* bytes/s over the DATA phase so far */
+  size_t max_data_memory;      /* (size_t)-1: keep the map's cap */
+  size_t max_connections;
+  size_t max_per_ip;
+  size_t backlog;
+  int reuse_port;
+  size_t unix_mode;        /* permissions of a unix socket (0666) */
+  const char *fqdn;
+  size_t max_auth_failures;    /* read by the Lua AUTH driver */
+  uint64_t auth_failure_delay_ms;
+} smtpd_server_conf;
+
+/* The relay client's options (smtpd.sendmail's opts, PureProxy's relay). */
+typedef struct smtpd_relay_conf {
+  const char *helo;
+  uint64_t timeout_ms;
+  uint64_t connect_timeout_ms;
+  int lmtp;
+  int tempfail_aborts;
+} smtpd_relay_conf;
+
+extern const smtpd_optdef smtpd_server_opts[];
+extern const smtpd_optdef smtpd_relay_opts[];
+/* Reads the options of table t into conf: absent ones get their
+ * default, a wrong type or range raises an error naming the option. */
+void smtpd_opts_read(lua_State *L, int t, const smtpd_optdef *defs,
+                     void *conf);
+/* Pushes {name = default or false, ...} for Lua (core.OPTIONS). */
+void smtpd_opts_push(lua_State *L, const smtpd_optdef *defs);
+
+/* ---- util.c ------------------------------------------------------------ */
+
+extern unsigned long smtpd_lua_calls;
+extern unsigned smtpd_class_gen;
+
+int smtpd_fail(lua_State *L, int err);
+void smtpd_push_addr(lua_State *L, const struct sockaddr *sa);
+void smtpd_addr_name(const struct sockaddr *sa, char *buf, size_t size);
+void smtpd_push_strlist(lua_State *L, const smtpd_strlist *l);
+/* Registers metatable mt: the metamethods of meta, and methods as its
+ * __index (either may be NULL). The stack is left as it was. */
+void smtpd_new_class(lua_State *L, const char *mt, const luaL_Reg *meta,
+                     const luaL_Reg *methods);
+/* Pushes what the Lua side registered under key with core.setup. */
+int smtpd_setup_get(lua_State *L, const char *key);
+const char *smtpd_fqdn(void);
+/* A log line to stderr, for what no server hears (timers, the map). */
+void smtpd_log(smtpd_map *m, const char *fmt, ...);
+/* A log line through obj:log(level, "%s", msg), obj being the Lua server
+ * at registry ref; stderr when there is none or its log fails. */
+void smtpd_log_to(smtpd_map *m, int ref, const char *level, const char *msg);
+/* Parses "host" and port into ss (IPv6 when host has a ':'). */
+int smtpd_sockaddr(const char *host, int port, struct sockaddr_storage *ss);
+
+/* ---- server.c ---------------------------------------------------------- */
+
+/* What a server shares with its channels; it outlives the server while
+ * channels remain (refs). */
+typedef struct smtpd_ipcount {
+  unsigned char addr[16];
+  int family;
+  size_t n;
+} smtpd_ipcount;
+
+typedef struct smtpd_shared {
+  int refs;
+  smtpd_server_conf conf;  /* the server's options (fqdn: not kept) */
+  size_t total;            /* channels open */
+  smtpd_ipcount *ips;      /* channels open per client address */
+  size_t nips, capips;
+  int shutting_down;       /* close(): finish DATA, then 421 */
+  smtpd_tls_conf *tls;     /* the certificates new connections get */
+  int tls_implicit;        /* TLS from the first byte (port 465) */
+  uint64_t tls_handshake_ms;
+  char *auth_mechs;        /* advertised AUTH mechanisms, or NULL */
+  char *unix_path;         /* listening on this unix socket, or NULL */
+  /* PROXY protocol: who may send a header, how long it may take, how
+   * big a v2 header may be; nproxy 0: off. */
+  smtpd_cidr *proxy_trusted;
+  size_t nproxy;
+  uint64_t proxy_timeout_ms;
+  size_t proxy_max;
+} smtpd_shared;
+
+void smtpd_shared_unref(smtpd_shared *sh);
+/* Reads a tls = {...} option table at idx: raises on a malformed table;
+ * NULL with why in err when a file cannot be used. */
+smtpd_tls_conf *smtpd_tls_read(lua_State *L, int idx, int *implicit,
+                               uint64_t *handshake_ms, char *err,
+                               size_t errlen);
+void smtpd_shared_leave(smtpd_shared *sh, const struct sockaddr *sa);
+
+/* Which methods a channel class (and its server) defines: looked up once
+ * per class and again only when some class changed (smtpd_class_gen). */
+typedef struct smtpd_cls_cache {
+  const void *cls;         /* lua_topointer of the channel class */
+  unsigned gen;
+  unsigned mask;           /* built-in verbs a Lua method overrides */
+  int has_extra;           /* the class adds smtp_<VERB> methods */
+  int custom;              /* not the plain SMTPChannel */
+} smtpd_cls_cache;
+
+/* A TCP connection or a unix domain socket: both are libuv streams. */
+typedef union smtpd_stream {
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+} smtpd_stream;
+
+typedef struct smtpd_server {
+  smtpd_handle h;
+  smtpd_stream tcp;        /* .pipe when shared->unix_path */
+  dev_t unix_dev;          /* the socket file we made, removed on close */
+  ino_t unix_ino;
+  int obj_ref;             /* the Lua server object */
+  smtpd_str fqdn;
+  smtpd_cls_cache cls;
+  smtpd_shared *shared;
+} smtpd_server;
+
+/* ---- channel.c ---------------------------------------------------------
+ *
+ * A channel's flags, and what they mean together:
+ *   h.closing       smtpd_handle_close ran: nothing more is done
+ *   close_when_done close once the queued replies are written
+ *   hook            a hook runs or waits (SMTPD_HOOK_*)
+ *   parked          the hook waits: input is held in `in` until it ends
+ *   writing         a write request is in flight (replies past what
+ *                   uv_try_write took); out collects the next replies
+ *   reading         uv_read_start is on: off while parked, blocked by
+ *                   unsent replies (back-pressure), or holding too much
+ *   in_process      input is being parsed (channel_feed is on the stack):
+ *                   what Lua does meanwhile is sent when it returns
+ *   awaiting        the hook (AUTH) waits for the client's next line: it
+ *                   is not parsed as a command but handed to the hook
+ *   tls             TLS is on: bytes read are ciphertext for it, replies
+ *                   are encrypted into cout (the wire bytes to write) */
+
+enum { SMTPD_HOOK_NONE = 0, SMTPD_HOOK_COMMAND, SMTPD_HOOK_MESSAGE };
+
+typedef struct smtpd_channel {
+  smtpd_handle h;
+  smtpd_stream tcp;        /* .pipe when shared->unix_path */
+  uv_timer_t timer;        /* idle timeout, or the waiting hook's deadline */
+  uint64_t last_read;      /* uv_now of the last read */
+  uint64_t data_started;   /* uv_now when DATA began, 0 outside DATA */
+  size_t data_counted;     /* our share of map->data_held */
+  smtpd_shared *shared;    /* with the server: its options, its counts */
+  int counted;             /* counted in shared (release on close) */
+  int server_ref;          /* the Lua server object */
+  int obj_ref;             /* the Lua channel object, once made */
+  int class_ref;           /* the channel class */
+  smtpd_cls_cache cls;
+  int thread_ref;          /* the hook coroutine while it runs */
+  int hook;                /* SMTPD_HOOK_* */
+  int parked;
+  int close_when_done;
+  int writing;
+  int reading;
+  int in_process;
+  int awaiting;
+  smtpd_tls *tls;
+  smtpd_buf cout;          /* wire bytes to write, while TLS is on */
+  uint64_t tls_started;    /* uv_now when the handshake began */
+  int proxy_wait;          /* reading the PROXY header: no session yet */
+  uint64_t proxy_started;
+  int received_ref;        /* received_data (last message) */
+  unsigned received_gen;
+  smtpd_session s;
+  smtpd_buf in;            /* input not parsed yet (while parked) */
+  smtpd_buf out;           /* replies queued */
+  smtpd_buf wbuf;          /* replies being written */
+  uv_write_t wreq;
+  struct sockaddr_storage peer;
+} smtpd_channel;
+
+/* A new channel for server srv, its handles initialised (not accepted). */
+smtpd_channel *smtpd_channel_new(smtpd_server *srv);
+/* Greets the client and starts reading. */
+void smtpd_channel_start(smtpd_channel *ch);
+void smtpd_channel_await_proxy(smtpd_channel *ch);
+/* 421 with why, then close (a limit the client went past). */
+void smtpd_channel_cut(smtpd_channel *ch, const char *why);
+void smtpd_channel_close(smtpd_channel *ch);
+/* Sends what is queued; closes when done and nothing waits. */
+void smtpd_channel_flush(smtpd_channel *ch);
+/* Parses input held back, then reads again. */
+void smtpd_channel_process_input(smtpd_channel *ch);
+/* Sends queued replies after Lua changed state outside the parser. */
+void smtpd_channel_after_lua(smtpd_channel *ch);
+/* Re-arms the channel's timer (idle, DATA or hook deadline). */
+void smtpd_channel_arm(smtpd_channel *ch);
+/* Server shutdown: an idle channel gets 421 now, one in a transaction
+ * after its message (force: now, whatever it is doing). */
+void smtpd_channel_shutdown(smtpd_channel *ch, int force);
+void smtpd_channel_check_shutdown(smtpd_channel *ch);
+/* A log line through the server's log method (server:log), stderr when
+ * that fails. */
+void smtpd_channel_log(smtpd_channel *ch, const char *level,
+                       const char *fmt, ...);
+
+/* ---- hook.c ------------------------------------------------------------ */
+
+/* Looks up the channel class at accept: the Lua side of a new channel. */
+int smtpd_hook_accept(smtpd_channel *ch, smtpd_server *srv);
+/* After the PROXY header: the channel object, with the real address. */
+int smtpd_hook_proxied(smtpd_channel *ch);
+/* A complete command line: built-in in C, or a Lua hook. */
+void smtpd_hook_line(smtpd_channel *ch);
+/* A complete message: process_message. */
+void smtpd_hook_message(smtpd_channel *ch);
+/* What a hook returned (at idx of L) as a reply: 0 for nil or false (the
+ * default reply), the code of one final line of class 2, 4 or 5 (in
+ * *reply), or -1: logged as malformed (what names the hook) and *reply is
+ * 451 4.3.0. */
+int smtpd_hook_verdict(smtpd_channel *ch, lua_State *L, int idx,
+                       const char *what, const char **reply, size_t *n);
+/* Pushes the connection's TLS facts as a table, or nil in plaintext. */
+void smtpd_push_tls(lua_State *L, smtpd_channel *ch);
+/* Gives up a waiting hook (handler timeout, forced shutdown). */
+void smtpd_hook_abandon(smtpd_channel *ch);
+void smtpd_hook_unref(lua_State *L, int *ref);
+/* conn:wake(co, ...): resumes the hook parked on conn. */
+int smtpd_hook_wake(lua_State *L);
+/* Pushes the conn box of ch. */
+void smtpd_conn_push(lua_State *L, smtpd_channel *ch);
+void smtpd_open_hook(lua_State *L);
+
+/* ---- the rest ---------------------------------------------------------- */
+
+void smtpd_open_map(lua_State *L);
+void smtpd_open_server(lua_State *L);
+void smtpd_open_conn(lua_State *L);
+void smtpd_open_engine(lua_State *L);
+void smtpd_open_tcp(lua_State *L);
+void smtpd_open_client(lua_State *L);
+void smtpd_open_timer(lua_State *L);
+void smtpd_open_signal(lua_State *L);
+void smtpd_open_workers(lua_State *L);
+void smtpd_open_opts(lua_State *L);
+void smtpd_open_tls(lua_State *L);
+void smtpd_open_stdin(lua_State *L);
+void smtpd_open_deliver(lua_State *L);
+void smtpd_open_mime(lua_State *L);
+
+#endif
