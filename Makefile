@@ -34,7 +34,7 @@ ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 # A hung spec must fail the run, not hold CI: the suite takes ~30 s.
 WATCHDOG ?= timeout -k 10 900
 
-.PHONY: all lib install deps run test test-build asan valgrind fuzz \
+.PHONY: all lib install deps run test test-build asan valgrind fuzz engine-main \
         fuzz-deps fuzz-short soak bench rock golden clean FORCE
 
 all: $(SO)
@@ -114,9 +114,12 @@ valgrind: deps test-build
 # libFuzzer targets over the engine (parser + session) and the TLS layer
 # (tls_fuzz: with OpenSSL), ASan + UBSan.
 FUZZ_TARGETS = session_fuzz split_fuzz tls_fuzz mime_fuzz proxy_fuzz
-FUZZ_SRC     = csrc/base/buffer.c csrc/base/text.c csrc/smtp/parser.c \
-               csrc/smtp/addr.c csrc/smtp/session.c csrc/smtp/proxy.c \
-               csrc/mime/mime.c
+# The pure SMTP layer (no Lua, no libuv), as the fuzzers and
+# spec/c/engine_main.c link it.
+SMTP_PURE    = csrc/base/buffer.c csrc/base/text.c csrc/base/codec.c \
+               csrc/smtp/parser.c csrc/smtp/addr.c csrc/smtp/session.c \
+               csrc/smtp/ext.c csrc/smtp/reply.c csrc/smtp/proxy.c
+FUZZ_SRC     = $(SMTP_PURE) csrc/mime/mime.c
 PURE_HDR     = csrc/base/base.h csrc/smtp/smtp.h csrc/tls/tls.h \
                csrc/mime/mime.h
 FUZZ_SECONDS ?= 600
@@ -129,6 +132,15 @@ fuzz/build/tls_fuzz: fuzz/tls_fuzz.c $(FUZZ_SRC) csrc/tls/tls.c $(PURE_HDR)
 fuzz/build/%: fuzz/%.c $(FUZZ_SRC) $(PURE_HDR)
 	@mkdir -p fuzz/build
 	$(FUZZ_CC) -o $@ $< $(FUZZ_SRC)
+
+# The pure SMTP layer as a program (spec/c/engine_main.c) built by
+# ENGINE_CC (spec/bits32_spec.lua: gcc -m32) into ENGINE_OUT.
+ENGINE_CC  ?= $(CC)
+ENGINE_OUT ?= build-test/engine_main
+engine-main:
+	@mkdir -p $(dir $(ENGINE_OUT))
+	$(ENGINE_CC) -O1 -g $(WARN) -o $(ENGINE_OUT) spec/c/engine_main.c \
+	  $(SMTP_PURE)
 
 fuzz-deps:
 	@command -v clang >/dev/null 2>&1 || { \

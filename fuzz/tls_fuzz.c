@@ -27,6 +27,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "smtp/smtp.h"
 #include "tls/tls.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -95,14 +95,41 @@ describe("CHUNKING", function()
   it("closes on a chunk size it cannot read (the next command is lost)",
      function()
     local _, map, host, port = H.server(H.Recorder)
-    for _, bad in ipairs({"BDAT", "BDAT x", "BDAT 10 FIRST", "BDAT -1",
-                          "BDAT 1234567890123456789012"}) do
+    for _, bad in ipairs({"BDAT", "BDAT x", "BDAT 10 FIRST", "BDAT -1"}) do
       local replies = after_ehlo(H.converse(map, host, port, ENV .. bad
                                             .. "\r\nNOOP\r\n"))
       assert.same({R.ok, R.ok, "501 Syntax: BDAT <size> [LAST] (closing: "
                    .. "the chunk cannot be found)"}, replies, bad)
     end
-    H.cleanup(map)
+  end)
+
+  -- A size that does not fit a size_t cannot be read: it used to be taken
+  -- 18 digits at a time, and on a 32-bit build 4294967297 wrapped to 1,
+  -- so the rest of the client's chunk ran as commands (smuggling).
+  it("closes on a chunk size too big to hold, with 552", function()
+    local _, map, host, port = H.server(H.Recorder)
+    local too_big = {"BDAT 1234567890123456789012",
+                     "BDAT 18446744073709551616 LAST",
+                     "BDAT 99999999999999999999999999999999999999"}
+    for _, bad in ipairs(too_big) do
+      local replies = after_ehlo(H.converse(map, host, port, ENV .. bad
+                                            .. "\r\nNOOP\r\n"))
+      assert.same({R.ok, R.ok, "552 5.3.4 Error: chunk size too big "
+                   .. "(closing: the chunk cannot be read)"}, replies, bad)
+    end
+  end)
+
+  it("reads every chunk size with an overflow guard at 32 and 64 bits",
+     function()
+    if not H.testing() then return end
+    local size = H.core.chunk_size
+    assert.equal(4294967295, size("4294967295", 32))
+    assert.is_nil(size("4294967296", 32))
+    assert.is_nil(size("4294967297", 32))
+    assert.equal(4294967297, size("4294967297", 64))
+    assert.equal(1, size("0000000000000000000000000001", 32))
+    assert.is_nil(size("18446744073709551616", 64))
+    assert.equal(0, size("0", 32))
   end)
 
   it("is not offered with chunking = false: BDAT is an unknown command",

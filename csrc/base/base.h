@@ -4,6 +4,7 @@
  *
  *   buffer.c   growable byte buffers and string lists
  *   text.c     UTF-8, Python's whitespace, reply lines
+ *   codec.c    strict base64, xtext
  */
 #ifndef SMTPD_BASE_H
 #define SMTPD_BASE_H
@@ -53,6 +54,9 @@ size_t smtpd_space_at(const unsigned char *p, size_t n);
 /* Python's str.strip() over UTF-8. */
 void smtpd_ustrip(const char **p, size_t *n);
 char smtpd_upper(char c);
+/* n digits at p (digits only) as a number of at most max: 1 with *v, 0
+ * when larger. Never wraps. */
+int smtpd_digits(const char *p, size_t n, size_t max, size_t *v);
 
 /* Reply lines: the one place their form is checked. */
 #define SMTPD_REPLY_MAX 510   /* bytes of a reply line without its CRLF */
@@ -64,5 +68,15 @@ int smtpd_reply_text_ok(const char *p, size_t n);
 /* One final line of a class in classes ("245"), not 220 or 221, that we
  * may send as is: its code, or 0. */
 int smtpd_final_reply(const char *p, size_t n, const char *classes);
+
+/* ---- codec.c ----------------------------------------------------------- */
+
+/* xtext (RFC 3461 4), as the value of MAIL's AUTH= parameter. */
+int smtpd_xtext_valid(const char *p, size_t n);
+/* Strict base64 (RFC 4648 4, padding required, nothing else allowed):
+ * the decoded length, or -1. out has room for n / 4 * 3 bytes. */
+long smtpd_b64_decode(const char *p, size_t n, unsigned char *out);
+/* Encodes into out (room for (n + 2) / 3 * 4 + 1); its length. */
+size_t smtpd_b64_encode(const unsigned char *p, size_t n, char *out);
 
 #endif

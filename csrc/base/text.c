@@ -64,6 +64,20 @@ void smtpd_ustrip(const char **pp, size_t *pn) {
   *pn = n;
 }
 
+/* n decimal digits at p as a number of at most max: 1 with *v, 0 when
+ * it is larger (whatever the word size, nothing wraps: a 32-bit build
+ * must not read BDAT 4294967297 as 1). p holds digits only. */
+int smtpd_digits(const char *p, size_t n, size_t max, size_t *v) {
+  size_t i, x = 0;
+  for (i = 0; i < n; i++) {
+    size_t d = (size_t)(p[i] - '0');
+    if (x > (max - d) / 10) return 0;
+    x = x * 10 + d;
+  }
+  *v = x;
+  return 1;
+}
+
 char smtpd_upper(char c) {
   return (c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
 }

@@ -360,9 +360,13 @@ void smtpd_channel_log(smtpd_channel *ch, const char *level,
 int smtpd_hook_accept(smtpd_channel *ch, smtpd_server *srv);
 /* After the PROXY header: the channel object, with the real address. */
 int smtpd_hook_proxied(smtpd_channel *ch);
-/* A complete command line: built-in in C, or a Lua hook. */
-void smtpd_hook_line(smtpd_channel *ch);
-/* A complete message: process_message. */
+/* The channel's side of the session's events (smtpd_events): a line
+ * (logged; 1 when an AUTH hook takes it), a command (1 when a Lua hook
+ * runs it, 0 for the built-in), AUTH, and a complete message
+ * (process_message). */
+int smtpd_hook_on_line(smtpd_channel *ch);
+int smtpd_hook_on_command(smtpd_channel *ch, const smtpd_command *cmd);
+void smtpd_hook_on_auth(smtpd_channel *ch, const smtpd_command *cmd);
 void smtpd_hook_message(smtpd_channel *ch);
 /* What a hook returned (at idx of L) as a reply: 0 for nil or false (the
  * default reply), the code of one final line of class 2, 4 or 5 (in

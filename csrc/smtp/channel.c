@@ -189,7 +189,7 @@ void smtpd_channel_start(smtpd_channel *ch) {
   if (ch->shared->tls_implicit && ch->shared->tls &&
       channel_tls_begin(ch))
     return;
-  smtpd_replyf(&ch->s, "220 %s %s", ch->s.fqdn.p, SMTPD_VERSION);
+  smtpd_sayf(&ch->s, SMTPD_R_GREETING, ch->s.fqdn.p, SMTPD_VERSION);
   smtpd_channel_arm(ch);
   smtpd_channel_flush(ch);
   if (!ch->h.closing) channel_update_reading(ch);
@@ -275,7 +275,7 @@ void smtpd_channel_arm(smtpd_channel *ch) {
 }
 
 void smtpd_channel_cut(smtpd_channel *ch, const char *why) {
-  smtpd_replyf(&ch->s, "421 4.4.2 %s Error: %s", ch->s.fqdn.p, why);
+  smtpd_sayf(&ch->s, SMTPD_R_CUT, ch->s.fqdn.p, why);
   ch->close_when_done = 1;
   smtpd_channel_flush(ch);
   if (!ch->h.closing) channel_update_reading(ch);
@@ -327,10 +327,9 @@ static void channel_on_timer(uv_timer_t *t) {
     smtpd_hook_abandon(ch);
     if (kind == SMTPD_HOOK_MESSAGE) {
       smtpd_session_post_data(&ch->s);
-      smtpd_session_message_reply(&ch->s, SMTPD_ERR_REPLY,
-                                  sizeof SMTPD_ERR_REPLY - 1);
+      smtpd_say_message(&ch->s, SMTPD_R_LOCAL_ERROR);
     } else {
-      smtpd_reply(&ch->s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
+      smtpd_say(&ch->s, SMTPD_R_LOCAL_ERROR);
     }
     smtpd_session_sync(&ch->s);
     smtpd_channel_process_input(ch);
@@ -349,8 +348,7 @@ static void channel_on_timer(uv_timer_t *t) {
 /* ---- shutdown ------------------------------------------------------------ */
 
 static void channel_say_shutdown(smtpd_channel *ch) {
-  smtpd_replyf(&ch->s, "421 4.3.2 %s Service shutting down, closing "
-               "channel", ch->s.fqdn.p);
+  smtpd_sayf(&ch->s, SMTPD_R_SHUTDOWN, ch->s.fqdn.p);
   ch->close_when_done = 1;
 }
 
@@ -392,38 +390,57 @@ static void channel_starttls(smtpd_channel *ch) {
   if (channel_tls_begin(ch) == 0) smtpd_channel_arm(ch);
 }
 
-/* Feeds input to the parser until it is used up or the channel must stop
- * (a hook waits, QUIT, close). Returns the bytes consumed. */
+/* The channel's events of the one dispatcher (smtpd_session_feed). */
+static int channel_ev_line(void *ctx) {
+  return smtpd_hook_on_line(ctx);
+}
+
+static int channel_ev_command(void *ctx, const smtpd_command *cmd) {
+  return smtpd_hook_on_command(ctx, cmd);
+}
+
+static void channel_ev_auth(void *ctx, const smtpd_command *cmd) {
+  smtpd_hook_on_auth(ctx, cmd);
+}
+
+static void channel_ev_message(void *ctx) {
+  smtpd_hook_message(ctx);
+}
+
+static void channel_ev_starttls(void *ctx) {
+  channel_starttls(ctx);
+}
+
+/* Feeding stops while a hook waits, when the channel closes or will, and
+ * while replies are blocked (back-pressure). */
+static int channel_ev_stop(void *ctx) {
+  smtpd_channel *ch = ctx;
+  return ch->parked || ch->h.closing || ch->close_when_done ||
+         channel_blocked(ch);
+}
+
+static void channel_ev_step(void *ctx) {
+  channel_account(ctx);
+}
+
+static void channel_ev_after(void *ctx) {
+  smtpd_channel *ch = ctx;
+  if (ch->s.quit) ch->close_when_done = 1;
+  smtpd_channel_check_shutdown(ch);
+}
+
+static const smtpd_events channel_events = {
+  channel_ev_line, channel_ev_command, channel_ev_auth, channel_ev_message,
+  channel_ev_starttls, channel_ev_stop, channel_ev_step, channel_ev_after
+};
+
+/* Feeds input to the session until it is used up or the channel must
+ * stop (a hook waits, QUIT, close). Returns the bytes consumed. */
 static size_t channel_feed(smtpd_channel *ch, const char *buf, size_t len) {
-  size_t off = 0, used;
+  size_t off;
   ch->in_process++;
-  while ((off < len || smtpd_parser_chunk_ready(&ch->s.parser)) &&
-         !ch->parked && !ch->h.closing && !ch->close_when_done &&
-         !channel_blocked(ch)) {
-    int r;
-    channel_account(ch);
-    r = smtpd_parser_feed(&ch->s.parser, buf + off, len - off, &used);
-    off += used;
-    if (r == SMTPD_PARSE_MORE) break;
-    if (r == SMTPD_PARSE_LINE) {
-      smtpd_hook_line(ch);
-      if (ch->s.quit) ch->close_when_done = 1;
-      if (ch->s.starttls) {
-        channel_starttls(ch);
-        off = len;            /* the rest was sent before the handshake */
-        break;
-      }
-    } else if (r == SMTPD_PARSE_DATA_END) {
-      smtpd_hook_message(ch);
-    } else if (r == SMTPD_PARSE_CHUNK) {
-      smtpd_session_chunk_end(&ch->s);
-      if (ch->s.quit) ch->close_when_done = 1;
-    } else {
-      smtpd_reply(&ch->s, "451 Out of memory", 17);
-      ch->close_when_done = 1;
-    }
-    smtpd_channel_check_shutdown(ch);
-  }
+  off = smtpd_session_feed(&ch->s, buf, len, &channel_events, ch);
+  if (ch->s.quit) ch->close_when_done = 1;
   channel_account(ch);
   if (!ch->s.parser.data_mode) ch->data_started = 0;
   ch->in_process--;

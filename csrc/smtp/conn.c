@@ -166,8 +166,8 @@ static int conn_settle(lua_State *L) {
                       lua_isstring(L, 4) ? lua_tostring(L, 4)
                                          : luaL_typename(L, 4));
     code = -1;
-    r = SMTPD_ERR_REPLY;
-    n = sizeof SMTPD_ERR_REPLY - 1;
+    r = SMTPD_TEXT(LOCAL_ERROR);
+    n = SMTPD_TEXT_LEN(LOCAL_ERROR);
   } else {
     code = smtpd_hook_verdict(ch, L, 4, what, &r, &n);
   }
@@ -568,4 +568,12 @@ void smtpd_open_conn(lua_State *L) {
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "VERBS");
+  /* core.REPLIES: name -> text of every reply the core sends (a %s in a
+   * text is a string argument, for string.format). */
+  lua_createtable(L, 0, SMTPD_NREPLIES);
+  for (i = 0; i < SMTPD_NREPLIES; i++) {
+    lua_pushlstring(L, smtpd_replies[i].text, smtpd_replies[i].len);
+    lua_setfield(L, -2, smtpd_replies[i].name);
+  }
+  lua_setfield(L, -2, "REPLIES");
 }

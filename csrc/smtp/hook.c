@@ -157,10 +157,9 @@ static void hook_error(smtpd_channel *ch, lua_State *co, const char *what,
                     lua_tostring(L, -1));
   lua_pop(L, 1);
   if (message)
-    smtpd_session_message_reply(&ch->s, SMTPD_ERR_REPLY,
-                                sizeof SMTPD_ERR_REPLY - 1);
+    smtpd_say_message(&ch->s, SMTPD_R_LOCAL_ERROR);
   else
-    smtpd_reply(&ch->s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
+    smtpd_say(&ch->s, SMTPD_R_LOCAL_ERROR);
 }
 
 int smtpd_hook_verdict(smtpd_channel *ch, lua_State *L, int idx,
@@ -190,8 +189,8 @@ int smtpd_hook_verdict(smtpd_channel *ch, lua_State *L, int idx,
                       *reply ? shown : "", *reply && *n > 80 ? "..." : "",
                       *reply ? "\"" : "");
   }
-  *reply = SMTPD_ERR_REPLY;
-  *n = sizeof SMTPD_ERR_REPLY - 1;
+  *reply = SMTPD_TEXT(LOCAL_ERROR);
+  *n = SMTPD_TEXT_LEN(LOCAL_ERROR);
   return -1;
 }
 
@@ -214,7 +213,7 @@ static int hook_lmtp_replies(smtpd_channel *ch, lua_State *co, int idx) {
     int code;
     lua_rawgeti(co, idx, (lua_Integer)k);
     code = smtpd_hook_verdict(ch, co, -1, "process_message", &r, &len);
-    if (code == 0) smtpd_reply(s, "250 OK", 6);
+    if (code == 0) SAY(s, OK);
     else smtpd_reply(s, r, len);
     if (code == 421) closing = 1;
     lua_pop(co, 1);
@@ -232,13 +231,12 @@ static void hook_message_result(smtpd_channel *ch, lua_State *co, int nres) {
   if (ch->s.lmtp && nres > 0 && lua_istable(co, idx)) {
     smtpd_session_post_data(&ch->s);
     if (hook_lmtp_replies(ch, co, idx))
-      smtpd_session_message_reply(&ch->s, SMTPD_ERR_REPLY,
-                                  sizeof SMTPD_ERR_REPLY - 1);
+      smtpd_say_message(&ch->s, SMTPD_R_LOCAL_ERROR);
     return;
   }
   code = smtpd_hook_verdict(ch, co, idx, "process_message", &r, &n);
   smtpd_session_post_data(&ch->s);
-  if (code == 0) smtpd_session_message_reply(&ch->s, "250 OK", 6);
+  if (code == 0) smtpd_say_message(&ch->s, SMTPD_R_OK);
   else smtpd_session_message_reply(&ch->s, r, n);
   /* 421 says the server closes the session: it does. */
   if (code == 421) ch->close_when_done = 1;
@@ -323,7 +321,7 @@ static void hook_start(smtpd_channel *ch, int kind, int nargs) {
 
 static int hook_lua_command(lua_State *L) {
   smtpd_channel *ch = lua_touserdata(L, 1);
-  smtpd_command *cmd = lua_touserdata(L, 2);
+  const smtpd_command *cmd = lua_touserdata(L, 2);
   smtpd_setup_get(L, "command");
   hook_push_obj(L, ch);
   if (ch->h.closing) return 0;
@@ -439,7 +437,7 @@ static int hook_lua_message(lua_State *L) {
  * lua/smtpd/auth.lua, as a command hook. */
 static int hook_lua_auth(lua_State *L) {
   smtpd_channel *ch = lua_touserdata(L, 1);
-  smtpd_command *cmd = lua_touserdata(L, 2);
+  const smtpd_command *cmd = lua_touserdata(L, 2);
   size_t mn = smtpd_word_len(cmd->arg, cmd->arg_len);
   const char *init;
   char up[64];
@@ -481,11 +479,12 @@ static void hook_answer(smtpd_channel *ch) {
 static void hook_failed(smtpd_channel *ch) {
   ch->hook = SMTPD_HOOK_NONE;
   smtpd_hook_unref(ch->h.map->L, &ch->thread_ref);
-  smtpd_reply(&ch->s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
+  smtpd_say(&ch->s, SMTPD_R_LOCAL_ERROR);
 }
 
-void smtpd_hook_line(smtpd_channel *ch) {
-  smtpd_command cmd;
+/* A complete line, before the session reads it: logged under -d, and
+ * taken when an AUTH hook waits for it (1). */
+int smtpd_hook_on_line(smtpd_channel *ch) {
   smtpd_session *s = &ch->s;
   if (ch->h.map->debug) {
     /* Credentials never reach a log: AUTH shows its mechanism only. */
@@ -499,46 +498,40 @@ void smtpd_hook_line(smtpd_channel *ch) {
     smtpd_channel_log(ch, "debug", "< %.*s%s", (int)n, l,
                       n < s->parser.line.len ? " (hidden)" : "");
   }
-  if (ch->awaiting) {
-    hook_answer(ch);
-    return;
+  if (!ch->awaiting) return 0;
+  hook_answer(ch);
+  return 1;
+}
+
+void smtpd_hook_on_auth(smtpd_channel *ch, const smtpd_command *cmd) {
+  if (hook_pcall(ch, hook_lua_auth, ch, (void *)cmd)) {
+    ch->hook = SMTPD_HOOK_NONE;
+    smtpd_hook_unref(ch->h.map->L, &ch->thread_ref);
+    SAY(&ch->s, AUTH_TEMPFAIL);
   }
-  if (!smtpd_session_line(s, &cmd)) return;
-  switch (smtpd_session_ext(s, &cmd)) {
-  case 1: return;
-  case 2:
-    if (hook_pcall(ch, hook_lua_auth, ch, &cmd)) {
-      ch->hook = SMTPD_HOOK_NONE;
-      smtpd_hook_unref(ch->h.map->L, &ch->thread_ref);
-      smtpd_reply(s, "454 4.7.0 Temporary authentication failure", 42);
-    }
-    return;
-  default: break;
-  }
+}
+
+/* A command the session gated: 0 when the built-in runs it (not
+ * overridden) or answers it (unknown, and the class adds no command);
+ * else a Lua hook runs it (1). */
+int smtpd_hook_on_command(smtpd_channel *ch, const smtpd_command *cmd) {
   if (ch->cls.gen != smtpd_class_gen &&
       hook_pcall(ch, hook_lua_recheck, ch, NULL)) {
-    smtpd_reply(s, SMTPD_ERR_REPLY, sizeof SMTPD_ERR_REPLY - 1);
-    return;
+    SAY(&ch->s, LOCAL_ERROR);
+    return 1;
   }
-  if (cmd.verb >= 0 && !(ch->cls.mask & (1u << cmd.verb))) {
-    smtpd_session_builtin(s, cmd.verb, cmd.arg, cmd.arg_len);
-    return;
-  }
-  if (cmd.verb < 0 && !ch->cls.has_extra) {
-    smtpd_session_unknown(s, cmd.name, cmd.name_len);
-    return;
-  }
-  if (hook_pcall(ch, hook_lua_command, ch, &cmd)) hook_failed(ch);
+  if (cmd->verb >= 0 && !(ch->cls.mask & (1u << cmd->verb))) return 0;
+  if (cmd->verb < 0 && !ch->cls.has_extra) return 0;
+  if (hook_pcall(ch, hook_lua_command, ch, (void *)cmd)) hook_failed(ch);
+  return 1;
 }
 
 void smtpd_hook_message(smtpd_channel *ch) {
-  if (!smtpd_session_data_end(&ch->s)) return;
   if (hook_pcall(ch, hook_lua_message, ch, NULL)) {
     smtpd_session_post_data(&ch->s);
     ch->hook = SMTPD_HOOK_NONE;
     smtpd_hook_unref(ch->h.map->L, &ch->thread_ref);
-    smtpd_session_message_reply(&ch->s, SMTPD_ERR_REPLY,
-                                sizeof SMTPD_ERR_REPLY - 1);
+    smtpd_say_message(&ch->s, SMTPD_R_LOCAL_ERROR);
   }
 }
 

@@ -152,8 +152,7 @@ static void server_on_connection(uv_stream_t *st, int status) {
   }
   if (!shared_admit(ch->shared, (struct sockaddr *)&ch->peer)) {
     /* Over a connection limit: say so and close, no Lua involved. */
-    smtpd_replyf(&ch->s, "421 4.7.0 %s Error: too many connections, try "
-                 "again later", srv->fqdn.p);
+    smtpd_sayf(&ch->s, SMTPD_R_TOO_MANY_CONN, srv->fqdn.p);
     ch->close_when_done = 1;
     smtpd_channel_flush(ch);
     return;

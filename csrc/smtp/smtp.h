@@ -116,6 +116,222 @@ int smtpd_params_others_but(const smtpd_strlist *l, const char *const *known,
 /* Whether arg starts with keyword kw ("FROM:"), ignoring ASCII case. */
 int smtpd_has_keyword(const char *arg, size_t n, const char *kw);
 
+/* ---- reply.c ----------------------------------------------------------- */
+
+/* Every reply text the core sends, once (core.REPLIES for Lua). A text
+ * with %s is a format whose arguments are strings (smtpd_sayf). */
+#define SMTPD_REPLIES(X) \
+  X(OK, \
+    "250 OK") \
+  X(BYE, \
+    "221 Bye") \
+  X(GREETING, \
+    "220 %s %s") \
+  X(HELO_OK, \
+    "250 %s") \
+  X(EHLO_FIRST, \
+    "250-%s") \
+  X(EHLO_SIZE, \
+    "250-SIZE %s") \
+  X(EHLO_8BITMIME, \
+    "250-8BITMIME") \
+  X(EHLO_SMTPUTF8, \
+    "250-SMTPUTF8") \
+  X(EHLO_PIPELINING, \
+    "250-PIPELINING") \
+  X(EHLO_CHUNKING, \
+    "250-CHUNKING") \
+  X(EHLO_BINARYMIME, \
+    "250-BINARYMIME") \
+  X(EHLO_ENHANCED, \
+    "250-ENHANCEDSTATUSCODES") \
+  X(EHLO_DSN, \
+    "250-DSN") \
+  X(EHLO_REQUIRETLS, \
+    "250-REQUIRETLS") \
+  X(EHLO_STARTTLS, \
+    "250-STARTTLS") \
+  X(EHLO_AUTH, \
+    "250-AUTH %s") \
+  X(EHLO_LAST, \
+    "250 HELP") \
+  X(DATA_GO, \
+    "354 End data with <CR><LF>.<CR><LF>") \
+  X(BDAT_OK, \
+    "250 OK %s octets received") \
+  X(VRFY_OK, \
+    "252 Cannot VRFY user, but will accept message and attempt delivery") \
+  X(VRFY_FAIL, \
+    "502 Could not VRFY %s") \
+  X(EXPN, \
+    "502 EXPN not implemented") \
+  X(HELP, \
+    "250 Supported commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY") \
+  X(HELP_BAD, \
+    "501 Supported commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY") \
+  X(HELP_EHLO, \
+    "250 Syntax: EHLO hostname") \
+  X(HELP_HELO, \
+    "250 Syntax: HELO hostname") \
+  X(HELP_DATA, \
+    "250 Syntax: DATA") \
+  X(HELP_RSET, \
+    "250 Syntax: RSET") \
+  X(HELP_NOOP, \
+    "250 Syntax: NOOP") \
+  X(HELP_QUIT, \
+    "250 Syntax: QUIT") \
+  X(HELP_VRFY, \
+    "250 Syntax: VRFY <address>") \
+  X(HELP_PATH, \
+    "250 Syntax: %s: <address>%s") \
+  X(SYNTAX_EHLO, \
+    "501 Syntax: EHLO hostname") \
+  X(SYNTAX_HELO, \
+    "501 Syntax: HELO hostname") \
+  X(SYNTAX_LHLO, \
+    "501 Syntax: LHLO hostname") \
+  X(SYNTAX_NOOP, \
+    "501 Syntax: NOOP") \
+  X(SYNTAX_RSET, \
+    "501 Syntax: RSET") \
+  X(SYNTAX_DATA, \
+    "501 Syntax: DATA") \
+  X(SYNTAX_VRFY, \
+    "501 Syntax: VRFY <address>") \
+  X(SYNTAX_PATH, \
+    "501 Syntax: %s: <address>%s") \
+  X(DUP_HELO, \
+    "503 Duplicate HELO/EHLO") \
+  X(NEED_HELO, \
+    "503 Error: send HELO first") \
+  X(NEED_MAIL, \
+    "503 Error: need MAIL command") \
+  X(NEED_RCPT, \
+    "503 Error: need RCPT command") \
+  X(NESTED_MAIL, \
+    "503 Error: nested MAIL command") \
+  X(RCPT_AFTER_BDAT, \
+    "503 Error: RCPT after BDAT") \
+  X(DATA_AFTER_BDAT, \
+    "503 Error: DATA after BDAT") \
+  X(BINARYMIME_NEEDS_BDAT, \
+    "503 Error: BODY=BINARYMIME needs BDAT") \
+  X(TOO_MUCH_DATA, \
+    "552 Error: Too much mail data") \
+  X(SIZE_EXCEEDED, \
+    "552 Error: message size exceeds fixed maximum message size") \
+  X(BODY_BAD, \
+    "501 Error: BODY can only be one of 7BIT, 8BITMIME") \
+  X(BODY_BAD_BINARY, \
+    "501 Error: BODY can only be one of 7BIT, 8BITMIME, BINARYMIME") \
+  X(SMTPUTF8_ARG, \
+    "501 Error: SMTPUTF8 takes no arguments") \
+  X(MAIL_PARAMS, \
+    "555 MAIL FROM parameters not recognized or not implemented") \
+  X(RCPT_PARAMS, \
+    "555 RCPT TO parameters not recognized or not implemented") \
+  X(RET_BAD, \
+    "501 Syntax: RET=FULL or RET=HDRS") \
+  X(ENVID_BAD, \
+    "501 Syntax: ENVID=xtext (100 characters at most)") \
+  X(REQUIRETLS_BAD, \
+    "501 Syntax: REQUIRETLS takes no value") \
+  X(NOTIFY_BAD, \
+    "501 Syntax: NOTIFY=NEVER or NOTIFY=SUCCESS,FAILURE,DELAY") \
+  X(ORCPT_BAD, \
+    "501 Syntax: ORCPT=addr-type;xtext") \
+  X(TOO_MANY_RCPTS, \
+    "452 4.5.3 Error: too many recipients") \
+  X(STORAGE, \
+    "451 4.3.1 Error: insufficient system storage, try again later") \
+  X(LOCAL_ERROR, \
+    "451 4.3.0 Requested action aborted: local error in processing") \
+  X(NOMEM, \
+    "451 Out of memory") \
+  X(CONFUSION, \
+    "451 Internal confusion") \
+  X(BAD_SYNTAX, \
+    "500 Error: bad syntax") \
+  X(LINE_TOO_LONG, \
+    "500 Error: line too long") \
+  X(LINE_UTF8, \
+    "500 Error: command line is not valid UTF-8") \
+  X(DATA_UTF8, \
+    "500 Error: message data is not valid UTF-8") \
+  X(UNKNOWN, \
+    "500 Error: command \"%s\" not recognized") \
+  X(BDAT_SYNTAX, \
+    "501 Syntax: BDAT <size> [LAST] (closing: the chunk cannot be found)") \
+  X(BDAT_TOO_BIG, \
+    "552 5.3.4 Error: chunk size too big (closing: the chunk cannot be read)") \
+  X(TOO_MANY_BAD, \
+    "421 4.7.0 %s Error: too many bad commands, closing") \
+  X(TOO_MANY_CONN, \
+    "421 4.7.0 %s Error: too many connections, try again later") \
+  X(TOO_MANY_AUTH, \
+    "421 4.7.0 %s Error: too many failed authentications, closing") \
+  X(CUT, \
+    "421 4.4.2 %s Error: %s") \
+  X(SHUTDOWN, \
+    "421 4.3.2 %s Service shutting down, closing channel") \
+  X(STARTTLS_FIRST, \
+    "530 5.7.0 Must issue a STARTTLS command first") \
+  X(STARTTLS_GO, \
+    "220 2.0.0 Ready to start TLS") \
+  X(STARTTLS_SYNTAX, \
+    "501 5.5.4 Syntax: STARTTLS") \
+  X(TLS_ACTIVE, \
+    "503 5.5.1 Error: TLS already active") \
+  X(BAD_SEQUENCE, \
+    "503 5.5.1 Error: bad sequence of commands") \
+  X(AUTH_REQUIRED, \
+    "530 5.7.0 Authentication required") \
+  X(AUTH_ENCRYPT, \
+    "538 5.7.11 Encryption required for requested authentication mechanism") \
+  X(AUTH_ALREADY, \
+    "503 5.5.1 Error: already authenticated") \
+  X(AUTH_IN_MAIL, \
+    "503 5.5.1 Error: AUTH not permitted during a mail transaction") \
+  X(AUTH_NEED_EHLO, \
+    "503 5.5.1 Error: send EHLO first") \
+  X(AUTH_SYNTAX, \
+    "501 5.5.4 Syntax: AUTH mechanism [initial-response]") \
+  X(AUTH_UNKNOWN, \
+    "504 5.5.4 Unrecognized authentication type") \
+  X(AUTH_PARAM, \
+    "501 5.5.4 Syntax: AUTH=<mailbox> takes an xtext value") \
+  X(AUTH_TOO_LONG, \
+    "500 5.5.6 Authentication exchange line is too long") \
+  X(AUTH_TEMPFAIL, \
+    "454 4.7.0 Temporary authentication failure") \
+  X(AUTH_OK, \
+    "235 2.7.0 Authentication successful") \
+  X(AUTH_INVALID, \
+    "535 5.7.8 Authentication credentials invalid") \
+  X(AUTH_CANCELLED, \
+    "501 5.7.0 Authentication cancelled") \
+  X(AUTH_BASE64, \
+    "501 5.5.2 Cannot decode base64 response") \
+  X(AUTH_CRAM_INITIAL, \
+    "501 5.7.0 CRAM-MD5 takes no initial response")
+
+#define SMTPD_REPLY_ENUM(name, text) SMTPD_R_##name,
+enum { SMTPD_REPLIES(SMTPD_REPLY_ENUM) SMTPD_NREPLIES };
+#undef SMTPD_REPLY_ENUM
+
+typedef struct smtpd_reply_text {
+  const char *name;
+  const char *text;
+  size_t len;
+} smtpd_reply_text;
+
+extern const smtpd_reply_text smtpd_replies[SMTPD_NREPLIES];
+
+/* The text of reply id, and its length. */
+#define SMTPD_TEXT(id) smtpd_replies[SMTPD_R_##id].text
+#define SMTPD_TEXT_LEN(id) smtpd_replies[SMTPD_R_##id].len
+
 /* ---- session.c --------------------------------------------------------- */
 
 /* What a reply answers, beyond the verbs (for enhanced status codes). */
@@ -134,10 +350,6 @@ enum { SMTPD_VERBS(SMTPD_VERB_ENUM) SMTPD_NVERBS };
 
 extern const char *const smtpd_verb_names[SMTPD_NVERBS];
 
-/* The reply when something on our side failed (a hook, memory): 4xx, so
- * the client tries again later. */
-#define SMTPD_ERR_REPLY "451 4.3.0 Requested action aborted: local error " \
-                        "in processing"
 
 #define SMTPD_COMMAND 0
 #define SMTPD_DATA 1
@@ -192,7 +404,8 @@ typedef struct smtpd_session {
   int ctx;                 /* what is being answered: SMTPD_CTX_* or a verb */
   int bdat;                /* this transaction's message comes by BDAT */
   int bdat_failed;         /* a chunk went past the size limit */
-  const char *bdat_error;  /* the reply for the chunk being discarded */
+  int bdat_error;          /* the reply for the chunk being discarded, or
+                              -1 */
   size_t bdat_size;        /* the size of the chunk being read */
   int quit;                /* close once the replies are written */
   smtpd_str greeting;      /* seen_greeting; empty when none */
@@ -249,9 +462,22 @@ int smtpd_session_init(smtpd_session *s, smtpd_buf *out, const char *fqdn,
                        size_t fqdn_len);
 void smtpd_session_configure(smtpd_session *s, const smtpd_session_conf *c);
 void smtpd_session_free(smtpd_session *s);
+/* Replies (reply.c). smtpd_reply_raw writes a line as given (with its
+ * enhanced code when they are on); smtpd_reply also counts a 500 or 501
+ * towards max_bad_commands. */
 int smtpd_reply(smtpd_session *s, const char *line, size_t len);
 int smtpd_reply_raw(smtpd_session *s, const char *line, size_t len);
 int smtpd_replyf(smtpd_session *s, const char *fmt, ...);
+/* Reply id of the catalogue; with arguments for its %s. */
+int smtpd_say(smtpd_session *s, int id);
+int smtpd_sayf(smtpd_session *s, int id, ...);
+#define SAY(s, id) smtpd_say((s), SMTPD_R_##id)
+/* A reply that echoes client input (pre, p[0..n), post): anything that
+ * is not printable ASCII becomes '?', so no reply is ever split. */
+int smtpd_reply_echo(smtpd_session *s, const char *pre, const char *p,
+                     size_t n, const char *post);
+/* The same with reply id, whose one %s is the echoed text. */
+int smtpd_say_echo(smtpd_session *s, int id, const char *p, size_t n);
 void smtpd_session_rset(smtpd_session *s);
 void smtpd_session_post_data(smtpd_session *s);
 /* Reads the line the parser completed: 1 = a command to dispatch in *cmd,
@@ -264,12 +490,44 @@ int smtpd_session_data_end(smtpd_session *s);
 /* The reply to a message: once, or under LMTP once per recipient. */
 void smtpd_session_message_reply(smtpd_session *s, const char *line,
                                  size_t len);
+/* smtpd_session_message_reply with reply id of the catalogue. */
+void smtpd_say_message(smtpd_session *s, int id);
 /* After SMTPD_PARSE_CHUNK: the chunk's reply. */
 void smtpd_session_chunk_end(smtpd_session *s);
-/* Runs input through the session with the built-in commands only (no
- * hooks): the socket-less engine and the fuzzers. Each message that
- * reaches the handler goes to on_message, whose reply is sent. Stops at
- * QUIT (s->quit); 0, or -1 when out of memory. */
+/* The one dispatcher: what a session's owner does at each event of
+ * smtpd_session_feed. NULL members get the session's default. */
+typedef struct smtpd_events {
+  /* A complete line, before it is read as a command: non-zero when the
+   * owner took it (the answer to an AUTH challenge). */
+  int (*line)(void *ctx);
+  /* A command that passed the gates: non-zero when the owner runs it (a
+   * hook); 0 runs the built-in command, or answers an unknown one. */
+  int (*command)(void *ctx, const smtpd_command *cmd);
+  /* AUTH with an advertised mechanism (default: 454). */
+  void (*auth)(void *ctx, const smtpd_command *cmd);
+  /* A complete message for the handler: the owner answers it (now or
+   * later) and clears the transaction. Required. */
+  void (*message)(void *ctx);
+  /* STARTTLS was accepted: the owner switches to TLS; the rest of the
+   * input is dropped (default: the session resets as if it were done). */
+  void (*starttls)(void *ctx);
+  /* Before each step: non-zero stops feeding (the owner waits: a hook, a
+   * relay, unsent replies). */
+  int (*stop)(void *ctx);
+  /* Before each parser step, and after each event. */
+  void (*step)(void *ctx);
+  void (*after)(void *ctx);
+} smtpd_events;
+
+/* Parses and dispatches input until it is used up, the session quits or
+ * ev->stop says to wait; returns the bytes used (the rest is the owner's
+ * to hold and feed again). Out of memory: 451 and quit. */
+size_t smtpd_session_feed(smtpd_session *s, const char *buf, size_t len,
+                          const smtpd_events *ev, void *ctx);
+/* smtpd_session_feed with the built-in commands only (no hooks): the
+ * socket-less engine and the fuzzers. Each message that reaches the
+ * handler goes to on_message, whose reply is sent. Stops at QUIT
+ * (s->quit); returns 0. */
 typedef const char *(*smtpd_message_fn)(smtpd_session *s, void *ctx);
 int smtpd_session_run(smtpd_session *s, const char *buf, size_t len,
                       smtpd_message_fn on_message, void *ctx);
@@ -300,13 +558,15 @@ size_t smtpd_word_len(const char *p, size_t n);
 /* Whether mech (upper case) is one of s->auth_mechs. */
 int smtpd_session_has_mech(const smtpd_session *s, const char *mech,
                            size_t n);
-/* xtext (RFC 3461 4), as the value of MAIL's AUTH= parameter. */
-int smtpd_xtext_valid(const char *p, size_t n);
-/* Strict base64 (RFC 4648 4, padding required, nothing else allowed):
- * the decoded length, or -1. out has room for n / 4 * 3 bytes. */
-long smtpd_b64_decode(const char *p, size_t n, unsigned char *out);
-/* Encodes into out (room for (n + 2) / 3 * 4 + 1); its length. */
-size_t smtpd_b64_encode(const unsigned char *p, size_t n, char *out);
+/* The transaction's MAIL said BODY=BINARYMIME (and it was offered). */
+int smtpd_session_binary(const smtpd_session *s);
+/* DSN and REQUIRETLS (ext.c): MAIL's parameters (0, or a reply sent);
+ * RCPT's (0, or a 555 or 501 sent); an accepted recipient's parameters
+ * kept for kwargs.dsn (0, or -1 when out of memory). */
+int smtpd_dsn_mail_check(smtpd_session *s);
+int smtpd_dsn_rcpt_check(smtpd_session *s, const smtpd_strlist *opts);
+int smtpd_dsn_rcpt_keep(smtpd_session *s, const char *raw, size_t rn,
+                        const char *addr, size_t alen);
 /* Makes the parser follow smtp_state after a command ran. */
 void smtpd_session_sync(smtpd_session *s);
 

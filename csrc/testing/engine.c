@@ -110,6 +110,23 @@ static int engine_gc(lua_State *L) {
   return 0;
 }
 
+/* chunk_size(digits, bits) -> n | nil: the BDAT size reader at a word
+ * size of 32 or 64 bits (nil: too big for it). */
+static int engine_chunk_size(lua_State *L) {
+  size_t n, v;
+  const char *p = luaL_checklstring(L, 1, &n);
+  lua_Integer bits = luaL_checkinteger(L, 2);
+  size_t max = bits == 32 ? (size_t)0xffffffffu : (size_t)-1;
+  luaL_argcheck(L, bits == 32 || (bits == 64 && sizeof(size_t) == 8), 2,
+                "32, or 64 on a 64-bit build");
+  luaL_argcheck(L, n > 0 && strspn(p, "0123456789") == n, 1, "digits");
+  if (!smtpd_digits(p, n, max, &v) || v > (size_t)LUA_MAXINTEGER)
+    lua_pushnil(L);
+  else
+    lua_pushinteger(L, (lua_Integer)v);
+  return 1;
+}
+
 void smtpd_open_engine(lua_State *L) {
   static const luaL_Reg meta[] = {{"__gc", engine_gc}, {NULL, NULL}};
   static const luaL_Reg methods[] = {
@@ -118,6 +135,8 @@ void smtpd_open_engine(lua_State *L) {
   smtpd_new_class(L, ENGINE_MT, meta, methods);
   lua_pushcfunction(L, engine_new);
   lua_setfield(L, -2, "engine");
+  lua_pushcfunction(L, engine_chunk_size);
+  lua_setfield(L, -2, "chunk_size");
 }
 
 #endif

@@ -26,9 +26,7 @@ local function stop(reply)
 end
 M.stop = stop
 
-local SUCCESS = "235 2.7.0 Authentication successful"
-local INVALID = "535 5.7.8 Authentication credentials invalid"
-local TEMPFAIL = "454 4.7.0 Temporary authentication failure"
+local REPLIES = core.REPLIES
 
 -- Names and secrets with control characters never reach a script (they
 -- end up in logs and headers).
@@ -75,7 +73,7 @@ end
 
 builtin["CRAM-MD5"] = function(channel, initial)
   if initial ~= nil then
-    stop("501 5.7.0 CRAM-MD5 takes no initial response")
+    stop(REPLIES.AUTH_CRAM_INITIAL)
   end
   local server = rawget(channel, "smtp_server")
   local nonce = core.random(12):gsub(".", function(c)
@@ -233,12 +231,11 @@ local function failed(channel, conn)
     wait.sleep(math.min(base * 2 ^ (n - 1), 30))
     if not conn:is_open() then return end
   end
-  conn:push(INVALID)
+  conn:push(REPLIES.AUTH_INVALID)
   local max = opts.max_auth_failures
   if max == nil then max = core.OPTIONS.server.max_auth_failures end
   if max and max > 0 and n >= max then
-    conn:push(("421 4.7.0 %s Error: too many failed authentications, "
-               .. "closing"):format(channel.fqdn))
+    conn:push(REPLIES.TOO_MANY_AUTH:format(channel.fqdn))
     conn:close_when_done()
   end
 end
@@ -249,18 +246,18 @@ function M.run(channel, mech, initial)
   local conn = rawget(channel, "conn")
   local init
   if initial == "*" then
-    return conn:push("501 5.7.0 Authentication cancelled")
+    return conn:push(REPLIES.AUTH_CANCELLED)
   elseif initial == "=" then
     init = ""
   elseif initial ~= nil then
     init = core.b64decode(initial)
     if init == nil then
-      return conn:push("501 5.5.2 Cannot decode base64 response")
+      return conn:push(REPLIES.AUTH_BASE64)
     end
   end
   local f = mechanism(channel, mech)
   if f == nil then
-    return conn:push("504 5.5.4 Unrecognized authentication type")
+    return conn:push(REPLIES.AUTH_UNKNOWN)
   end
   local ok, user = xpcall(f, traceback, channel, init)
   if not conn:is_open() then return end
@@ -268,11 +265,11 @@ function M.run(channel, mech, initial)
     if getmetatable(user) == Stop then return conn:push(user.reply) end
     local server = rawget(channel, "smtp_server")
     server:log("error", "error in AUTH %s: %s", mech, tostring(user))
-    return conn:push(TEMPFAIL)
+    return conn:push(REPLIES.AUTH_TEMPFAIL)
   end
   if type(user) == "string" and user ~= "" and not user:find("[%c]") then
     conn:auth_done(user)
-    return conn:push(SUCCESS)
+    return conn:push(REPLIES.AUTH_OK)
   end
   return failed(channel, conn)
 end
@@ -288,12 +285,12 @@ function M.challenge(channel, text)
   conn:challenge(core.b64encode(text))
   local line = coroutine.yield(core.LINE)
   if line == nil then
-    stop("500 5.5.6 Authentication exchange line is too long")
+    stop(REPLIES.AUTH_TOO_LONG)
   elseif line == "*" then
-    stop("501 5.7.0 Authentication cancelled")
+    stop(REPLIES.AUTH_CANCELLED)
   end
   local v = core.b64decode(line)
-  if v == nil then stop("501 5.5.2 Cannot decode base64 response") end
+  if v == nil then stop(REPLIES.AUTH_BASE64) end
   return v
 end
 

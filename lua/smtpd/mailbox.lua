@@ -23,7 +23,7 @@ local M = {}
 
 -- What the client gets when the message could not be stored: 451, so it
 -- retries (the reason goes to server:log, not to the client).
-M.FAILED = "451 4.3.0 Requested action aborted: local error in processing"
+M.FAILED = core.REPLIES.LOCAL_ERROR
 
 -- An RFC 5322 date: "Mon, 23 Nov 2026 05:31:10 +0000".
 local function rfc5322_date(t)
