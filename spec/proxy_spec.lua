@@ -96,17 +96,28 @@ describe("PureProxy", function()
     assert.equal("a\nb\nX-Peer: h", add("a\nb", "h"))
   end)
 
-  it("refuses enable_SMTPUTF8, as smtpd does", function()
+  it("refuses enable_SMTPUTF8 in the message mode, as smtpd does",
+     function()
     assert.has_error(function()
       smtpd.PureProxy({"127.0.0.1", 0}, {"127.0.0.1", 25},
-                      {enable_SMTPUTF8 = true, map = H.core.map()})
+                      {enable_SMTPUTF8 = true, map = H.map(),
+                       relay = {at = "message"}})
+    end, "PureProxy does not support SMTPUTF8.")
+    -- A subclass that wants the whole message gets the message mode.
+    local Sub = smtpd.PureProxy:extend()
+    function Sub:process_message(...) return Sub.super.process_message(self,
+                                                                        ...)
+    end
+    assert.has_error(function()
+      Sub({"127.0.0.1", 0}, {"127.0.0.1", 25},
+          {enable_SMTPUTF8 = true, map = H.map()})
     end, "PureProxy does not support SMTPUTF8.")
   end)
 
-  it("answers 250 and logs when only some recipients are refused", function()
+  it("message mode: answers 250 and logs when only some recipients are refused", function()
     local map = H.core.map()
     local up, addr = upstream(map, {["bad@d"] = "550 5.1.1 No such user"})
-    local p, port = proxy(map, addr)
+    local p, port = proxy(map, addr, {relay = {at = "message"}})
     local replies = H.converse(map, "127.0.0.1", port,
       "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<good@d>\r\nRCPT TO:<bad@d>\r\n"
       .. "DATA\r\nx\r\n.\r\nQUIT\r\n")
@@ -116,12 +127,12 @@ describe("PureProxy", function()
     H.cleanup(map)
   end)
 
-  it("answers the 5xx when every recipient is refused permanently",
+  it("message mode: answers the 5xx when every recipient is refused permanently",
      function()
     local map = H.core.map()
     local up, addr = upstream(map, {["x@d"] = "550 5.1.1 Unknown x",
                                     ["y@d"] = "553 5.1.3 Bad y"})
-    local _, port = proxy(map, addr)
+    local _, port = proxy(map, addr, {relay = {at = "message"}})
     local replies = H.converse(map, "127.0.0.1", port,
       "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@d>\r\nRCPT TO:<y@d>\r\n"
       .. "DATA\r\nx\r\n.\r\nQUIT\r\n")
@@ -130,11 +141,11 @@ describe("PureProxy", function()
     H.cleanup(map)
   end)
 
-  it("answers 4xx when recipients are refused temporarily", function()
+  it("message mode: answers 4xx when recipients are refused temporarily", function()
     local map = H.core.map()
     local up, addr = upstream(map, {["x@d"] = "450 4.2.1 Mailbox busy",
                                     ["y@d"] = "550 5.1.1 Unknown y"})
-    local _, port = proxy(map, addr)
+    local _, port = proxy(map, addr, {relay = {at = "message"}})
     local replies = H.converse(map, "127.0.0.1", port,
       "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@d>\r\nRCPT TO:<y@d>\r\n"
       .. "DATA\r\nx\r\n.\r\nQUIT\r\n")
@@ -143,23 +154,24 @@ describe("PureProxy", function()
     H.cleanup(map)
   end)
 
-  it("answers 4xx when the upstream refuses the message with 4xx",
+  it("message mode: answers 4xx when the upstream refuses the message with 4xx",
      function()
     local map = H.core.map()
     local up, addr = upstream(map)
     up.reply = "451 4.3.0 Try later"
-    local _, port = proxy(map, addr)
+    local _, port = proxy(map, addr, {relay = {at = "message"}})
     local replies = H.converse(map, "127.0.0.1", port, MSG)
     assert.equal("451 Upstream: message: 451 4.3.0 Try later",
                  final_reply(replies))
     H.cleanup(map)
   end)
 
-  describe("faults: the client gets 4xx and nothing counts as delivered",
+  describe("message mode faults: the client gets 4xx and nothing counts as "
+           .. "delivered",
            function()
     it("upstream not listening", function()
       local map = H.core.map()
-      local p, port = proxy(map, {"127.0.0.1", H.free_port()})
+      local p, port = proxy(map, {"127.0.0.1", H.free_port()}, {relay = {at = "message"}})
       local replies = H.converse(map, "127.0.0.1", port, MSG)
       assert.matches("^451 4%.4%.1 Upstream unavailable: connect to "
                      .. "127%.0%.0%.1:%d+: connection refused$",
@@ -174,7 +186,7 @@ describe("PureProxy", function()
       local deaf_map = H.core.map()
       local deaf = H.Recorder({"127.0.0.1", 0}, nil, {map = deaf_map})
       local _, port = proxy(map, {deaf:getsockname()},
-                            {relay = {timeout = 0.5}})
+                            {relay = {timeout = 0.5, at = "message"}})
       local t0 = H.now()
       local replies = H.converse(map, "127.0.0.1", port, MSG)
       assert.equal("451 4.4.1 Upstream unavailable: greeting: timed out "
@@ -194,7 +206,7 @@ describe("PureProxy", function()
       local Up = H.Recorder:extend()
       Up.channel_class = Dropper
       local up = Up({"127.0.0.1", 0}, nil, {map = map})
-      local _, port = proxy(map, {up:getsockname()})
+      local _, port = proxy(map, {up:getsockname()}, {relay = {at = "message"}})
       local replies = H.converse(map, "127.0.0.1", port, MSG)
       assert.equal("451 4.4.1 Upstream unavailable: message: connection "
                    .. "closed by the server", final_reply(replies))
@@ -215,7 +227,7 @@ describe("PureProxy", function()
       -- Every command is refused: the relay cannot even say EHLO.
       function Closed:smtp_EHLO() self:push("554 5.3.2 Not today") end
       function Closed:smtp_HELO() self:push("554 5.3.2 Not today") end
-      local _, port = proxy(map, {up:getsockname()})
+      local _, port = proxy(map, {up:getsockname()}, {relay = {at = "message"}})
       local replies = H.converse(map, "127.0.0.1", port, MSG)
       assert.equal("451 4.4.1 Upstream unavailable: HELO: 554 5.3.2 Not "
                    .. "today", final_reply(replies))

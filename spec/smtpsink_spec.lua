@@ -74,12 +74,14 @@ describe("PureProxy in front of smtp-sink", function()
       "EHLO client.example\r\nMAIL FROM:<a@example.org>\r\n"
       .. "RCPT TO:<b@example.net>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n"
       .. body .. "\r\n.\r\nQUIT\r\n")
-    assert.equal(R.ok, replies[#replies - 1])
+    -- Relayed at RCPT time: smtp-sink's own reply, and MAIL's parameters
+    -- as the client gave them (no BODY: it did not say one).
+    assert.matches("^250 ", replies[#replies - 1])
     local data = "Subject: sink\nFrom: a@example.org\nX-Peer: 127.0.0.1\n\n"
                  .. ".leading dot\ncaf\195\169\n\n..\nlast line"
     local expected = "X-Client-Addr: 127.0.0.1\nX-Client-Proto: ESMTP\n"
       .. "X-Helo-Args: " .. R.fqdn .. "\n"
-      .. "X-Mail-Args: <a@example.org> BODY=8BITMIME\n"
+      .. "X-Mail-Args: <a@example.org>\n"
       .. "X-Rcpt-Args: <b@example.net>\nX-Rcpt-Args: <c@example.net>\n"
       .. dump_body(data)
     assert.equal(expected, without_received(take_dump(map)))

@@ -39,6 +39,7 @@
 #define SMTPD_LIST_MT "smtpd.strlist"
 
 typedef struct smtpd_map smtpd_map;
+typedef struct smtpd_relayconf smtpd_relayconf;
 
 /* ---- handle.c ----------------------------------------------------------
  *
@@ -136,7 +137,20 @@ enum {
   SMTPD_OPT_SIZE,          /* bytes, 0 or false: none (size_t) */
   SMTPD_OPT_COUNT,         /* at least min, 0 or false: none (size_t) */
   SMTPD_OPT_SECONDS,       /* 0 or false: none (uint64_t milliseconds) */
-  SMTPD_OPT_STRING         /* a string, NULL when absent (const char *) */
+  SMTPD_OPT_STRING,        /* a string, NULL when absent (const char *) */
+  SMTPD_OPT_ENUM,          /* one of more's strings (int: its index + 1),
+                              0 when absent or false */
+  SMTPD_OPT_TABLE,         /* a nested table of more's options, into a
+                              struct that starts with smtpd_opt_table */
+  SMTPD_OPT_CUSTOM         /* read and pushed by more's functions */
+};
+
+enum {
+  SMTPD_OPTF_WORD = 1,     /* a string: one word, no blanks, CR or LF */
+  SMTPD_OPTF_LINE = 2,     /* a string: non-empty, no CR, LF or NUL */
+  SMTPD_OPTF_POSITIVE = 4, /* seconds: more than 0, no "none" */
+  SMTPD_OPTF_REQUIRED = 8, /* a count: no "none" */
+  SMTPD_OPTF_OPTIONAL = 16 /* a table that may be absent (given = 0) */
 };
 
 typedef struct smtpd_optdef {
@@ -145,7 +159,36 @@ typedef struct smtpd_optdef {
   double def;              /* when absent (SMTPD_OPT_SIZE: -1 keeps) */
   double min;              /* SMTPD_OPT_COUNT: the least limit */
   size_t off;              /* where the value goes in the struct */
+  const void *more;        /* ENUM: choices; TABLE: defs; CUSTOM: funcs */
+  int flags;               /* SMTPD_OPTF_* */
 } smtpd_optdef;
+
+/* A custom option: read(L, idx, at, name) validates the value at idx
+ * into at (raising "name ..."), keeping anything it makes in scratch
+ * (smtpd_opts_scratch); push(L, at) pushes what it read. */
+typedef struct smtpd_optcustom {
+  void (*read)(lua_State *L, int idx, void *at, const char *name);
+  void (*push)(lua_State *L, const void *at);
+} smtpd_optcustom;
+
+/* Every nested option struct starts with this: whether the table was
+ * given at all. */
+typedef struct smtpd_opt_table {
+  int given;
+} smtpd_opt_table;
+
+typedef struct smtpd_cidr_list {
+  smtpd_cidr *v;           /* scratch while read; the owner copies it */
+  size_t n;
+} smtpd_cidr_list;
+
+/* proxy_protocol = {trusted = {...}, timeout = 5, max_header = 536}. */
+typedef struct smtpd_proxy_opts {
+  smtpd_opt_table t;
+  smtpd_cidr_list trusted;
+  uint64_t timeout_ms;
+  size_t max_header;
+} smtpd_proxy_opts;
 
 /* What a server is made with: the session's settings and the rest. */
 typedef struct smtpd_server_conf {
@@ -164,25 +207,66 @@ typedef struct smtpd_server_conf {
   const char *fqdn;
   size_t max_auth_failures;    /* read by the Lua AUTH driver */
   uint64_t auth_failure_delay_ms;
+  smtpd_proxy_opts proxy;
 } smtpd_server_conf;
 
+/* relay = {tls = {...}}: the upstream's certificate checks. */
+typedef struct smtpd_relay_tls_opts {
+  smtpd_opt_table t;
+  int verify;
+  const char *ca, *sni, *cert, *key;
+} smtpd_relay_tls_opts;
+
+/* relay = {auth = {...}}: AUTH PLAIN or LOGIN towards the upstream. */
+typedef struct smtpd_relay_auth_opts {
+  smtpd_opt_table t;
+  const char *user, *password, *password_env, *password_file;
+  int mechanism;           /* 0 any, 1 PLAIN, 2 LOGIN */
+  int plaintext;           /* credentials may go without TLS */
+} smtpd_relay_auth_opts;
+
+enum { SMTPD_RELAY_AT_RCPT = 0, SMTPD_RELAY_AT_RCPT_GIVEN = 1,
+       SMTPD_RELAY_AT_MESSAGE = 2 };
+
 /* The relay client's options (smtpd.sendmail's opts, PureProxy's relay). */
-typedef struct smtpd_relay_conf {
+typedef struct smtpd_relay_opts {
   const char *helo;
   uint64_t timeout_ms;
   uint64_t connect_timeout_ms;
   int lmtp;
   int tempfail_aborts;
-} smtpd_relay_conf;
+  int at;                  /* SMTPD_RELAY_AT_* */
+  int starttls;            /* SMTPD_STARTTLS_* */
+  int implicit_tls;
+  smtpd_relay_tls_opts tls;
+  smtpd_relay_auth_opts auth;
+} smtpd_relay_opts;
 
-extern const smtpd_optdef smtpd_server_opts[];
-extern const smtpd_optdef smtpd_relay_opts[];
+/* mailman = {lmtp = "host:port", helo =, timeout =, connect_timeout =}. */
+typedef struct smtpd_mailman_opts {
+  const char *lmtp;
+  const char *helo;
+  uint64_t timeout_ms;
+  uint64_t connect_timeout_ms;
+} smtpd_mailman_opts;
+
+extern const smtpd_optdef smtpd_server_optdefs[];
+extern const smtpd_optdef smtpd_relay_optdefs[];
+extern const smtpd_optdef smtpd_mailman_optdefs[];
 /* Reads the options of table t into conf: absent ones get their
- * default, a wrong type or range raises an error naming the option. */
+ * default, a wrong type or range raises an error naming the option,
+ * unknown keys of nested tables too. Allocates nothing but scratch. */
 void smtpd_opts_read(lua_State *L, int t, const smtpd_optdef *defs,
                      void *conf);
 /* Pushes {name = default or false, ...} for Lua (core.OPTIONS). */
 void smtpd_opts_push(lua_State *L, const smtpd_optdef *defs);
+/* Pushes what was read into conf, as a table (false: none). */
+void smtpd_opts_push_read(lua_State *L, const smtpd_optdef *defs,
+                          const void *conf);
+/* n zeroed bytes the garbage collector owns, alive until the next
+ * smtpd_opts_scratch_release (readers' scratch; copy what you keep). */
+void *smtpd_opts_scratch(lua_State *L, size_t n);
+void smtpd_opts_scratch_release(lua_State *L);
 
 /* ---- util.c ------------------------------------------------------------ */
 
@@ -212,6 +296,8 @@ int smtpd_sockaddr(const char *host, int port, struct sockaddr_storage *ss);
 
 /* What a server shares with its channels; it outlives the server while
  * channels remain (refs). */
+#define SMTPD_MAX_UPSTREAMS 2
+typedef struct smtpd_relaying smtpd_relaying;
 typedef struct smtpd_ipcount {
   unsigned char addr[16];
   int family;
@@ -236,11 +322,22 @@ typedef struct smtpd_shared {
   size_t nproxy;
   uint64_t proxy_timeout_ms;
   size_t proxy_max;
+  /* A relay at RCPT time (upstream.c): the upstreams each session is
+   * paired with, in order; route: a 5xx to RCPT there means "not mine",
+   * ask the next one. */
+  smtpd_relayconf *upstreams[SMTPD_MAX_UPSTREAMS];
+  int upstream_route[SMTPD_MAX_UPSTREAMS];
+  char *upstream_name[SMTPD_MAX_UPSTREAMS];   /* "Mailman", or NULL */
+  size_t nupstreams;
 } smtpd_shared;
 
 void smtpd_shared_unref(smtpd_shared *sh);
-/* Reads a tls = {...} option table at idx: raises on a malformed table;
- * NULL with why in err when a file cannot be used. */
+/* Checks a tls = {...} option table at idx into spec (its strings stay
+ * in the table, the pairs are scratch): raises on a malformed table. */
+void smtpd_tls_read_spec(lua_State *L, int idx, smtpd_tls_spec *spec,
+                         int *implicit, uint64_t *handshake_ms);
+/* The same, then the certificates loaded: NULL with why in err when a
+ * file cannot be used. */
 smtpd_tls_conf *smtpd_tls_read(lua_State *L, int idx, int *implicit,
                                uint64_t *handshake_ms, char *err,
                                size_t errlen);
@@ -314,6 +411,9 @@ typedef struct smtpd_channel {
   int reading;
   int in_process;
   int awaiting;
+  int relay_wait;          /* a held command waits for the upstream */
+  smtpd_relaying *relay;   /* the RCPT-time relay, once the first MAIL
+                              came (upstream.c) */
   smtpd_tls *tls;
   smtpd_buf cout;          /* wire bytes to write, while TLS is on */
   uint64_t tls_started;    /* uv_now when the handshake began */
@@ -353,6 +453,73 @@ void smtpd_channel_check_shutdown(smtpd_channel *ch);
  * that fails. */
 void smtpd_channel_log(smtpd_channel *ch, const char *level,
                        const char *fmt, ...);
+
+/* ---- client.c ------------------------------------------------------------
+ *
+ * The outgoing SMTP/LMTP client: one connection to an upstream, driven
+ * command by command by its owner (the RCPT-time relay, the one-message
+ * client of core.client_send). */
+
+typedef struct smtpd_client smtpd_client;
+
+/* What the client tells its owner; each may send the next command. */
+typedef struct smtpd_client_owner {
+  /* Greeted, TLS and AUTH done: commands may go. */
+  void (*ready)(void *ctx, smtpd_client *c);
+  /* The reply to one of the owner's commands. */
+  void (*reply)(void *ctx, smtpd_client *c, const smtpd_relay_event *ev);
+  /* The connection is gone or useless (it closes itself after this):
+   * where, the reply that did it (or 0), why, and whether a timeout. */
+  void (*failed)(void *ctx, smtpd_client *c, const char *stage, int code,
+                 const char *why, int timeout);
+  /* What was queued has mostly been written (after a high mark). */
+  void (*drained)(void *ctx, smtpd_client *c);
+} smtpd_client_owner;
+
+void smtpd_relayconf_ref(smtpd_relayconf *c);
+void smtpd_relayconf_unref(smtpd_relayconf *c);
+/* The conf (a core.relay_conf object) at idx; raises otherwise. */
+smtpd_relayconf *smtpd_relayconf_check(lua_State *L, int idx);
+const smtpd_relay_opts *smtpd_relayconf_opts(const smtpd_relayconf *c);
+/* Opens a connection (resolving on the thread pool first): NULL when out
+ * of memory; else the owner hears ready or failed later, never from
+ * inside this call. */
+smtpd_client *smtpd_client_open(smtpd_map *m, smtpd_relayconf *conf,
+                                const smtpd_client_owner *own, void *ctx);
+/* Commands (smtpd_relay_send, _body, _dot): 0, or -1 when the client
+ * cannot take them. */
+int smtpd_client_send(smtpd_client *c, int cmd, const char *line, size_t n);
+int smtpd_client_sendf(smtpd_client *c, int cmd, const char *fmt, ...);
+int smtpd_client_body(smtpd_client *c, const char *p, size_t n);
+int smtpd_client_dot(smtpd_client *c);
+int smtpd_client_bdat(smtpd_client *c, const char *p, size_t n, int last);
+int smtpd_client_usable(const smtpd_client *c);
+/* What the upstream offered (SMTPD_EXT_*; 0 after HELO). */
+unsigned smtpd_client_ext(const smtpd_client *c);
+int smtpd_client_esmtp(const smtpd_client *c);
+size_t smtpd_client_size_max(const smtpd_client *c);
+/* Bytes queued, not yet written: past a high mark the owner waits for
+ * drained before it sends more body. */
+size_t smtpd_client_queued(const smtpd_client *c);
+/* QUIT and close, with no more callbacks; close ends at once (an
+ * unfinished message is dropped upstream). */
+void smtpd_client_quit(smtpd_client *c);
+void smtpd_client_close(smtpd_client *c);
+
+/* ---- upstream.c ------------------------------------------------------- */
+
+/* The session held a command (MAIL, RCPT, DATA, a first BDAT): the
+ * upstream is asked, and the channel waits until it settles it. */
+void smtpd_relaying_held(smtpd_channel *ch);
+/* The message as it streams, after each read; the end of it. */
+void smtpd_relaying_pump(smtpd_channel *ch);
+void smtpd_relaying_message(smtpd_channel *ch);
+/* Too much unwritten upstream: stop reading the client. */
+int smtpd_relaying_blocked(const smtpd_channel *ch);
+/* The handler timeout: a silent upstream is given up (451). */
+void smtpd_relaying_abandon(smtpd_channel *ch);
+void smtpd_relaying_close(smtpd_channel *ch);
+void smtpd_relaying_free(smtpd_channel *ch);
 
 /* ---- hook.c ------------------------------------------------------------ */
 

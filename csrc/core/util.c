@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #endif
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -165,20 +166,24 @@ int smtpd_sockaddr(const char *host, int port, struct sockaddr_storage *ss) {
 
 /* The host's fully qualified name, found once per process the way Python's
  * socket.getfqdn() finds it: the first of the canonical name and its
- * aliases that has a dot, else the canonical name, else the host name. */
-const char *smtpd_fqdn(void) {
-  static char fqdn[256];
-  static int done = 0;
+ * aliases that has a dot, else the canonical name, else the host name.
+ * Safe from any thread (the relay client asks on the thread pool, so the
+ * loop never waits for the resolver); glibc's gethostbyaddr_r gives the
+ * aliases, elsewhere getnameinfo gives the canonical name. */
+static char fqdn_buf[256];
+static pthread_once_t fqdn_once = PTHREAD_ONCE_INIT;
+
+static void fqdn_find(void) {
   char host[256];
   struct addrinfo hints, *res = NULL;
   size_t size = sizeof host;
-  if (done) return fqdn;
-  done = 1;
   if (uv_os_gethostname(host, &size) != 0) strcpy(host, "localhost");
-  snprintf(fqdn, sizeof fqdn, "%s", host);
+  snprintf(fqdn_buf, sizeof fqdn_buf, "%s", host);
   memset(&hints, 0, sizeof hints);
   hints.ai_socktype = SOCK_STREAM;
-  if (getaddrinfo(host, NULL, &hints, &res) == 0 && res) {
+  if (getaddrinfo(host, NULL, &hints, &res) != 0 || res == NULL) return;
+#if defined(__GLIBC__)
+  {
     char buf[8192];
     struct hostent he, *hp = NULL;
     int herr = 0;
@@ -201,9 +206,21 @@ const char *smtpd_fqdn(void) {
           if (strchr(*a, '.')) { pick = *a; break; }
         }
       }
-      snprintf(fqdn, sizeof fqdn, "%s", pick);
+      snprintf(fqdn_buf, sizeof fqdn_buf, "%s", pick);
     }
-    freeaddrinfo(res);
   }
-  return fqdn;
+#else
+  {
+    char name[NI_MAXHOST];
+    if (getnameinfo(res->ai_addr, res->ai_addrlen, name, sizeof name, NULL,
+                    0, NI_NAMEREQD) == 0)
+      snprintf(fqdn_buf, sizeof fqdn_buf, "%s", name);
+  }
+#endif
+  freeaddrinfo(res);
+}
+
+const char *smtpd_fqdn(void) {
+  pthread_once(&fqdn_once, fqdn_find);
+  return fqdn_buf;
 }

@@ -39,6 +39,11 @@ static int channel_blocked(const smtpd_channel *ch) {
   return ch->out.len + ch->cout.len + ch->wbuf.len > OUT_HIGH;
 }
 
+/* A hook or the upstream of a relay has the next word: input waits. */
+static int channel_waiting(const smtpd_channel *ch) {
+  return ch->parked || ch->relay_wait;
+}
+
 static void channel_on_read(uv_stream_t *st, ssize_t nread,
                             const uv_buf_t *buf);
 static void channel_update_reading(smtpd_channel *ch);
@@ -52,6 +57,7 @@ static void channel_free(smtpd_handle *h) {
   smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, h);
   if (ch->counted)
     smtpd_shared_leave(ch->shared, (struct sockaddr *)&ch->peer);
+  smtpd_relaying_free(ch);
   smtpd_shared_unref(ch->shared);
   smtpd_session_free(&ch->s);
   smtpd_buf_free(&ch->in);
@@ -73,6 +79,7 @@ static void channel_close_handles(smtpd_handle *h) {
   smtpd_hook_unref(L, &ch->server_ref);
   smtpd_hook_unref(L, &ch->thread_ref);
   smtpd_hook_unref(L, &ch->received_ref);
+  smtpd_relaying_close(ch);
   smtpd_handle_uv_close(h, (uv_handle_t *)&ch->timer);
   smtpd_handle_uv_close(h, (uv_handle_t *)&ch->tcp);
 }
@@ -104,6 +111,7 @@ smtpd_channel *smtpd_channel_new(smtpd_server *srv) {
   }
   smtpd_session_configure(&ch->s, &ch->shared->conf.session);
   ch->s.tls_offer = ch->shared->tls && !ch->shared->tls_implicit;
+  ch->s.relay = ch->shared->nupstreams > 0;
   ch->s.auth_mechs = ch->shared->auth_mechs;
   smtpd_session_sync(&ch->s);
   return ch;
@@ -248,7 +256,7 @@ void smtpd_channel_arm(smtpd_channel *ch) {
     at = ch->proxy_started + ch->shared->proxy_timeout_ms;
   } else if (ch->tls && !smtpd_tls_ready(ch->tls)) {
     at = ch->tls_started + ch->shared->tls_handshake_ms;
-  } else if (ch->parked) {
+  } else if (channel_waiting(ch)) {
     at = c->handler_timeout_ms ? now + c->handler_timeout_ms : 0;
   } else {
     if (c->timeout_ms) at = ch->last_read + c->timeout_ms;
@@ -285,7 +293,8 @@ void smtpd_channel_cut(smtpd_channel *ch, const char *why) {
 static int channel_check_data(smtpd_channel *ch, uint64_t now) {
   const smtpd_server_conf *c = &ch->shared->conf;
   uint64_t spent;
-  if (!ch->s.parser.data_mode || !ch->data_started || ch->parked) return 0;
+  if (!ch->s.parser.data_mode || !ch->data_started || channel_waiting(ch))
+    return 0;
   spent = now - ch->data_started;
   if (c->data_timeout_ms && spent >= c->data_timeout_ms) {
     smtpd_channel_cut(ch, "DATA took too long");
@@ -314,6 +323,13 @@ static void channel_on_timer(uv_timer_t *t) {
     if (ch->h.map->debug)
       smtpd_channel_log(ch, "debug", "TLS handshake timed out");
     smtpd_channel_close(ch);
+    return;
+  }
+  if (ch->relay_wait) {
+    smtpd_channel_log(ch, "error", "the upstream still had not answered "
+                      "after %.1f s; answering 451",
+                      (double)ch->shared->conf.handler_timeout_ms / 1000.0);
+    smtpd_relaying_abandon(ch);
     return;
   }
   if (ch->parked) {
@@ -404,7 +420,14 @@ static void channel_ev_auth(void *ctx, const smtpd_command *cmd) {
 }
 
 static void channel_ev_message(void *ctx) {
-  smtpd_hook_message(ctx);
+  smtpd_channel *ch = ctx;
+  /* A relay at RCPT time streamed the message: its end goes upstream. */
+  if (ch->s.relay) smtpd_relaying_message(ch);
+  else smtpd_hook_message(ch);
+}
+
+static void channel_ev_held(void *ctx) {
+  smtpd_relaying_held(ctx);
 }
 
 static void channel_ev_starttls(void *ctx) {
@@ -415,8 +438,8 @@ static void channel_ev_starttls(void *ctx) {
  * while replies are blocked (back-pressure). */
 static int channel_ev_stop(void *ctx) {
   smtpd_channel *ch = ctx;
-  return ch->parked || ch->h.closing || ch->close_when_done ||
-         channel_blocked(ch);
+  return ch->parked || ch->relay_wait || ch->h.closing ||
+         ch->close_when_done || channel_blocked(ch);
 }
 
 static void channel_ev_step(void *ctx) {
@@ -431,7 +454,8 @@ static void channel_ev_after(void *ctx) {
 
 static const smtpd_events channel_events = {
   channel_ev_line, channel_ev_command, channel_ev_auth, channel_ev_message,
-  channel_ev_starttls, channel_ev_stop, channel_ev_step, channel_ev_after
+  channel_ev_starttls, channel_ev_stop, channel_ev_step, channel_ev_after,
+  channel_ev_held
 };
 
 /* Feeds input to the session until it is used up or the channel must
@@ -440,6 +464,7 @@ static size_t channel_feed(smtpd_channel *ch, const char *buf, size_t len) {
   size_t off;
   ch->in_process++;
   off = smtpd_session_feed(&ch->s, buf, len, &channel_events, ch);
+  if (ch->relay) smtpd_relaying_pump(ch);
   if (ch->s.quit) ch->close_when_done = 1;
   channel_account(ch);
   if (!ch->s.parser.data_mode) ch->data_started = 0;
@@ -458,7 +483,7 @@ void smtpd_channel_process_input(smtpd_channel *ch) {
     smtpd_buf_consume(&ch->in, used);
     smtpd_channel_flush(ch);
     if (ch->h.closing) return;
-    if (ch->in.len == 0 || used == 0 || ch->writing || ch->parked ||
+    if (ch->in.len == 0 || used == 0 || ch->writing || channel_waiting(ch) ||
         ch->close_when_done || channel_blocked(ch))
       break;
   }
@@ -493,11 +518,11 @@ static void channel_recv(smtpd_channel *ch, const char *p, size_t n) {
     }
   }
   if (ch->h.closing) return;
-  if (ch->parked) smtpd_channel_arm(ch);
+  if (channel_waiting(ch)) smtpd_channel_arm(ch);
   smtpd_channel_flush(ch);
   if (ch->h.closing) return;
   /* What this read left over, now that its replies are out. */
-  if (ch->in.len && !ch->writing && !ch->parked && !ch->in_process)
+  if (ch->in.len && !ch->writing && !channel_waiting(ch) && !ch->in_process)
     smtpd_channel_process_input(ch);
   else
     channel_update_reading(ch);
@@ -573,7 +598,8 @@ static void channel_on_read(uv_stream_t *st, ssize_t nread,
 static void channel_update_reading(smtpd_channel *ch) {
   /* Held input is bounded too: no reading while more than a read's worth
    * waits to be parsed. */
-  int want = !ch->h.closing && !ch->parked && !ch->close_when_done &&
+  int want = !ch->h.closing && !channel_waiting(ch) && !ch->close_when_done &&
+             !smtpd_relaying_blocked(ch) &&
              !channel_blocked(ch) && ch->in.len <= IN_HIGH;
   if (want && !ch->reading) {
     if (uv_read_start((uv_stream_t *)&ch->tcp, channel_on_alloc,
@@ -600,7 +626,8 @@ static void channel_on_write(uv_write_t *req, int status) {
   smtpd_channel_flush(ch);
   if (ch->h.closing) return;
   /* The client drained its replies: go on with what it sent meanwhile. */
-  if (!channel_blocked(ch) && !ch->parked && ch->in.len && !ch->in_process)
+  if (!channel_blocked(ch) && !channel_waiting(ch) && ch->in.len &&
+      !ch->in_process)
     smtpd_channel_process_input(ch);
   else
     channel_update_reading(ch);

@@ -1,899 +1,489 @@
 /*
- * The outgoing SMTP/LMTP client used by the relays: one transaction per
- * client, on a map's loop, with a timeout on every step.
+ * The outgoing SMTP/LMTP client of the relays: one connection to an
+ * upstream (TCP, or unix:/path) on a map's loop, speaking through the
+ * pure machine of relay.c, with a timeout on every step, implicit TLS or
+ * STARTTLS, and AUTH.
  *
- *   core.client_send(map, {host=, port=, mailfrom=, rcpttos={...}, data=,
- *                          helo=, lmtp=false, timeout=60,
- *                          connect_timeout=30, mail_options={...}},
- *                    function(result) ... end) -> handle
+ *   core.relay_conf(map, host, port, opts) -> conf   the relay options,
+ *       read once (with the TLS contexts loaded now); conf:options()
+ *   core.client_send(map, conf, envelope, callback) -> handle
+ *       one message, the outcome as one table (smtpd.sendmail, and
+ *       PureProxy's message mode): handle:cancel(), handle:active()
  *
- * The callback gets one table: ok (the message was taken for at least one
- * recipient), refused (recipient -> {code, message}), code and message of
- * the last reply, and on failure stage, error and timeout.
+ * The RCPT-time relays (upstream.c) use the same client command by
+ * command, through smtpd_client_open and its owner's callbacks.
  *
- * TLS and AUTH (the relay = {...} options, flattened by sendmail.lua):
- * starttls (0 no, 1 when offered, 2 required), implicit_tls, tls_verify,
- * tls_ca, tls_sni, tls_cert, tls_key, auth_user, auth_password,
- * auth_mechanism (PLAIN or LOGIN), auth_plaintext. Credentials are never
- * sent before TLS unless auth_plaintext says so. Replies the server sent
- * behind its 220 to STARTTLS are dropped, never read as replies to what
- * we send over TLS (the injection of CVE-2021-38371).
- *
- * The data is sent with every line ending made CRLF (a bare CR or LF never
- * reaches the upstream as such: that is how SMTP smuggling crosses relays)
- * and lines starting with "." doubled, as RFC 5321 4.5.2 asks.
+ * Nothing blocks the loop: the upstream's name, the host's FQDN (the
+ * default HELO) and a password file are had on libuv's thread pool;
+ * CA bundles and client certificates are loaded when the options are
+ * read. Replies sent behind the 220 to STARTTLS fail the connection,
+ * never read as replies to what we send over TLS (CVE-2021-38371).
  */
+#include <errno.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include <openssl/crypto.h>
 
 #include "core/glue.h"
 
 #define CLIENT_MT "smtpd.client"
+#define RELAYCONF_MT "smtpd.relayconf"
 
+/* Back-pressure for the owner: past this many bytes not yet written to
+ * the upstream, it should stop feeding the body until drained. */
+#define CLIENT_HIGH (256 * 1024)
 
-enum {
-  ST_RESOLVE, ST_CONNECT, ST_GREETING, ST_EHLO, ST_HELO, ST_STARTTLS,
-  ST_TLS, ST_AUTH, ST_AUTH_USER, ST_AUTH_PASS, ST_MAIL, ST_RCPT, ST_DATA,
-  ST_BODY, ST_QUIT, ST_DONE
-};
+/* ---- the relay options, read once --------------------------------------- */
 
-static const char *const client_stage[] = {
-  "resolve", "connect", "greeting", "ehlo", "helo", "starttls", "tls",
-  "auth", "auth", "auth", "mail", "rcpt", "data", "message", "quit", "done"
-};
-
-typedef struct client_rcpt {
-  int code;               /* RCPT reply, then (LMTP) the data reply */
-  char *msg;
-  int accepted;
-  int after_data;         /* refused by an LMTP reply after the data */
-} client_rcpt;
-
-typedef struct smtpd_client {
-  smtpd_handle h;
-  uv_tcp_t tcp;
-  uv_timer_t timer;
-  uv_getaddrinfo_t gai;
-  uv_connect_t creq;
-  struct addrinfo *ai, *cur;  /* resolved addresses, the one being tried */
-  int resolving;           /* uv_getaddrinfo in flight */
-  int state;
-  int lmtp;
-  int tempfail_aborts;     /* a 4xx to any RCPT: no DATA, fail the lot */
-  int cb_ref;              /* the Lua callback */
-  int data_ref;            /* keeps the data string alive */
-  int reported;
-  uint64_t timeout_ms, connect_timeout_ms;
-  char *host;
+struct smtpd_relayconf {
+  int refs;
+  char *host;              /* NULL for a unix socket */
   int port;
-  char *helo;
-  char *mailfrom;
-  smtpd_strlist rcpts;
-  smtpd_strlist mail_options;
-  client_rcpt *r;
-  size_t rcpt_i;           /* next RCPT to send / next LMTP reply */
-  size_t accepted;
-  const char *data;
-  size_t data_len;
-  /* what the upstream offered */
-  int esmtp, has_size, has_8bitmime, has_smtputf8, has_starttls;
-  int has_dsn;
-  smtpd_strlist dsn_mail;  /* RET=, ENVID= for MAIL when DSN is offered */
-  smtpd_strlist dsn_notify; /* per recipient: NOTIFY's value, or "-" */
-  smtpd_strlist dsn_orcpt;  /* per recipient: ORCPT's value, or "-" */
-  int has_plain, has_login;
-  /* TLS and AUTH */
-  int starttls;            /* 0 no, 1 opportunistic, 2 required */
-  int implicit;
-  int auth_plaintext;
-  int tls_tried;           /* STARTTLS was refused: go on in plaintext */
-  int authed;
-  smtpd_tls_client_spec tspec;   /* strings owned: tls_strs */
-  char *tls_strs[4];
-  char *auth_user, *auth_pass;
-  int auth_login;          /* LOGIN rather than PLAIN */
-  int auth_forced;         /* the mechanism was chosen by the caller */
-  smtpd_tls *tls;
-  smtpd_buf raw;           /* ciphertext read */
-  smtpd_buf cout;          /* ciphertext to write */
-  /* reply being read */
-  smtpd_buf in;
-  smtpd_buf reply;         /* text of the lines so far, joined by \n */
-  int reply_lines;
-  /* outcome */
-  int code;
-  int failed;
-  int timed_out;
-  char err[256];
-} smtpd_client;
+  char *path;              /* unix:/path */
+  smtpd_relay_opts o;      /* its strings point into strs */
+  char *strs[10];
+  smtpd_tls_client_spec tspec;
+  int tls;                 /* TLS may be used (a context was loaded) */
+};
 
-typedef struct client_write {
-  uv_write_t req;
-  char *buf;
-} client_write;
+static char *conf_keep(smtpd_relayconf *c, int i, const char *s,
+                       int *failed) {
+  if (s == NULL) return NULL;
+  c->strs[i] = strdup(s);
+  if (c->strs[i] == NULL) *failed = 1;
+  return c->strs[i];
+}
 
-static void client_fail(smtpd_client *c, int code, const char *fmt, ...);
+void smtpd_relayconf_ref(smtpd_relayconf *c) {
+  c->refs++;
+}
 
-/* ---- lifetime ---------------------------------------------------------- */
-
-static void client_free(smtpd_handle *h) {
-  smtpd_client *c = SMTPD_OWNER(smtpd_client, h);
+void smtpd_relayconf_unref(smtpd_relayconf *c) {
   size_t i;
-  for (i = 0; i < c->rcpts.n; i++) free(c->r[i].msg);
-  free(c->r);
-  smtpd_strlist_clear(&c->rcpts);
-  smtpd_strlist_clear(&c->mail_options);
-  smtpd_strlist_clear(&c->dsn_mail);
-  smtpd_strlist_clear(&c->dsn_notify);
-  smtpd_strlist_clear(&c->dsn_orcpt);
-  smtpd_buf_free(&c->in);
-  smtpd_buf_free(&c->reply);
-  smtpd_buf_free(&c->raw);
-  smtpd_buf_free(&c->cout);
-  smtpd_tls_free(c->tls);
-  for (i = 0; i < 4; i++) free(c->tls_strs[i]);
-  if (c->auth_pass) {
-    OPENSSL_cleanse(c->auth_pass, strlen(c->auth_pass));   /* wiped */
-    free(c->auth_pass);
+  if (c == NULL || --c->refs > 0) return;
+  for (i = 0; i < sizeof c->strs / sizeof c->strs[0]; i++) {
+    if (c->strs[i]) {
+      OPENSSL_cleanse(c->strs[i], strlen(c->strs[i]));   /* a password */
+      free(c->strs[i]);
+    }
   }
-  free(c->auth_user);
   free(c->host);
-  free(c->helo);
-  free(c->mailfrom);
-  if (c->ai) uv_freeaddrinfo(c->ai);
+  free(c->path);
   free(c);
 }
 
-/* Closed (done, failed, cancelled or by its map): nobody more to tell. */
-static void client_close_handles(smtpd_handle *h) {
-  smtpd_client *c = SMTPD_OWNER(smtpd_client, h);
-  lua_State *L = h->map->L;
-  c->reported = 1;
-  luaL_unref(L, LUA_REGISTRYINDEX, c->cb_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, c->data_ref);
-  c->cb_ref = c->data_ref = LUA_NOREF;
-  c->data = NULL;
-  if (c->resolving) uv_cancel((uv_req_t *)&c->gai);
-  smtpd_handle_uv_close(h, (uv_handle_t *)&c->timer);
-  smtpd_handle_uv_close(h, (uv_handle_t *)&c->tcp);
+const smtpd_relay_opts *smtpd_relayconf_opts(const smtpd_relayconf *c) {
+  return &c->o;
 }
 
-static void client_close(smtpd_client *c) {
+static smtpd_relayconf *conf_check(lua_State *L, int idx) {
+  smtpd_relayconf **pc = luaL_checkudata(L, idx, RELAYCONF_MT);
+  if (*pc == NULL) luaL_argerror(L, idx, "relay conf is gone");
+  return *pc;
+}
+
+smtpd_relayconf *smtpd_relayconf_check(lua_State *L, int idx) {
+  return conf_check(L, idx);
+}
+
+static int conf_gc(lua_State *L) {
+  smtpd_relayconf **pc = luaL_checkudata(L, 1, RELAYCONF_MT);
+  smtpd_relayconf_unref(*pc);
+  *pc = NULL;
+  return 0;
+}
+
+/* relay_conf(map, host, port, opts) -> conf | nil, why: host "unix:/path"
+ * (port 0) for a unix socket. Bad options raise; a CA file or client
+ * certificate that cannot be loaded is nil, why. */
+static int conf_new(lua_State *L) {
+  smtpd_map *m = smtpd_check_map(L, 1);
+  const char *host = luaL_checkstring(L, 2);
+  lua_Integer port = luaL_checkinteger(L, 3);
+  smtpd_relay_opts o;
+  smtpd_relayconf *c, **pc;
+  smtpd_relay_auth_opts *a = &o.auth;
+  int failed = 0, unix_sock = strncmp(host, "unix:", 5) == 0;
+  char err[300];
+  luaL_checktype(L, 4, LUA_TTABLE);
+  memset(&o, 0, sizeof o);
+  smtpd_opts_read(L, 4, smtpd_relay_optdefs, &o);
+  if (unix_sock) {
+    struct sockaddr_un un;
+    if (host[5] == '\0' || strlen(host + 5) >= sizeof un.sun_path)
+      return luaL_error(L, "a unix socket needs a path of at most %d bytes",
+                        (int)sizeof un.sun_path - 1);
+  } else {
+    luaL_argcheck(L, port > 0 && port <= 65535, 3, "port out of range");
+    luaL_argcheck(L, host[0] && strcspn(host, " \t\r\n") == strlen(host), 2,
+                  "a host name or address");
+  }
+  if (o.implicit_tls && o.starttls)
+    return luaL_error(L, "implicit_tls and starttls exclude each other");
+  if (a->t.given) {
+    int n = (a->password != NULL) + (a->password_env != NULL) +
+            (a->password_file != NULL);
+    if (a->user == NULL)
+      return luaL_error(L, "auth.user must be a non-empty string");
+    if (n != 1)
+      return luaL_error(L, "auth needs one of password, password_env, "
+                        "password_file");
+  }
+  pc = lua_newuserdatauv(L, sizeof *pc, 0);
+  *pc = NULL;
+  luaL_setmetatable(L, RELAYCONF_MT);
+  c = calloc(1, sizeof *c);
+  if (c == NULL) return luaL_error(L, "out of memory");
+  c->refs = 1;
+  *pc = c;
+  c->o = o;
+  c->port = (int)port;
+  if (unix_sock) c->path = strdup(host + 5);
+  else c->host = strdup(host);
+  if ((unix_sock ? c->path : c->host) == NULL) failed = 1;
+  c->o.helo = conf_keep(c, 0, o.helo, &failed);
+  c->o.tls.ca = conf_keep(c, 1, o.tls.ca, &failed);
+  c->o.tls.sni = conf_keep(c, 2, o.tls.sni, &failed);
+  c->o.tls.cert = conf_keep(c, 3, o.tls.cert, &failed);
+  c->o.tls.key = conf_keep(c, 4, o.tls.key, &failed);
+  c->o.auth.user = conf_keep(c, 5, a->user, &failed);
+  c->o.auth.password = conf_keep(c, 6, a->password, &failed);
+  c->o.auth.password_env = conf_keep(c, 7, a->password_env, &failed);
+  c->o.auth.password_file = conf_keep(c, 8, a->password_file, &failed);
+  if (failed) return luaL_error(L, "out of memory");
+  c->tspec.verify = c->o.tls.t.given ? c->o.tls.verify : 1;
+  c->tspec.ca = c->o.tls.ca;
+  c->tspec.sni = c->o.tls.sni ? c->o.tls.sni : c->host;
+  c->tspec.cert = c->o.tls.cert;
+  c->tspec.key = c->o.tls.key;
+  c->tls = c->o.starttls || c->o.implicit_tls;
+  if (c->tls) {
+    /* The CA bundle and the client certificate, read now rather than at
+     * the first message. */
+    smtpd_tls_env *env = smtpd_map_tls(m);
+    if (env == NULL) return luaL_error(L, "out of memory");
+    if (smtpd_tls_client_preload(env, &c->tspec, err, sizeof err)) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "tls: %s", err);
+      return 2;
+    }
+  }
+  return 1;
+}
+
+/* conf:options() -> what was read (the password left out). */
+static int conf_options(lua_State *L) {
+  smtpd_relayconf *c = conf_check(L, 1);
+  smtpd_relay_opts o = c->o;
+  o.auth.password = o.auth.password ? "(set)" : NULL;
+  smtpd_opts_push_read(L, smtpd_relay_optdefs, &o);
+  if (c->path) lua_pushfstring(L, "unix:%s", c->path);
+  else lua_pushstring(L, c->host);
+  lua_setfield(L, -2, "host");
+  lua_pushinteger(L, c->port);
+  lua_setfield(L, -2, "port");
+  return 1;
+}
+
+/* ---- the connection ------------------------------------------------------- */
+
+enum { C_RESOLVE, C_CONNECT, C_SETUP, C_READY, C_DONE };
+
+struct smtpd_client {
+  smtpd_handle h;
+  smtpd_stream sock;       /* .pipe for a unix socket */
+  uv_timer_t timer;
+  uv_connect_t creq;
+  uv_work_t work;          /* name, FQDN and password on the pool */
+  int working;
+  struct addrinfo *ai, *cur;
+  char work_err[300];
+  char *password;          /* had for this connection */
+  char *helo;
+  smtpd_relayconf *conf;
+  smtpd_relay relay;
+  int relay_live;
+  int state;
+  smtpd_tls *tls;
+  int tls_up;              /* the handshake is done */
+  smtpd_buf raw;           /* ciphertext read */
+  smtpd_buf cout;          /* ciphertext to write */
+  size_t queued;           /* bytes written, not yet sent */
+  int high;                /* the owner was told to wait */
+  const smtpd_client_owner *own;
+  void *own_ctx;
+  int reported;            /* failed was told */
+};
+
+typedef struct client_write {
+  uv_write_t req;
+  smtpd_client *c;
+  smtpd_buf buf;
+  int secret;              /* may hold credentials: wiped */
+} client_write;
+
+static void client_free(smtpd_handle *h) {
+  smtpd_client *c = SMTPD_OWNER(smtpd_client, h);
+  if (c->relay_live) smtpd_relay_free(&c->relay);
+  smtpd_buf_free(&c->raw);
+  smtpd_buf_free(&c->cout);
+  smtpd_tls_free(c->tls);
+  if (c->password) {
+    OPENSSL_cleanse(c->password, strlen(c->password));
+    free(c->password);
+  }
+  free(c->helo);
+  if (c->ai) freeaddrinfo(c->ai);
+  smtpd_relayconf_unref(c->conf);
+  free(c);
+}
+
+static void client_close_handles(smtpd_handle *h) {
+  smtpd_client *c = SMTPD_OWNER(smtpd_client, h);
+  c->state = C_DONE;
+  c->own = NULL;
+  if (c->working) uv_cancel((uv_req_t *)&c->work);
+  smtpd_handle_uv_close(h, (uv_handle_t *)&c->timer);
+  smtpd_handle_uv_close(h, (uv_handle_t *)&c->sock);
+}
+
+void smtpd_client_close(smtpd_client *c) {
   smtpd_handle_close(&c->h);
 }
 
-/* ---- reporting --------------------------------------------------------- */
-
-static void client_push_result(lua_State *L, smtpd_client *c) {
-  size_t i;
-  lua_createtable(L, 0, 8);
-  lua_pushboolean(L, !c->failed);
-  lua_setfield(L, -2, "ok");
-  lua_pushinteger(L, c->code);
-  lua_setfield(L, -2, "code");
-  lua_pushlstring(L, c->reply.p ? c->reply.p : "", c->reply.len);
-  lua_setfield(L, -2, "message");
-  lua_pushinteger(L, (lua_Integer)c->accepted);
-  lua_setfield(L, -2, "accepted");
-  lua_newtable(L);
-  for (i = 0; i < c->rcpts.n; i++) {
-    const client_rcpt *r = &c->r[i];
-    if (r->accepted && !c->failed) continue;
-    lua_createtable(L, 3, 0);
-    if (!r->accepted && r->code) {
-      /* Refused on its own: at RCPT, or (LMTP) after the data. */
-      lua_pushinteger(L, r->code);
-      lua_rawseti(L, -2, 1);
-      lua_pushstring(L, r->msg ? r->msg : "");
-      lua_rawseti(L, -2, 2);
-      lua_pushstring(L, r->after_data ? "message" : "rcpt");
-    } else {
-      /* The whole transaction failed: smtpd's -1 when there is no code. */
-      lua_pushinteger(L, c->code ? c->code : -1);
-      lua_rawseti(L, -2, 1);
-      lua_pushstring(L, c->err);
-      lua_rawseti(L, -2, 2);
-      lua_pushstring(L, client_stage[c->state]);
-    }
-    lua_rawseti(L, -2, 3);
-    lua_setfield(L, -2, c->rcpts.v[i].p);
-  }
-  lua_setfield(L, -2, "refused");
-  if (c->failed) {
-    lua_pushstring(L, client_stage[c->state]);
-    lua_setfield(L, -2, "stage");
-    lua_pushstring(L, c->err);
-    lua_setfield(L, -2, "error");
-    lua_pushboolean(L, c->timed_out);
-    lua_setfield(L, -2, "timeout");
-  }
-}
-
-static int client_lua_report(lua_State *L) {
-  smtpd_client *c = lua_touserdata(L, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->cb_ref);
-  client_push_result(L, c);
-  smtpd_lua_calls++;
-  lua_call(L, 1, 0);
-  return 0;
-}
-
-/* Calls the Lua callback once, protected. */
-static void client_report(smtpd_client *c) {
-  lua_State *L = c->h.map->L;
-  if (c->reported) return;
-  c->reported = 1;
-  if (c->cb_ref == LUA_NOREF) return;
-  lua_pushcfunction(L, client_lua_report);
-  lua_pushlightuserdata(L, c);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    smtpd_log(c->h.map, "error in a relay callback: %s", lua_tostring(L, -1));
-    lua_pop(L, 1);
-  }
-}
-
-static void client_fail(smtpd_client *c, int code, const char *fmt, ...) {
+/* The connection is of no more use: the owner hears why, once. */
+static void client_fail(smtpd_client *c, const char *stage, int code,
+                        int timeout, const char *fmt, ...) {
+  char why[600];
   va_list ap;
-  if (c->h.closing) return;
-  c->failed = 1;
-  if (code) c->code = code;
+  const smtpd_client_owner *own = c->own;
+  if (c->h.closing || c->reported) return;
+  c->reported = 1;
   va_start(ap, fmt);
-  vsnprintf(c->err, sizeof c->err, fmt, ap);
+  vsnprintf(why, sizeof why, fmt, ap);
   va_end(ap);
-  client_report(c);
-  client_close(c);
+  c->state = C_DONE;
+  if (own && own->failed) own->failed(c->own_ctx, c, stage, code, why,
+                                      timeout);
+  smtpd_client_close(c);
 }
 
-/* ---- I/O --------------------------------------------------------------- */
-
-static void client_on_timer(uv_timer_t *t) {
-  smtpd_client *c = SMTPD_OWNER(smtpd_client, t->data);
-  if (c->failed) {
-    /* A failure found while starting, reported from the loop. */
-    client_report(c);
-    client_close(c);
-    return;
-  }
-  c->timed_out = 1;
-  client_fail(c, 0, "%s: timed out after %.1f s", client_stage[c->state],
-              (double)(c->state <= ST_CONNECT ? c->connect_timeout_ms
-                                              : c->timeout_ms) / 1000.0);
-}
-
-static void client_arm(smtpd_client *c) {
-  uint64_t ms = c->state <= ST_CONNECT ? c->connect_timeout_ms
-                                       : c->timeout_ms;
-  uv_timer_start(&c->timer, client_on_timer, ms, 0);
-}
+/* ---- writing --------------------------------------------------------------- */
 
 static void client_on_write(uv_write_t *req, int status) {
   client_write *w = (client_write *)req;
-  smtpd_client *c = SMTPD_OWNER(smtpd_client, req->handle->data);
-  free(w->buf);
+  smtpd_client *c = w->c;
+  c->queued -= w->buf.len;
+  if (w->secret && w->buf.p) OPENSSL_cleanse(w->buf.p, w->buf.cap);
+  smtpd_buf_free(&w->buf);
   free(w);
-  if (status < 0 && !c->h.closing)
-    client_fail(c, 0, "%s: write failed: %s", client_stage[c->state],
-                uv_strerror(status));
-}
-
-/* Writes buf (taken over) to the socket: 0, or -1 and failed. */
-static int client_write_raw(smtpd_client *c, char *buf, size_t len) {
-  client_write *w = malloc(sizeof *w);
-  uv_buf_t b = uv_buf_init(buf, (unsigned)len);
-  int err;
-  if (w == NULL) {
-    free(buf);
-    client_fail(c, 0, "out of memory");
-    return -1;
+  if (c->h.closing) return;
+  if (status < 0) {
+    /* The server went away before it read everything. */
+    if (status == UV_EPIPE || status == UV_ECONNRESET)
+      client_fail(c, smtpd_relay_stage(&c->relay), 0, 0, "%s: connection "
+                  "closed by the server", smtpd_relay_stage(&c->relay));
+    else
+      client_fail(c, smtpd_relay_stage(&c->relay), 0, 0, "%s: write failed: "
+                  "%s", smtpd_relay_stage(&c->relay), uv_strerror(status));
+    return;
   }
-  w->buf = buf;
-  err = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, client_on_write);
-  if (err) {
-    free(buf);
-    free(w);
-    client_fail(c, 0, "%s: write failed: %s", client_stage[c->state],
-                uv_strerror(err));
-    return -1;
+  if (c->high && c->queued < CLIENT_HIGH / 2) {
+    c->high = 0;
+    if (c->own && c->own->drained) c->own->drained(c->own_ctx, c);
   }
-  return 0;
 }
 
-/* Writes what TLS queued (handshake records, encrypted commands). */
-static int client_flush_tls(smtpd_client *c) {
-  char *p = c->cout.p;
-  size_t n = c->cout.len;
-  if (n == 0) return 0;
-  c->cout.p = NULL;
-  c->cout.len = c->cout.cap = 0;
-  return client_write_raw(c, p, n);
-}
-
-/* Sends buf (taken over) and waits for the reply with a fresh timeout. */
-static void client_send_buf(smtpd_client *c, char *buf, size_t len) {
+/* Sends what the machine queued (through TLS when it is on). */
+static void client_flush(smtpd_client *c) {
+  smtpd_buf *src = &c->relay.out;
   client_write *w;
-  uv_buf_t b = uv_buf_init(buf, (unsigned)len);
-  int err;
+  uv_buf_t b;
+  int err, secret = c->state < C_READY;
+  if (c->h.closing || c->state == C_DONE) return;
   if (c->tls) {
-    int bad = smtpd_tls_write(c->tls, buf, len);
-    OPENSSL_cleanse(buf, len);   /* it may hold credentials */
-    free(buf);
-    if (bad) {
-      client_fail(c, 0, "%s: %s", client_stage[c->state],
-                  smtpd_tls_error(c->tls));
-      return;
-    }
-    if (client_flush_tls(c)) return;
-    c->reply.len = 0;
-    c->reply_lines = 0;
-    client_arm(c);
-    return;
-  }
-  w = malloc(sizeof *w);
-  if (w == NULL) {
-    free(buf);
-    client_fail(c, 0, "out of memory");
-    return;
-  }
-  w->buf = buf;
-  err = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, client_on_write);
-  if (err) {
-    free(buf);
-    free(w);
-    client_fail(c, 0, "%s: write failed: %s", client_stage[c->state],
-                uv_strerror(err));
-    return;
-  }
-  c->reply.len = 0;
-  c->reply_lines = 0;
-  client_arm(c);
-}
-
-static void client_sendf(smtpd_client *c, const char *fmt, ...) {
-  va_list ap;
-  int n;
-  char tmp[1024], *buf;
-  va_start(ap, fmt);
-  n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-  va_end(ap);
-  buf = n < 0 ? NULL : malloc((size_t)n + 1);
-  if (buf == NULL) {
-    client_fail(c, 0, "out of memory");
-    return;
-  }
-  if ((size_t)n < sizeof tmp) {
-    memcpy(buf, tmp, (size_t)n + 1);
-  } else {
-    va_start(ap, fmt);
-    vsnprintf(buf, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-  }
-  client_send_buf(c, buf, (size_t)n);
-}
-
-/* The message in wire form: CRLF line ends only, dots doubled, ended by
- * CRLF "." CRLF. */
-static char *client_wire(const char *d, size_t n, size_t *outlen) {
-  size_t i, k = 0, cap = n + n / 8 + 8;
-  int bol = 1;
-  char *o = malloc(cap);
-  if (o == NULL) return NULL;
-  for (i = 0; i < n; i++) {
-    char ch = d[i];
-    if (k + 5 > cap) {
-      char *g;
-      cap = cap * 2;
-      g = realloc(o, cap);
-      if (g == NULL) { free(o); return NULL; }
-      o = g;
-    }
-    if (bol && ch == '.') o[k++] = '.';
-    bol = 0;
-    if (ch == '\r') {
-      if (i + 1 < n && d[i + 1] == '\n') i++;
-      o[k++] = '\r'; o[k++] = '\n';
-      bol = 1;
-    } else if (ch == '\n') {
-      o[k++] = '\r'; o[k++] = '\n';
-      bol = 1;
-    } else {
-      o[k++] = ch;
-    }
-  }
-  if (k + 5 > cap) {
-    char *g = realloc(o, k + 5);
-    if (g == NULL) { free(o); return NULL; }
-    o = g;
-  }
-  if (!bol) { o[k++] = '\r'; o[k++] = '\n'; }
-  memcpy(o + k, ".\r\n", 3);
-  *outlen = k + 3;
-  return o;
-}
-
-static int has_8bit(const char *d, size_t n) {
-  size_t i;
-  for (i = 0; i < n; i++)
-    if ((unsigned char)d[i] & 0x80) return 1;
-  return 0;
-}
-
-static int kw_is(const char *line, size_t n, const char *kw) {
-  size_t i, kl = strlen(kw);
-  if (n < kl) return 0;
-  for (i = 0; i < kl; i++) {
-    char ch = line[i];
-    if (ch >= 'a' && ch <= 'z') ch = (char)(ch - 32);
-    if (ch != kw[i]) return 0;
-  }
-  return n == kl || line[kl] == ' ' || line[kl] == '=';
-}
-
-/* Notes what an EHLO reply line offers. */
-static void client_ehlo_line(smtpd_client *c, const char *t, size_t n) {
-  if (kw_is(t, n, "SIZE")) c->has_size = 1;
-  else if (kw_is(t, n, "8BITMIME")) c->has_8bitmime = 1;
-  else if (kw_is(t, n, "SMTPUTF8")) c->has_smtputf8 = 1;
-  else if (kw_is(t, n, "STARTTLS")) c->has_starttls = 1;
-  else if (kw_is(t, n, "DSN")) c->has_dsn = 1;
-  else if (kw_is(t, n, "AUTH")) {
-    /* AUTH mech mech ... (or the old AUTH=mech form) */
-    size_t i = 5;
-    while (i < n) {
-      size_t k = i;
-      while (k < n && t[k] != ' ') k++;
-      if (kw_is(t + i, k - i, "PLAIN")) c->has_plain = 1;
-      if (kw_is(t + i, k - i, "LOGIN")) c->has_login = 1;
-      i = k + 1;
-    }
-  }
-}
-
-static void client_send_mail(smtpd_client *c);
-static void client_parse(smtpd_client *c);
-
-static void client_send_b64(smtpd_client *c, const char *pre,
-                            const char *p, size_t n) {
-  size_t lp = strlen(pre), cap = lp + (n + 2) / 3 * 4 + 3;
-  char *buf = malloc(cap);
-  if (buf == NULL) {
-    client_fail(c, 0, "out of memory");
-    return;
-  }
-  memcpy(buf, pre, lp);
-  lp += smtpd_b64_encode((const unsigned char *)p, n, buf + lp);
-  memcpy(buf + lp, "\r\n", 3);
-  client_send_buf(c, buf, lp + 2);
-}
-
-/* AUTH PLAIN with the initial response, or AUTH LOGIN. */
-static void client_auth(smtpd_client *c) {
-  size_t ul = strlen(c->auth_user), pl = strlen(c->auth_pass);
-  char *msg;
-  c->state = ST_AUTH;
-  if (c->auth_login) {
-    client_sendf(c, "AUTH LOGIN\r\n");
-    return;
-  }
-  msg = malloc(ul + pl + 2);
-  if (msg == NULL) {
-    client_fail(c, 0, "out of memory");
-    return;
-  }
-  msg[0] = '\0';
-  memcpy(msg + 1, c->auth_user, ul);
-  msg[ul + 1] = '\0';
-  memcpy(msg + ul + 2, c->auth_pass, pl);
-  client_send_b64(c, "AUTH PLAIN ", msg, ul + pl + 2);
-  OPENSSL_cleanse(msg, ul + pl + 2);
-  free(msg);
-}
-
-/* After the EHLO (or HELO) reply: STARTTLS, AUTH, then MAIL. */
-static void client_after_hello(smtpd_client *c) {
-  int tls_on = c->tls != NULL;
-  if (!tls_on && c->starttls && !c->tls_tried) {
-    if (c->has_starttls) {
-      c->state = ST_STARTTLS;
-      client_sendf(c, "STARTTLS\r\n");
-      return;
-    }
-    if (c->starttls == 2) {
-      c->state = ST_STARTTLS;
-      client_fail(c, 0, "starttls: the server does not offer STARTTLS "
-                  "(relay.starttls = \"require\")");
-      return;
-    }
-  }
-  if (c->auth_user && !c->authed) {
-    if (!tls_on && !c->auth_plaintext) {
-      c->state = ST_AUTH;
-      client_fail(c, 0, "auth: no TLS, so no credentials sent (set "
-                  "relay.auth.plaintext = true to send them anyway)");
-      return;
-    }
-    if (!c->auth_forced) c->auth_login = !c->has_plain && c->has_login;
-    if (!(c->auth_login ? c->has_login : c->has_plain)) {
-      c->state = ST_AUTH;
-      client_fail(c, 0, "auth: the server offers no AUTH %s",
-                  c->auth_forced ? (c->auth_login ? "LOGIN" : "PLAIN")
-                                 : "PLAIN or LOGIN");
-      return;
-    }
-    client_auth(c);
-    return;
-  }
-  client_send_mail(c);
-}
-
-/* The server said 220 to STARTTLS: whatever else it sent is dropped, and
- * the handshake starts. */
-static void client_start_tls(smtpd_client *c) {
-  char err[200];
-  c->in.len = 0;
-  smtpd_tls_env *env = smtpd_map_tls(c->h.map);
-  snprintf(err, sizeof err, "out of memory");
-  c->tls = env ? smtpd_tls_client(env, &c->tspec, &c->cout, err, sizeof err)
-               : NULL;
-  c->state = ST_TLS;
-  if (c->tls == NULL) {
-    client_fail(c, 0, "tls: %s", err);
-    return;
-  }
-  if (smtpd_tls_start(c->tls) != SMTPD_TLS_OK) {
-    client_fail(c, 0, "tls: %s", smtpd_tls_error(c->tls));
-    return;
-  }
-  if (client_flush_tls(c)) return;
-  client_arm(c);
-}
-
-static void client_send_rcpt(smtpd_client *c) {
-  const char *notify = "-", *orcpt = "-";
-  /* DSN's NOTIFY/ORCPT go on only to an upstream that offers DSN. */
-  if (c->esmtp && c->has_dsn && c->rcpt_i < c->dsn_notify.n &&
-      c->rcpt_i < c->dsn_orcpt.n) {
-    notify = c->dsn_notify.v[c->rcpt_i].p;
-    orcpt = c->dsn_orcpt.v[c->rcpt_i].p;
-  }
-  client_sendf(c, "RCPT TO:<%s>%s%s%s%s\r\n", c->rcpts.v[c->rcpt_i].p,
-               strcmp(notify, "-") ? " NOTIFY=" : "",
-               strcmp(notify, "-") ? notify : "",
-               strcmp(orcpt, "-") ? " ORCPT=" : "",
-               strcmp(orcpt, "-") ? orcpt : "");
-}
-
-static void client_send_mail(smtpd_client *c) {
-  smtpd_buf b = {NULL, 0, 0};
-  size_t i;
-  char tmp[64];
-  c->state = ST_MAIL;
-  smtpd_buf_append(&b, "MAIL FROM:<", 11);
-  if (strcmp(c->mailfrom, "<>") != 0)
-    smtpd_buf_append(&b, c->mailfrom, strlen(c->mailfrom));
-  smtpd_buf_append(&b, ">", 1);
-  if (c->esmtp && c->has_size) {
-    snprintf(tmp, sizeof tmp, " SIZE=%zu", c->data_len);
-    smtpd_buf_append(&b, tmp, strlen(tmp));
-  }
-  if (c->esmtp && c->has_8bitmime && has_8bit(c->data, c->data_len))
-    smtpd_buf_append(&b, " BODY=8BITMIME", 14);
-  for (i = 0; c->esmtp && i < c->mail_options.n; i++) {
-    smtpd_buf_append(&b, " ", 1);
-    smtpd_buf_append(&b, c->mail_options.v[i].p, c->mail_options.v[i].len);
-  }
-  for (i = 0; c->esmtp && c->has_dsn && i < c->dsn_mail.n; i++) {
-    smtpd_buf_append(&b, " ", 1);
-    smtpd_buf_append(&b, c->dsn_mail.v[i].p, c->dsn_mail.v[i].len);
-  }
-  if (smtpd_buf_append(&b, "\r\n", 2)) {
-    smtpd_buf_free(&b);
-    client_fail(c, 0, "out of memory");
-    return;
-  }
-  client_send_buf(c, b.p, b.len);
-}
-
-static void client_send_body(smtpd_client *c) {
-  size_t n;
-  char *wire = client_wire(c->data, c->data_len, &n);
-  if (wire == NULL) {
-    client_fail(c, 0, "out of memory");
-    return;
-  }
-  c->state = ST_BODY;
-  c->rcpt_i = 0;
-  client_send_buf(c, wire, n);
-}
-
-static void client_quit(smtpd_client *c) {
-  c->state = ST_QUIT;
-  client_sendf(c, "QUIT\r\n");
-}
-
-static void client_success(smtpd_client *c) {
-  client_report(c);
-  if (!c->h.closing) client_quit(c);
-}
-
-/* The first recipient refused with a 4xx, or NULL. */
-static const client_rcpt *client_tempfail(const smtpd_client *c) {
-  size_t i;
-  for (i = 0; i < c->rcpts.n; i++)
-    if (c->r[i].code >= 400 && c->r[i].code < 500) return &c->r[i];
-  return NULL;
-}
-
-/* A whole reply arrived: code and the text of its lines. */
-static void client_on_reply(smtpd_client *c, int code) {
-  const char *txt = c->reply.p ? c->reply.p : "";
-  uv_timer_stop(&c->timer);
-  c->code = code;
-  switch (c->state) {
-  case ST_GREETING:
-    if (code != 220) {
-      client_fail(c, code, "greeting: %d %s", code, txt);
-      return;
-    }
-    c->state = ST_EHLO;
-    client_sendf(c, "%s %s\r\n", c->lmtp ? "LHLO" : "EHLO", c->helo);
-    return;
-  case ST_EHLO:
-    if (code == 250) {
-      c->esmtp = 1;
-      client_after_hello(c);
-    } else if (!c->lmtp && code >= 500) {
-      c->state = ST_HELO;
-      client_sendf(c, "HELO %s\r\n", c->helo);
-    } else {
-      client_fail(c, code, "%s: %d %s", c->lmtp ? "LHLO" : "EHLO", code, txt);
-    }
-    return;
-  case ST_HELO:
-    if (code != 250) {
-      client_fail(c, code, "HELO: %d %s", code, txt);
-      return;
-    }
-    client_after_hello(c);
-    return;
-  case ST_STARTTLS:
-    if (code == 220) {
-      client_start_tls(c);
-    } else if (c->starttls == 2) {
-      client_fail(c, code, "starttls: %d %s", code, txt);
-    } else {
-      c->tls_tried = 1;
-      client_after_hello(c);
-    }
-    return;
-  case ST_AUTH:
-    if (code == 334 && c->auth_login) {
-      c->state = ST_AUTH_USER;
-      client_send_b64(c, "", c->auth_user, strlen(c->auth_user));
-      return;
-    }
-    /* fall through */
-  case ST_AUTH_PASS:
-    if (code != 235) {
-      client_fail(c, code, "auth: %d %s", code, txt);
-      return;
-    }
-    c->authed = 1;
-    client_send_mail(c);
-    return;
-  case ST_AUTH_USER:
-    if (code != 334) {
-      client_fail(c, code, "auth: %d %s", code, txt);
-      return;
-    }
-    c->state = ST_AUTH_PASS;
-    client_send_b64(c, "", c->auth_pass, strlen(c->auth_pass));
-    return;
-  case ST_MAIL:
-    if (code != 250) {
-      client_fail(c, code, "MAIL: %d %s", code, txt);
-      return;
-    }
-    c->state = ST_RCPT;
-    c->rcpt_i = 0;
-    client_send_rcpt(c);
-    return;
-  case ST_RCPT: {
-    client_rcpt *r = &c->r[c->rcpt_i];
-    r->code = code;
-    if (code == 250 || code == 251) {
-      r->accepted = 1;
-      c->accepted++;
-    } else {
-      r->msg = strdup(txt);
-    }
-    if (++c->rcpt_i < c->rcpts.n) {
-      client_send_rcpt(c);
-    } else if (c->tempfail_aborts && client_tempfail(c)) {
-      /* Which addresses the server takes is not known: send nothing. */
-      const client_rcpt *t = client_tempfail(c);
-      c->state = ST_RCPT;
-      c->accepted = 0;
-      client_fail(c, t->code, "RCPT: %d %s (<%s>)", t->code,
-                  t->msg ? t->msg : "", c->rcpts.v[t - c->r].p);
-    } else if (c->accepted == 0) {
-      /* Every recipient refused: the transaction is over. */
-      c->state = ST_RCPT;
-      client_fail(c, code, "RCPT: every recipient was refused");
-    } else {
-      c->state = ST_DATA;
-      client_sendf(c, "DATA\r\n");
-    }
-    return;
-  }
-  case ST_DATA:
-    if (code != 354) {
-      client_fail(c, code, "DATA: %d %s", code, txt);
-      return;
-    }
-    client_send_body(c);
-    return;
-  case ST_BODY:
-    if (!c->lmtp) {
-      if (code != 250) {
-        client_fail(c, code, "message: %d %s", code, txt);
+    if (c->tls_up && c->relay.out.len) {
+      int bad = smtpd_tls_write(c->tls, c->relay.out.p, c->relay.out.len);
+      if (secret) OPENSSL_cleanse(c->relay.out.p, c->relay.out.len);
+      c->relay.out.len = 0;
+      if (bad) {
+        client_fail(c, "tls", 0, 0, "tls: %s", smtpd_tls_error(c->tls));
         return;
       }
-      client_success(c);
-      return;
     }
-    /* LMTP: one reply per accepted recipient, in RCPT order. */
-    while (c->rcpt_i < c->rcpts.n && !c->r[c->rcpt_i].accepted) c->rcpt_i++;
-    if (c->rcpt_i < c->rcpts.n) {
-      client_rcpt *r = &c->r[c->rcpt_i++];
-      r->code = code;
-      if (code != 250) {
-        r->accepted = 0;
-        r->after_data = 1;
-        c->accepted--;
-        free(r->msg);
-        r->msg = strdup(txt);
-      }
-    }
-    while (c->rcpt_i < c->rcpts.n && !c->r[c->rcpt_i].accepted) c->rcpt_i++;
-    if (c->rcpt_i < c->rcpts.n) {
-      client_arm(c);        /* more replies to come */
-      c->reply.len = 0;
-      c->reply_lines = 0;
-      return;
-    }
-    if (c->accepted == 0) {
-      client_fail(c, code, "message: every recipient was refused");
-      return;
-    }
-    client_success(c);
+    src = &c->cout;
+  }
+  if (src->len == 0) return;
+  w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    client_fail(c, smtpd_relay_stage(&c->relay), 0, 0, "out of memory");
     return;
-  case ST_QUIT:
-    client_close(c);
+  }
+  w->c = c;
+  w->buf = *src;           /* taken over */
+  w->secret = secret;
+  memset(src, 0, sizeof *src);
+  b = uv_buf_init(w->buf.p, (unsigned)w->buf.len);
+  err = uv_write(&w->req, (uv_stream_t *)&c->sock, &b, 1, client_on_write);
+  if (err) {
+    smtpd_buf_free(&w->buf);
+    free(w);
+    client_fail(c, smtpd_relay_stage(&c->relay), 0, 0, "%s: write failed: "
+                "%s", smtpd_relay_stage(&c->relay), uv_strerror(err));
     return;
+  }
+  c->queued += w->buf.len;
+  if (c->queued > CLIENT_HIGH) c->high = 1;
+}
+
+size_t smtpd_client_queued(const smtpd_client *c) {
+  return c->queued + c->relay.out.len;
+}
+
+/* ---- timeouts --------------------------------------------------------------- */
+
+static void client_on_timer(uv_timer_t *t) {
+  smtpd_client *c = SMTPD_OWNER(smtpd_client, t->data);
+  const smtpd_relayconf *cf = c->conf;
+  int early = c->state <= C_CONNECT;
+  double s = (double)(early ? cf->o.connect_timeout_ms : cf->o.timeout_ms) /
+             1000.0;
+  const char *stage = c->state == C_RESOLVE ? "resolve"
+                    : c->state == C_CONNECT ? "connect"
+                    : smtpd_relay_stage(&c->relay);
+  client_fail(c, stage, 0, 1, "%s: timed out after %.1f s", stage, s);
+}
+
+/* Waiting for the server: its next reply within the step timeout (the
+ * connect timeout while connecting); nothing awaited, no timer. */
+static void client_arm(smtpd_client *c) {
+  uint64_t ms;
+  if (c->h.closing) return;
+  if (c->state <= C_CONNECT) ms = c->conf->o.connect_timeout_ms;
+  else if (c->state == C_SETUP || c->relay.npend) ms = c->conf->o.timeout_ms;
+  else ms = 0;
+  if (ms) uv_timer_start(&c->timer, client_on_timer, ms, 0);
+  else uv_timer_stop(&c->timer);
+}
+
+/* ---- the machine's events ---------------------------------------------------- */
+
+static void client_start_tls(smtpd_client *c);
+
+static void client_on_event(void *ctx, const smtpd_relay_event *ev) {
+  smtpd_client *c = ctx;
+  switch (ev->kind) {
+  case SMTPD_RELAY_EV_STARTTLS:
+    client_start_tls(c);
+    break;
+  case SMTPD_RELAY_EV_READY:
+    c->state = C_READY;
+    if (c->own && c->own->ready) c->own->ready(c->own_ctx, c);
+    break;
+  case SMTPD_RELAY_EV_REPLY:
+    if (c->own && c->own->reply) c->own->reply(c->own_ctx, c, ev);
+    break;
+  case SMTPD_RELAY_EV_FAILED:
+    client_fail(c, ev->stage, ev->code, 0, "%.*s", (int)ev->len, ev->text);
+    break;
   default:
-    return;
+    break;
   }
 }
 
-/* Reads reply lines: "ddd-text" continues, "ddd text" or "ddd" ends. */
-static void client_parse(smtpd_client *c) {
-  for (;;) {
-    char *lf = c->in.p ? memchr(c->in.p, '\n', c->in.len) : NULL;
-    size_t n;
-    int code, more = 0;
-    if (lf == NULL) {
-      if (c->in.len > 4096) client_fail(c, 0, "%s: reply line too long",
-                                        client_stage[c->state]);
-      return;
-    }
-    n = (size_t)(lf - c->in.p);
-    if (n && c->in.p[n - 1] == '\r') n--;
-    code = smtpd_reply_code(c->in.p, n, &more);
-    if (code < 0) {
-      client_fail(c, 0, "%s: malformed reply from the server",
-                  client_stage[c->state]);
-      return;
-    }
-    if (c->reply_lines++) smtpd_buf_append(&c->reply, "\n", 1);
-    if (n > 4) smtpd_buf_append(&c->reply, c->in.p + 4, n - 4);
-    /* After EHLO's first line (the server's name) come the extensions. */
-    if (c->state == ST_EHLO && c->reply_lines > 1 && n > 4)
-      client_ehlo_line(c, c->in.p + 4, n - 4);
-    smtpd_buf_consume(&c->in, (size_t)(lf - c->in.p) + 1);
-    if (!more) {
-      client_on_reply(c, code);
-      if (c->h.closing) return;
-    }
-  }
-}
+/* ---- reading -------------------------------------------------------------- */
 
 static void client_on_alloc(uv_handle_t *u, size_t size, uv_buf_t *buf) {
   smtpd_client *c = SMTPD_OWNER(smtpd_client, u->data);
-  smtpd_buf *b = c->tls ? &c->raw : &c->in;
-  size_t want = c->tls ? 17 * 1024 : 4096;
   (void)size;
-  if (smtpd_buf_reserve(b, want)) {
+  if (smtpd_buf_reserve(&c->raw, 17 * 1024)) {
     *buf = uv_buf_init(NULL, 0);
     return;
   }
-  *buf = uv_buf_init(b->p + b->len, (unsigned)want);
+  *buf = uv_buf_init(c->raw.p, 17 * 1024);
 }
 
-/* The handshake just finished: implicit TLS now waits for the greeting;
- * after STARTTLS, what the server offered is forgotten and EHLO goes
- * again. */
-static void client_tls_up(smtpd_client *c) {
-  uv_timer_stop(&c->timer);
-  if (c->implicit && !c->esmtp) {
-    c->state = ST_GREETING;
-    client_arm(c);
-    return;
-  }
-  c->has_size = c->has_8bitmime = c->has_smtputf8 = 0;
-  c->has_starttls = c->has_plain = c->has_login = 0;
-  c->state = ST_EHLO;
-  client_sendf(c, "%s %s\r\n", c->lmtp ? "LHLO" : "EHLO", c->helo);
+static void client_tls_done(smtpd_client *c) {
+  c->tls_up = 1;
+  smtpd_relay_tls_up(&c->relay);
 }
 
 static int client_plain(void *ctx, const char *p, size_t n) {
   smtpd_client *c = ctx;
   /* Plaintext in the same read as the end of the handshake. */
-  if (c->state == ST_TLS) client_tls_up(c);
-  if (c->h.closing || smtpd_buf_append(&c->in, p, n)) return 1;
-  client_parse(c);
+  if (!c->tls_up) client_tls_done(c);
+  if (!c->h.closing) smtpd_relay_input(&c->relay, p, n);
   return c->h.closing;
-}
-
-/* Ciphertext from the server: the handshake, then replies. */
-static void client_tls_read(smtpd_client *c, size_t n) {
-  int was = smtpd_tls_ready(c->tls), r;
-  c->raw.len += n;
-  r = smtpd_tls_input(c->tls, c->raw.p, c->raw.len, client_plain, c);
-  c->raw.len = 0;
-  if (c->h.closing) return;
-  if (r != SMTPD_TLS_OK) {
-    if (c->state == ST_QUIT) {
-      client_close(c);
-      return;
-    }
-    client_fail(c, 0, "%s: %s", was ? client_stage[c->state] : "tls",
-                r == SMTPD_TLS_CLOSED ? "the server ended TLS"
-                                      : smtpd_tls_error(c->tls));
-    return;
-  }
-  if (client_flush_tls(c)) return;
-  if (!was && smtpd_tls_ready(c->tls) && c->state == ST_TLS)
-    client_tls_up(c);
 }
 
 static void client_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   smtpd_client *c = SMTPD_OWNER(smtpd_client, st->data);
   (void)buf;
   if (c->h.closing) return;
-  if (n > 0 && c->tls) {
-    client_tls_read(c, (size_t)n);
-    return;
-  }
   if (n < 0) {
-    if (c->state == ST_QUIT) {
-      client_close(c);
+    if (c->relay.closing) {
+      smtpd_client_close(c);       /* after QUIT or 421: the end */
       return;
     }
-    client_fail(c, 0, "%s: connection %s", client_stage[c->state],
-                n == UV_EOF ? "closed by the server" : uv_strerror((int)n));
+    client_fail(c, smtpd_relay_stage(&c->relay), 0, 0, "%s: connection %s",
+                smtpd_relay_stage(&c->relay), n == UV_EOF
+                ? "closed by the server" : uv_strerror((int)n));
     return;
   }
-  c->in.len += (size_t)n;
-  client_parse(c);
+  if (n == 0) return;
+  if (c->tls) {
+    int was = c->tls_up, r;
+    r = smtpd_tls_input(c->tls, c->raw.p, (size_t)n, client_plain, c);
+    if (c->h.closing) return;
+    if (r != SMTPD_TLS_OK) {
+      if (c->relay.closing) {
+        smtpd_client_close(c);
+        return;
+      }
+      client_fail(c, was ? smtpd_relay_stage(&c->relay) : "tls", 0, 0,
+                  "%s: %s", was ? smtpd_relay_stage(&c->relay) : "tls",
+                  r == SMTPD_TLS_CLOSED ? "the server ended TLS"
+                                        : smtpd_tls_error(c->tls));
+      return;
+    }
+    if (!was && smtpd_tls_ready(c->tls) && !c->tls_up) client_tls_done(c);
+  } else {
+    smtpd_relay_input(&c->relay, c->raw.p, (size_t)n);
+  }
+  if (c->h.closing) return;
+  client_flush(c);
+  client_arm(c);
 }
+
+/* The server said 220 to STARTTLS (or implicit TLS begins): the
+ * handshake starts. */
+static void client_start_tls(smtpd_client *c) {
+  char err[200];
+  smtpd_tls_env *env = smtpd_map_tls(c->h.map);
+  snprintf(err, sizeof err, "out of memory");
+  c->tls = env ? smtpd_tls_client(env, &c->conf->tspec, &c->cout, err,
+                                  sizeof err)
+               : NULL;
+  if (c->tls == NULL) {
+    client_fail(c, "tls", 0, 0, "tls: %s", err);
+    return;
+  }
+  if (smtpd_tls_start(c->tls) != SMTPD_TLS_OK) {
+    client_fail(c, "tls", 0, 0, "tls: %s", smtpd_tls_error(c->tls));
+    return;
+  }
+}
+
+/* ---- connecting -------------------------------------------------------------- */
 
 static void client_try_connect(smtpd_client *c);
 
-/* The handle of a failed attempt is closed; try the next address. */
+/* The socket of a failed attempt is closed: the next address. */
 static void client_on_retry_close(uv_handle_t *u) {
   smtpd_client *c = SMTPD_OWNER(smtpd_client, u->data);
   if (c->h.closing) {
@@ -908,73 +498,602 @@ static void client_on_connect(uv_connect_t *req, int status) {
   smtpd_client *c = req->data;
   if (c->h.closing) return;
   if (status < 0) {
-    if (c->cur->ai_next) {
+    if (c->cur && c->cur->ai_next) {
+      /* The next address, on a new socket once this one is closed. */
       c->cur = c->cur->ai_next;
-      uv_close((uv_handle_t *)&c->tcp, client_on_retry_close);
+      uv_close((uv_handle_t *)&c->sock, client_on_retry_close);
       return;
     }
-    client_fail(c, 0, "connect to %s:%d: %s", c->host, c->port,
-                uv_strerror(status));
+    if (c->conf->path)
+      client_fail(c, "connect", 0, 0, "connect to unix:%s: %s",
+                  c->conf->path, uv_strerror(status));
+    else
+      client_fail(c, "connect", 0, 0, "connect to %s:%d: %s", c->conf->host,
+                  c->conf->port, uv_strerror(status));
     return;
   }
-  c->state = ST_GREETING;
-  uv_read_start((uv_stream_t *)&c->tcp, client_on_alloc, client_on_read);
-  if (c->implicit) {
-    client_start_tls(c);
-    return;
-  }
+  c->state = C_SETUP;
+  uv_read_start((uv_stream_t *)&c->sock, client_on_alloc, client_on_read);
+  if (c->conf->o.implicit_tls) client_start_tls(c);
+  client_flush(c);
   client_arm(c);
 }
 
+/* Connects to the current address (or the socket path) on a new socket,
+ * attached to the client. */
 static void client_try_connect(smtpd_client *c) {
   int err;
-  c->state = ST_CONNECT;
-  uv_tcp_init(&c->h.map->loop, &c->tcp);
-  smtpd_handle_attach(&c->h, (uv_handle_t *)&c->tcp);
-  uv_tcp_nodelay(&c->tcp, 1);
+  memset(&c->sock, 0, sizeof c->sock);
+  c->state = C_CONNECT;
   c->creq.data = c;
-  err = uv_tcp_connect(&c->creq, &c->tcp, c->cur->ai_addr, client_on_connect);
+  if (c->conf->path) {
+    uv_pipe_init(&c->h.map->loop, &c->sock.pipe, 0);
+    smtpd_handle_attach(&c->h, (uv_handle_t *)&c->sock);
+    uv_pipe_connect(&c->creq, &c->sock.pipe, c->conf->path,
+                    client_on_connect);
+    client_arm(c);
+    return;
+  }
+  uv_tcp_init(&c->h.map->loop, &c->sock.tcp);
+  smtpd_handle_attach(&c->h, (uv_handle_t *)&c->sock);
+  uv_tcp_nodelay(&c->sock.tcp, 1);
+  err = uv_tcp_connect(&c->creq, &c->sock.tcp, c->cur->ai_addr,
+                       client_on_connect);
   if (err) {
-    client_fail(c, 0, "connect to %s:%d: %s", c->host, c->port,
-                uv_strerror(err));
+    client_fail(c, "connect", 0, 0, "connect to %s:%d: %s", c->conf->host,
+                c->conf->port, uv_strerror(err));
     return;
   }
   client_arm(c);
 }
 
-static void client_on_resolve(uv_getaddrinfo_t *req, int status,
-                              struct addrinfo *res) {
+/* On the thread pool: the upstream's addresses, the FQDN when HELO is
+ * not given, a password from its file. Touches nothing of the loop's. */
+static void client_work(uv_work_t *req) {
   smtpd_client *c = req->data;
-  c->resolving = 0;
+  const smtpd_relayconf *cf = c->conf;
+  if (!cf->o.helo) smtpd_fqdn();
+  if (cf->o.auth.password_file && !c->password) {
+    FILE *f = fopen(cf->o.auth.password_file, "rb");
+    char line[1024];
+    size_t n;
+    if (f == NULL) {
+      snprintf(c->work_err, sizeof c->work_err, "auth: cannot read the "
+               "password: %s: %s", cf->o.auth.password_file, strerror(errno));
+      return;
+    }
+    n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    line[strcspn(line, "\r\n")] = '\0';
+    if (line[0] == '\0') {
+      snprintf(c->work_err, sizeof c->work_err, "auth: cannot read the "
+               "password: %s is empty", cf->o.auth.password_file);
+      return;
+    }
+    c->password = strdup(line);
+    OPENSSL_cleanse(line, sizeof line);
+    if (c->password == NULL) {
+      snprintf(c->work_err, sizeof c->work_err, "out of memory");
+      return;
+    }
+  }
+  if (cf->host) {
+    struct addrinfo hints;
+    char port[16];
+    int err;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    snprintf(port, sizeof port, "%d", cf->port);
+    err = getaddrinfo(cf->host, port, &hints, &c->ai);
+    if (err)
+      snprintf(c->work_err, sizeof c->work_err, "resolve %s: %s", cf->host,
+               gai_strerror(err));
+  }
+}
+
+static void client_start(smtpd_client *c) {
+  const smtpd_relayconf *cf = c->conf;
+  smtpd_relay_setup setup;
+  const char *pw = cf->o.auth.password ? cf->o.auth.password : c->password;
+  memset(&setup, 0, sizeof setup);
+  setup.helo = cf->o.helo ? cf->o.helo : smtpd_fqdn();
+  setup.lmtp = cf->o.lmtp;
+  setup.starttls = cf->o.starttls;
+  setup.tls_on = cf->o.implicit_tls;
+  setup.user = cf->o.auth.user;
+  setup.password = pw;
+  setup.mechanism = cf->o.auth.mechanism;
+  setup.plaintext = cf->o.auth.plaintext;
+  if (smtpd_relay_init(&c->relay, &setup, client_on_event, c)) {
+    client_fail(c, "connect", 0, 0, "out of memory");
+    return;
+  }
+  c->relay_live = 1;
+  c->cur = c->ai;
+  client_try_connect(c);
+}
+
+static void client_work_done(uv_work_t *req, int status) {
+  smtpd_client *c = req->data;
+  c->working = 0;
   if (c->h.closing) {
-    if (res) uv_freeaddrinfo(res);
-    smtpd_handle_done(&c->h);   /* may free c */
+    smtpd_handle_done(&c->h);      /* may free c */
     return;
   }
   smtpd_handle_done(&c->h);
   if (status < 0) {
-    client_fail(c, 0, "resolve %s: %s", c->host, uv_strerror(status));
+    client_fail(c, "resolve", 0, 0, "resolve: %s", uv_strerror(status));
     return;
   }
-  c->ai = c->cur = res;
-  client_try_connect(c);
+  if (c->work_err[0]) {
+    client_fail(c, strncmp(c->work_err, "auth", 4) == 0 ? "auth"
+                                                        : "resolve",
+                0, 0, "%s", c->work_err);
+    return;
+  }
+  client_start(c);
 }
 
-/* ---- Lua API ------------------------------------------------------------ */
+smtpd_client *smtpd_client_open(smtpd_map *m, smtpd_relayconf *conf,
+                                const smtpd_client_owner *own, void *ctx) {
+  smtpd_client *c = calloc(1, sizeof *c);
+  const smtpd_relay_auth_opts *a = &conf->o.auth;
+  int err;
+  if (c == NULL) return NULL;
+  smtpd_handle_init(&c->h, m, SMTPD_H_CLIENT, client_close_handles,
+                    client_free);
+  uv_timer_init(&m->loop, &c->timer);
+  smtpd_handle_attach(&c->h, (uv_handle_t *)&c->timer);
+  c->conf = conf;
+  smtpd_relayconf_ref(conf);
+  c->own = own;
+  c->own_ctx = ctx;
+  c->state = C_RESOLVE;
+  if (a->password_env) {
+    const char *v = getenv(a->password_env);
+    if (v == NULL || !*v) {
+      snprintf(c->work_err, sizeof c->work_err, "auth: cannot read the "
+               "password: environment variable %s is not set",
+               a->password_env);
+    } else if ((c->password = strdup(v)) == NULL) {
+      smtpd_client_close(c);
+      return NULL;
+    }
+  }
+  /* The thread pool has what the loop must not wait for; an address and
+   * a socket path need none of it (still from the loop's next turn, so
+   * the owner never hears from inside this call). */
+  c->work.data = c;
+  c->working = 1;
+  c->h.pending++;
+  err = uv_queue_work(&m->loop, &c->work, client_work, client_work_done);
+  if (err) {
+    c->working = 0;
+    c->h.pending--;
+    snprintf(c->work_err, sizeof c->work_err, "resolve: %s",
+             uv_strerror(err));
+    smtpd_client_close(c);
+    return NULL;
+  }
+  if (conf->o.connect_timeout_ms)
+    uv_timer_start(&c->timer, client_on_timer, conf->o.connect_timeout_ms,
+                   0);
+  return c;
+}
+
+/* ---- the owner's commands ---------------------------------------------------- */
+
+int smtpd_client_send(smtpd_client *c, int cmd, const char *line, size_t n) {
+  if (c->h.closing || smtpd_relay_send(&c->relay, cmd, line, n)) return -1;
+  client_flush(c);
+  client_arm(c);
+  return 0;
+}
+
+int smtpd_client_sendf(smtpd_client *c, int cmd, const char *fmt, ...) {
+  char tmp[2048];
+  int n;
+  va_list ap;
+  va_start(ap, fmt);
+  n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof tmp) return -1;
+  return smtpd_client_send(c, cmd, tmp, (size_t)n);
+}
+
+int smtpd_client_body(smtpd_client *c, const char *p, size_t n) {
+  if (c->h.closing || smtpd_relay_body(&c->relay, p, n)) return -1;
+  client_flush(c);
+  return 0;
+}
+
+int smtpd_client_dot(smtpd_client *c) {
+  if (c->h.closing || smtpd_relay_dot(&c->relay)) return -1;
+  client_flush(c);
+  client_arm(c);
+  return 0;
+}
+
+int smtpd_client_bdat(smtpd_client *c, const char *p, size_t n, int last) {
+  if (c->h.closing || smtpd_relay_bdat(&c->relay, p, n, last)) return -1;
+  client_flush(c);
+  client_arm(c);
+  return 0;
+}
+
+int smtpd_client_usable(const smtpd_client *c) {
+  return !c->h.closing && c->state == C_READY &&
+         smtpd_relay_usable(&c->relay);
+}
+
+unsigned smtpd_client_ext(const smtpd_client *c) {
+  return c->relay.esmtp ? c->relay.ext : 0;
+}
+
+int smtpd_client_esmtp(const smtpd_client *c) {
+  return c->relay.esmtp;
+}
+
+size_t smtpd_client_size_max(const smtpd_client *c) {
+  return c->relay.size_max;
+}
+
+/* Ends the connection politely: QUIT, then close (the owner hears no
+ * more). */
+void smtpd_client_quit(smtpd_client *c) {
+  if (c->h.closing) return;
+  c->own = NULL;
+  if (!smtpd_client_usable(c) ||
+      smtpd_relay_send(&c->relay, SMTPD_RC_QUIT, "QUIT", 4)) {
+    smtpd_client_close(c);
+    return;
+  }
+  client_flush(c);
+  client_arm(c);
+}
+
+/* ---- one message: core.client_send ------------------------------------------ */
+
+typedef struct oneshot_rcpt {
+  int code;                /* RCPT's reply, then (LMTP) the data's */
+  char *msg;
+  int accepted;
+  int after_data;          /* refused by an LMTP reply after the data */
+} oneshot_rcpt;
+
+typedef struct oneshot {
+  smtpd_handle h;          /* the Lua-visible handle (no uv handles) */
+  smtpd_client *c;
+  lua_State *L;
+  int cb_ref, data_ref;
+  const char *data;
+  size_t data_len;
+  char *mailfrom;
+  smtpd_strlist rcpts, mail_options, dsn_mail, dsn_notify, dsn_orcpt;
+  oneshot_rcpt *r;
+  size_t sent, answered, accepted;
+  int tempfail_aborts, lmtp;
+  /* outcome */
+  int done, failed, code, timed_out;
+  char stage[32];
+  char err[600];
+  smtpd_buf reply;         /* the last reply's text */
+} oneshot;
+
+static void oneshot_free(smtpd_handle *h) {
+  oneshot *o = SMTPD_OWNER(oneshot, h);
+  size_t i;
+  for (i = 0; i < o->rcpts.n; i++) free(o->r[i].msg);
+  free(o->r);
+  free(o->mailfrom);
+  smtpd_strlist_clear(&o->rcpts);
+  smtpd_strlist_clear(&o->mail_options);
+  smtpd_strlist_clear(&o->dsn_mail);
+  smtpd_strlist_clear(&o->dsn_notify);
+  smtpd_strlist_clear(&o->dsn_orcpt);
+  smtpd_buf_free(&o->reply);
+  free(o);
+}
+
+static void oneshot_close(smtpd_handle *h) {
+  oneshot *o = SMTPD_OWNER(oneshot, h);
+  lua_State *L = h->map->L;
+  luaL_unref(L, LUA_REGISTRYINDEX, o->cb_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, o->data_ref);
+  o->cb_ref = o->data_ref = LUA_NOREF;
+  o->data = NULL;
+  if (o->c) {
+    /* Cancelled or done: the connection ends too (no more callbacks). */
+    smtpd_client *c = o->c;
+    o->c = NULL;
+    if (o->done && !o->failed) smtpd_client_quit(c);
+    else {
+      c->own = NULL;
+      smtpd_client_close(c);
+    }
+  }
+  smtpd_handle_done(h);        /* the hold taken at open */
+}
+
+static void oneshot_push_result(lua_State *L, oneshot *o) {
+  size_t i;
+  lua_createtable(L, 0, 8);
+  lua_pushboolean(L, !o->failed);
+  lua_setfield(L, -2, "ok");
+  lua_pushinteger(L, o->code);
+  lua_setfield(L, -2, "code");
+  lua_pushlstring(L, o->reply.p ? o->reply.p : "", o->reply.len);
+  lua_setfield(L, -2, "message");
+  lua_pushinteger(L, (lua_Integer)o->accepted);
+  lua_setfield(L, -2, "accepted");
+  lua_newtable(L);
+  for (i = 0; i < o->rcpts.n; i++) {
+    const oneshot_rcpt *r = &o->r[i];
+    if (r->accepted && !o->failed) continue;
+    lua_createtable(L, 3, 0);
+    if (!r->accepted && r->code) {
+      /* Refused on its own: at RCPT, or (LMTP) after the data. */
+      lua_pushinteger(L, r->code);
+      lua_rawseti(L, -2, 1);
+      lua_pushstring(L, r->msg ? r->msg : "");
+      lua_rawseti(L, -2, 2);
+      lua_pushstring(L, r->after_data ? "message" : "rcpt");
+    } else {
+      /* The whole transaction failed: smtpd's -1 when there is no code. */
+      lua_pushinteger(L, o->code ? o->code : -1);
+      lua_rawseti(L, -2, 1);
+      lua_pushstring(L, o->err);
+      lua_rawseti(L, -2, 2);
+      lua_pushstring(L, o->stage);
+    }
+    lua_rawseti(L, -2, 3);
+    lua_setfield(L, -2, o->rcpts.v[i].p);
+  }
+  lua_setfield(L, -2, "refused");
+  if (o->failed) {
+    lua_pushstring(L, o->stage);
+    lua_setfield(L, -2, "stage");
+    lua_pushstring(L, o->err);
+    lua_setfield(L, -2, "error");
+    lua_pushboolean(L, o->timed_out);
+    lua_setfield(L, -2, "timeout");
+  }
+}
+
+static int oneshot_lua_report(lua_State *L) {
+  oneshot *o = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, o->cb_ref);
+  oneshot_push_result(L, o);
+  smtpd_lua_calls++;
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+/* The outcome, once, to the Lua callback (protected), then the end. */
+static void oneshot_finish(oneshot *o) {
+  lua_State *L = o->h.map->L;
+  if (o->done) return;
+  o->done = 1;
+  if (o->cb_ref != LUA_NOREF) {
+    lua_pushcfunction(L, oneshot_lua_report);
+    lua_pushlightuserdata(L, o);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      smtpd_log(o->h.map, "error in a relay callback: %s",
+                lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  smtpd_handle_close(&o->h);
+}
+
+static void oneshot_fail(oneshot *o, const char *stage, int code,
+                         const char *fmt, ...) {
+  va_list ap;
+  if (o->done) return;
+  o->failed = 1;
+  if (code) o->code = code;
+  snprintf(o->stage, sizeof o->stage, "%s", stage);
+  va_start(ap, fmt);
+  vsnprintf(o->err, sizeof o->err, fmt, ap);
+  va_end(ap);
+  oneshot_finish(o);
+}
+
+static void oneshot_on_failed(void *ctx, smtpd_client *c, const char *stage,
+                              int code, const char *why, int timeout) {
+  oneshot *o = ctx;
+  (void)c;
+  o->c = NULL;             /* it closes itself */
+  o->timed_out = timeout;
+  oneshot_fail(o, stage, code, "%s", why);
+}
+
+static int has_8bit(const char *d, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if ((unsigned char)d[i] & 0x80) return 1;
+  return 0;
+}
+
+static int oneshot_send_rcpt(oneshot *o) {
+  const char *notify = "-", *orcpt = "-";
+  size_t i = o->sent++;
+  /* DSN's NOTIFY/ORCPT go on only to an upstream that offers DSN. */
+  if ((smtpd_client_ext(o->c) & SMTPD_EXT_DSN) && i < o->dsn_notify.n &&
+      i < o->dsn_orcpt.n) {
+    notify = o->dsn_notify.v[i].p;
+    orcpt = o->dsn_orcpt.v[i].p;
+  }
+  return smtpd_client_sendf(o->c, SMTPD_RC_RCPT, "RCPT TO:<%s>%s%s%s%s",
+                            o->rcpts.v[i].p,
+                            strcmp(notify, "-") ? " NOTIFY=" : "",
+                            strcmp(notify, "-") ? notify : "",
+                            strcmp(orcpt, "-") ? " ORCPT=" : "",
+                            strcmp(orcpt, "-") ? orcpt : "");
+}
+
+static void oneshot_on_ready(void *ctx, smtpd_client *c) {
+  oneshot *o = ctx;
+  unsigned ext = smtpd_client_ext(c);
+  smtpd_buf b = {NULL, 0, 0};
+  size_t i;
+  char tmp[64];
+  int err = smtpd_buf_append(&b, "MAIL FROM:<", 11);
+  if (!err && strcmp(o->mailfrom, "<>") != 0)
+    err = smtpd_buf_append(&b, o->mailfrom, strlen(o->mailfrom));
+  if (!err) err = smtpd_buf_append(&b, ">", 1);
+  if (!err && (ext & SMTPD_EXT_SIZE)) {
+    snprintf(tmp, sizeof tmp, " SIZE=%zu", o->data_len);
+    err = smtpd_buf_append(&b, tmp, strlen(tmp));
+  }
+  if (!err && (ext & SMTPD_EXT_8BITMIME) && has_8bit(o->data, o->data_len))
+    err = smtpd_buf_append(&b, " BODY=8BITMIME", 14);
+  for (i = 0; !err && smtpd_client_esmtp(c) && i < o->mail_options.n; i++) {
+    err = smtpd_buf_append(&b, " ", 1);
+    if (!err) err = smtpd_buf_append(&b, o->mail_options.v[i].p,
+                                     o->mail_options.v[i].len);
+  }
+  for (i = 0; !err && (ext & SMTPD_EXT_DSN) && i < o->dsn_mail.n; i++) {
+    err = smtpd_buf_append(&b, " ", 1);
+    if (!err) err = smtpd_buf_append(&b, o->dsn_mail.v[i].p,
+                                     o->dsn_mail.v[i].len);
+  }
+  if (err || smtpd_client_send(c, SMTPD_RC_MAIL, b.p, b.len)) {
+    smtpd_buf_free(&b);
+    oneshot_fail(o, "mail", 0, "MAIL: cannot send the command");
+    return;
+  }
+  smtpd_buf_free(&b);
+  /* The recipients follow at once where the server pipelines; DATA
+   * waits for their replies (a deferred one may keep it back). */
+  do {
+    if (oneshot_send_rcpt(o)) {
+      oneshot_fail(o, "rcpt", 0, "RCPT: cannot send the command");
+      return;
+    }
+  } while ((ext & SMTPD_EXT_PIPELINING) && o->sent < o->rcpts.n);
+}
+
+static void oneshot_keep_reply(oneshot *o, const smtpd_relay_event *ev) {
+  o->reply.len = 0;
+  smtpd_buf_append(&o->reply, ev->text, ev->len);
+  o->code = ev->code;
+}
+
+/* The first recipient refused with a 4xx, or NULL. */
+static const oneshot_rcpt *oneshot_tempfail(const oneshot *o) {
+  size_t i;
+  for (i = 0; i < o->rcpts.n; i++)
+    if (o->r[i].code >= 400 && o->r[i].code < 500) return &o->r[i];
+  return NULL;
+}
+
+static void oneshot_on_reply(void *ctx, smtpd_client *c,
+                             const smtpd_relay_event *ev) {
+  oneshot *o = ctx;
+  const char *txt;
+  oneshot_keep_reply(o, ev);
+  txt = o->reply.p ? o->reply.p : "";
+  switch (ev->cmd) {
+  case SMTPD_RC_MAIL:
+    if (ev->code != 250)
+      oneshot_fail(o, "mail", ev->code, "MAIL: %d %s", ev->code, txt);
+    return;
+  case SMTPD_RC_RCPT: {
+    oneshot_rcpt *r = &o->r[o->answered++];
+    r->code = ev->code;
+    if (ev->code == 250 || ev->code == 251) {
+      r->accepted = 1;
+      o->accepted++;
+    } else {
+      r->msg = strdup(txt);
+    }
+    if (o->sent < o->rcpts.n) {
+      if (oneshot_send_rcpt(o))
+        oneshot_fail(o, "rcpt", 0, "RCPT: cannot send the command");
+      return;
+    }
+    if (o->answered < o->rcpts.n) return;
+    if (o->tempfail_aborts && oneshot_tempfail(o)) {
+      /* Which addresses the server takes later is not known: nothing is
+       * sent, and the whole message fails (4xx). */
+      const oneshot_rcpt *t = oneshot_tempfail(o);
+      o->accepted = 0;
+      oneshot_fail(o, "rcpt", t->code, "RCPT: %d %s (<%s>)", t->code,
+                   t->msg ? t->msg : "", o->rcpts.v[t - o->r].p);
+    } else if (o->accepted == 0) {
+      oneshot_fail(o, "rcpt", ev->code, "RCPT: every recipient was refused");
+    } else if (smtpd_client_send(c, SMTPD_RC_DATA, "DATA", 4)) {
+      oneshot_fail(o, "data", 0, "DATA: cannot send the command");
+    }
+    return;
+  }
+  case SMTPD_RC_DATA:
+    if (ev->code != 354) {
+      oneshot_fail(o, "data", ev->code, "DATA: %d %s", ev->code, txt);
+      return;
+    }
+    if (smtpd_client_body(c, o->data, o->data_len) || smtpd_client_dot(c))
+      oneshot_fail(o, "message", 0, "message: cannot send it");
+    return;
+  case SMTPD_RC_DOT:
+    if (!o->lmtp) {
+      if (ev->code != 250)
+        oneshot_fail(o, "message", ev->code, "message: %d %s", ev->code,
+                     txt);
+      else
+        oneshot_finish(o);
+      return;
+    }
+    {
+      /* LMTP: one reply per accepted recipient, in RCPT order. */
+      size_t i, k = 0;
+      for (i = 0; i < o->rcpts.n; i++) {
+        if (!o->r[i].accepted && !o->r[i].after_data) continue;
+        if (k++ != ev->index) continue;
+        o->r[i].code = ev->code;
+        if (ev->code != 250) {
+          o->r[i].accepted = 0;
+          o->r[i].after_data = 1;
+          o->accepted--;
+          free(o->r[i].msg);
+          o->r[i].msg = strdup(txt);
+        }
+        break;
+      }
+      if (!ev->last) return;
+      if (o->accepted == 0)
+        oneshot_fail(o, "message", ev->code, "message: every recipient was "
+                     "refused");
+      else
+        oneshot_finish(o);
+    }
+    return;
+  default:
+    return;
+  }
+}
+
+static const smtpd_client_owner oneshot_owner = {
+  oneshot_on_ready, oneshot_on_reply, oneshot_on_failed, NULL
+};
 
 static int sendable(const char *s, size_t n) {
-  return n > 0 && strcspn(s, "\r\n<> \t") == n;
+  return n > 0 && strcspn(s, "\r\n<> \t") == n && !memchr(s, '\0', n);
 }
 
 /* Checks the list at key of table t (a table, or a list-like value with
- * __len and __index such as a channel's rcpttos) and returns its length.
- * Allocates nothing, so it may raise. */
-static size_t client_check_list(lua_State *L, int t, const char *key) {
+ * __len and __index such as a channel's rcpttos) and copies it into l,
+ * which the caller's scratch owns until it is kept. */
+static void oneshot_list(lua_State *L, int t, const char *key,
+                         smtpd_strlist *l, int addresses) {
   lua_Integer i, n;
   int tt = lua_getfield(L, t, key);
   if (tt == LUA_TNIL) {
     lua_pop(L, 1);
-    return 0;
+    return;
   }
   if (tt != LUA_TTABLE && !luaL_getmetafield(L, -1, "__len"))
     luaL_error(L, "%s must be a list of strings", key);
@@ -987,197 +1106,127 @@ static size_t client_check_list(lua_State *L, int t, const char *key) {
     lua_geti(L, -1, i);
     s = lua_tolstring(L, -1, &len);
     if (s == NULL) luaL_error(L, "%s must hold strings", key);
-    if (!sendable(s, len))
-      luaL_error(L, "%s: %q is not an address we can send", key, s);
+    if (addresses ? !sendable(s, len) : (len == 0 || !sendable(s, len)))
+      luaL_error(L, "%s: \"%s\" is not %s we can send", key, s,
+                 addresses ? "an address" : "a parameter");
+    if (smtpd_strlist_push(l, s, len)) luaL_error(L, "out of memory");
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  return (size_t)n;
 }
 
-/* Copies a list client_check_list accepted; -1 when out of memory. */
-static int client_copy_list(lua_State *L, int t, const char *key,
-                            smtpd_strlist *l) {
-  lua_Integer i, n;
-  int err = 0;
-  if (lua_getfield(L, t, key) == LUA_TNIL) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  n = luaL_len(L, -1);
-  for (i = 1; i <= n && !err; i++) {
-    size_t len;
-    const char *s;
-    lua_geti(L, -1, i);
-    s = lua_tolstring(L, -1, &len);
-    err = s == NULL || smtpd_strlist_push(l, s, len);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  return err ? -1 : 0;
+/* Lists read into a userdata the garbage collector frees, so that a
+ * raise half way leaks nothing; kept lists are moved out of it. */
+typedef struct oneshot_scratch {
+  smtpd_strlist l[5];
+} oneshot_scratch;
+
+static int oneshot_scratch_gc(lua_State *L) {
+  oneshot_scratch *s = lua_touserdata(L, 1);
+  int i;
+  for (i = 0; i < 5; i++) smtpd_strlist_clear(&s->l[i]);
+  return 0;
 }
 
-static const char *client_string(lua_State *L, int t, const char *key,
-                                 const char *def, size_t *len) {
-  const char *s;
-  int tt = lua_getfield(L, t, key);
-  if (tt != LUA_TNIL && tt != LUA_TSTRING)
-    luaL_error(L, "%s must be a string", key);
-  s = tt == LUA_TNIL ? def : lua_tolstring(L, -1, len);
-  if (tt == LUA_TNIL && len) *len = def ? strlen(def) : 0;
-  lua_pop(L, 1);   /* the string stays alive in the table */
-  return s;
-}
-
-/* client_send(map, spec, callback) -> handle. Everything is checked
- * before anything is allocated: an error raised here leaks nothing. */
-static int client_send(lua_State *L) {
+/* client_send(map, conf, envelope, callback) -> handle; envelope =
+ * {mailfrom =, rcpttos = {...}, data =, mail_options =, dsn_mail =,
+ * dsn_notify =, dsn_orcpt =}. Everything is checked before anything is
+ * opened: an error raised here leaks nothing. The callback gets one
+ * table: ok (taken for at least one recipient), refused (recipient ->
+ * {code, message, stage}), code and message of the last reply, and on
+ * failure stage, error and timeout. */
+static int oneshot_send(lua_State *L) {
   smtpd_map *m = smtpd_check_map(L, 1);
-  smtpd_relay_conf conf;
-  smtpd_client *c;
-  struct addrinfo hints;
-  char portstr[16];
-  const char *host, *mailfrom, *helo, *data;
-  const char *tstr[4], *auth_user, *auth_pass, *auth_mech;
-  int starttls, i;
-  size_t mflen, datalen, nrcpts;
-  lua_Integer port;
-  int err;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_checktype(L, 3, LUA_TFUNCTION);
-  smtpd_opts_read(L, 2, smtpd_relay_opts, &conf);
-  host = client_string(L, 2, "host", "localhost", NULL);
-  lua_getfield(L, 2, "port");
-  port = luaL_optinteger(L, -1, 25);
-  lua_pop(L, 1);
-  luaL_argcheck(L, port > 0 && port <= 65535, 2, "port out of range");
-  mailfrom = client_string(L, 2, "mailfrom", "<>", &mflen);
+  smtpd_relayconf *conf = conf_check(L, 2);
+  oneshot_scratch *sc;
+  oneshot *o;
+  const char *mailfrom, *data;
+  size_t mflen, datalen;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TFUNCTION);
+  lua_getfield(L, 3, "mailfrom");
+  mailfrom = luaL_optlstring(L, -1, "<>", &mflen);
   if (strcmp(mailfrom, "<>") != 0 && !sendable(mailfrom, mflen))
-    return luaL_error(L, "mailfrom %s is not an address we can send",
+    return luaL_error(L, "mailfrom \"%s\" is not an address we can send",
                       mailfrom);
-  helo = conf.helo ? conf.helo : smtpd_fqdn();
-  if (!helo[0] || strcspn(helo, "\r\n \t") != strlen(helo))
-    return luaL_error(L, "helo must be one word");
-  nrcpts = client_check_list(L, 2, "rcpttos");
-  if (nrcpts == 0)
-    return luaL_error(L, "rcpttos must hold at least one recipient");
-  client_check_list(L, 2, "mail_options");
-  client_check_list(L, 2, "dsn_mail");
-  client_check_list(L, 2, "dsn_notify");
-  client_check_list(L, 2, "dsn_orcpt");
-  data = client_string(L, 2, "data", NULL, &datalen);
+  lua_getfield(L, 3, "data");
+  data = lua_tolstring(L, -1, &datalen);
   if (data == NULL) return luaL_error(L, "data must be a string");
-  lua_getfield(L, 2, "starttls");
-  starttls = (int)luaL_optinteger(L, -1, 0);
   lua_pop(L, 1);
-  luaL_argcheck(L, starttls >= 0 && starttls <= 2, 2, "starttls is 0..2");
-  tstr[0] = client_string(L, 2, "tls_ca", NULL, NULL);
-  tstr[1] = client_string(L, 2, "tls_sni", NULL, NULL);
-  tstr[2] = client_string(L, 2, "tls_cert", NULL, NULL);
-  tstr[3] = client_string(L, 2, "tls_key", NULL, NULL);
-  auth_user = client_string(L, 2, "auth_user", NULL, NULL);
-  auth_pass = client_string(L, 2, "auth_password", NULL, NULL);
-  auth_mech = client_string(L, 2, "auth_mechanism", NULL, NULL);
-  if (auth_user && (!auth_pass || strpbrk(auth_user, "\r\n") ||
-                    strpbrk(auth_pass, "\r\n")))
-    return luaL_error(L, "auth needs user and password, with no CR or LF");
-  if (auth_mech && strcmp(auth_mech, "PLAIN") != 0 &&
-      strcmp(auth_mech, "LOGIN") != 0)
-    return luaL_error(L, "auth.mechanism must be PLAIN or LOGIN");
-
-  c = calloc(1, sizeof *c);
-  if (c == NULL) return luaL_error(L, "out of memory");
-  smtpd_handle_init(&c->h, m, SMTPD_H_CLIENT, client_close_handles,
-                    client_free);
-  c->cb_ref = c->data_ref = LUA_NOREF;
-  uv_timer_init(&m->loop, &c->timer);
-  smtpd_handle_attach(&c->h, (uv_handle_t *)&c->timer);
-  c->port = (int)port;
-  c->lmtp = conf.lmtp;
-  c->tempfail_aborts = conf.tempfail_aborts;
-  c->timeout_ms = conf.timeout_ms;
-  c->connect_timeout_ms = conf.connect_timeout_ms;
-  c->host = strdup(host);
-  c->helo = strdup(helo);
-  c->mailfrom = strdup(mailfrom);
-  c->r = calloc(nrcpts, sizeof *c->r);
-  c->starttls = starttls;
-  lua_getfield(L, 2, "implicit_tls");
-  c->implicit = lua_toboolean(L, -1);
-  lua_getfield(L, 2, "tls_verify");
-  c->tspec.verify = lua_isnil(L, -1) || lua_toboolean(L, -1);
-  lua_getfield(L, 2, "auth_plaintext");
-  c->auth_plaintext = lua_toboolean(L, -1);
-  lua_pop(L, 3);
-  for (i = 0; i < 4; i++)
-    if (tstr[i] && (c->tls_strs[i] = strdup(tstr[i])) == NULL) c->failed = 1;
-  c->tspec.ca = c->tls_strs[0];
-  c->tspec.sni = c->tls_strs[1] ? c->tls_strs[1] : c->host;
-  c->tspec.cert = c->tls_strs[2];
-  c->tspec.key = c->tls_strs[3];
-  if (auth_user) {
-    c->auth_user = strdup(auth_user);
-    c->auth_pass = strdup(auth_pass);
-    if (!c->auth_user || !c->auth_pass) c->failed = 1;
-    c->auth_forced = auth_mech != NULL;
-    c->auth_login = auth_mech && strcmp(auth_mech, "LOGIN") == 0;
-  }
-  if (c->failed || !c->host || !c->helo || !c->mailfrom || !c->r ||
-      client_copy_list(L, 2, "rcpttos", &c->rcpts) ||
-      client_copy_list(L, 2, "mail_options", &c->mail_options) ||
-      client_copy_list(L, 2, "dsn_mail", &c->dsn_mail) ||
-      client_copy_list(L, 2, "dsn_notify", &c->dsn_notify) ||
-      client_copy_list(L, 2, "dsn_orcpt", &c->dsn_orcpt)) {
-    client_close(c);
+  sc = lua_newuserdatauv(L, sizeof *sc, 0);
+  memset(sc, 0, sizeof *sc);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, oneshot_scratch_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  oneshot_list(L, 3, "rcpttos", &sc->l[0], 1);
+  if (sc->l[0].n == 0)
+    return luaL_error(L, "rcpttos must hold at least one recipient");
+  oneshot_list(L, 3, "mail_options", &sc->l[1], 0);
+  oneshot_list(L, 3, "dsn_mail", &sc->l[2], 0);
+  oneshot_list(L, 3, "dsn_notify", &sc->l[3], 0);
+  oneshot_list(L, 3, "dsn_orcpt", &sc->l[4], 0);
+  /* All valid: allocate. */
+  o = calloc(1, sizeof *o);
+  if (o == NULL || (o->r = calloc(sc->l[0].n, sizeof *o->r)) == NULL ||
+      (o->mailfrom = strdup(mailfrom)) == NULL) {
+    if (o) free(o->r);
+    free(o);
     return luaL_error(L, "out of memory");
   }
-  lua_getfield(L, 2, "data");
-  c->data = lua_tolstring(L, -1, &c->data_len);
-  c->data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, 3);
-  c->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  memset(&hints, 0, sizeof hints);
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  snprintf(portstr, sizeof portstr, "%d", c->port);
-  c->gai.data = c;
-  c->state = ST_RESOLVE;
-  smtpd_handle_push_box(L, &c->h, CLIENT_MT, 0);
-  c->resolving = 1;
-  c->h.pending++;
-  err = uv_getaddrinfo(&m->loop, &c->gai, client_on_resolve, c->host,
-                       portstr, &hints);
-  if (err) {
-    /* Report on the next loop turn, never from inside this call. */
-    c->resolving = 0;
-    c->h.pending--;
-    c->failed = 1;
-    snprintf(c->err, sizeof c->err, "resolve %s: %s", c->host,
-             uv_strerror(err));
-    smtpd_timer_start(&c->timer, client_on_timer, 0);
-  } else {
-    smtpd_timer_start(&c->timer, client_on_timer, c->connect_timeout_ms);
+  smtpd_handle_init(&o->h, m, SMTPD_H_CLIENT, oneshot_close, oneshot_free);
+  o->h.pending++;          /* no uv handle: freed when closed */
+  o->cb_ref = o->data_ref = LUA_NOREF;
+  o->rcpts = sc->l[0];
+  o->mail_options = sc->l[1];
+  o->dsn_mail = sc->l[2];
+  o->dsn_notify = sc->l[3];
+  o->dsn_orcpt = sc->l[4];
+  memset(sc, 0, sizeof *sc);
+  o->tempfail_aborts = conf->o.tempfail_aborts;
+  o->lmtp = conf->o.lmtp;
+  lua_getfield(L, 3, "data");
+  o->data = lua_tolstring(L, -1, &o->data_len);
+  o->data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 4);
+  o->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  smtpd_handle_push_box(L, &o->h, CLIENT_MT, 0);
+  o->c = smtpd_client_open(m, conf, &oneshot_owner, o);
+  if (o->c == NULL) {
+    smtpd_handle_close(&o->h);
+    return luaL_error(L, "out of memory");
   }
   return 1;
 }
 
 /* handle:cancel(): gives up; the callback is not called. */
-static int client_cancel(lua_State *L) {
+static int oneshot_cancel(lua_State *L) {
   smtpd_handle *h = smtpd_handle_get(L, 1, CLIENT_MT);
-  if (h) smtpd_handle_close(h);
+  if (h) {
+    SMTPD_OWNER(oneshot, h)->done = 1;
+    SMTPD_OWNER(oneshot, h)->failed = 1;
+    smtpd_handle_close(h);
+  }
   return 0;
 }
 
-static int client_active(lua_State *L) {
+static int oneshot_active(lua_State *L) {
   lua_pushboolean(L, smtpd_handle_get(L, 1, CLIENT_MT) != NULL);
   return 1;
 }
 
 void smtpd_open_client(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"cancel", client_cancel}, {"active", client_active}, {NULL, NULL}
+    {"cancel", oneshot_cancel}, {"active", oneshot_active}, {NULL, NULL}
+  };
+  static const luaL_Reg conf_meta[] = {{"__gc", conf_gc}, {NULL, NULL}};
+  static const luaL_Reg conf_methods[] = {
+    {"options", conf_options}, {NULL, NULL}
   };
   smtpd_new_class(L, CLIENT_MT, NULL, methods);
-  lua_pushcfunction(L, client_send);
+  smtpd_new_class(L, RELAYCONF_MT, conf_meta, conf_methods);
+  lua_pushcfunction(L, oneshot_send);
   lua_setfield(L, -2, "client_send");
+  lua_pushcfunction(L, conf_new);
+  lua_setfield(L, -2, "relay_conf");
 }

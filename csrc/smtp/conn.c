@@ -140,6 +140,12 @@ static int conn_builtin(lua_State *L) {
   s->check = lua_toboolean(L, 4) &&
              (v == SMTPD_VERB_MAIL || v == SMTPD_VERB_RCPT);
   smtpd_session_builtin(s, v, arg, an);
+  if (s->pending && !s->check) {
+    /* A relay's command: the upstream settles it (the hook goes on, the
+     * channel waits). */
+    smtpd_relaying_held(ch);
+    return 0;
+  }
   s->check = 0;
   if (s->quit) ch->close_when_done = 1;
   smtpd_channel_after_lua(ch);
@@ -171,7 +177,12 @@ static int conn_settle(lua_State *L) {
   } else {
     code = smtpd_hook_verdict(ch, L, 4, what, &r, &n);
   }
-  /* Accepted: nil (250 OK) or a 2xx; refused: 4xx, 5xx or our 451. */
+  /* Accepted: nil (250 OK) or a 2xx; refused: 4xx, 5xx or our 451. A
+   * relay asks its upstream about what the script accepted. */
+  if (ch->s.relay && code >= 0 && code < 400) {
+    smtpd_relaying_held(ch);
+    return 0;
+  }
   smtpd_session_settle(&ch->s, code >= 0 && code < 400, code ? r : NULL, n);
   if (code == 421) ch->close_when_done = 1;
   smtpd_channel_after_lua(ch);

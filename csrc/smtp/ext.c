@@ -190,12 +190,37 @@ static void session_bdat(smtpd_session *s, const smtpd_command *cmd) {
   else if (!s->bdat && s->data_blocked) err = SMTPD_R_STORAGE;
   s->bdat_error = err;
   s->bdat_size = size;
+  if (err < 0 && s->relay && !s->bdat) {
+    /* A relay's first chunk waits for the upstream (its 354, or its
+     * refusal); the chunk's bytes wait in the input meanwhile. */
+    s->pending = SMTPD_PENDING_BDAT;
+    s->pending_size = size;
+    s->pending_last = last;
+    s->pending_binary = smtpd_session_binary(s);
+    return;
+  }
   if (err < 0) {
     s->bdat = 1;
     s->state = SMTPD_DATA;
   }
   smtpd_parser_begin_chunk(&s->parser, size, err >= 0, last,
                            smtpd_session_binary(s), s->data_size_limit);
+}
+
+void smtpd_session_bdat_settle(smtpd_session *s, int accept,
+                               const char *reply, size_t n) {
+  s->bdat_error = -1;
+  if (accept) {
+    s->bdat = 1;
+    s->state = SMTPD_DATA;
+  } else if (smtpd_str_set(&s->bdat_reply, reply, n) == 0) {
+    s->bdat_error = -2;
+  } else {
+    s->bdat_error = SMTPD_R_LOCAL_ERROR;
+  }
+  smtpd_parser_begin_chunk(&s->parser, s->pending_size, !accept,
+                           s->pending_last, s->pending_binary,
+                           s->data_size_limit);
 }
 
 void smtpd_session_chunk_end(smtpd_session *s) {
@@ -210,6 +235,13 @@ void smtpd_session_chunk_end(smtpd_session *s) {
     smtpd_parser_drop_data(&s->parser);
   }
   if (s->state == SMTPD_DATA) s->state = SMTPD_COMMAND;
+  if (err == -2) {
+    /* The upstream's refusal (a relay): it ends the transaction. */
+    smtpd_reply(s, s->bdat_reply.p, s->bdat_reply.len);
+    smtpd_str_free(&s->bdat_reply);
+    smtpd_session_post_data(s);
+    return;
+  }
   if (err >= 0) {
     if (last && (s->bdat || s->bdat_failed)) {
       /* A refused last chunk answers the message (LMTP: once for each

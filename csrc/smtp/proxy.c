@@ -9,6 +9,7 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,4 +192,10 @@ int smtpd_cidr_match(const smtpd_cidr *c, const struct sockaddr *sa) {
     if ((a[i] & mask) != (c->addr[i] & mask)) return 0;
   }
   return 1;
+}
+
+void smtpd_cidr_name(const smtpd_cidr *c, char *buf, size_t size) {
+  char host[64] = "?";
+  inet_ntop(c->family, c->addr, host, sizeof host);
+  snprintf(buf, size, "%s/%d", host, c->bits);
 }

@@ -25,6 +25,11 @@ static smtpd_shared *shared_new(void) {
 
 void smtpd_shared_unref(smtpd_shared *sh) {
   if (sh && --sh->refs == 0) {
+    size_t i;
+    for (i = 0; i < sh->nupstreams; i++) {
+      smtpd_relayconf_unref(sh->upstreams[i]);
+      free(sh->upstream_name[i]);
+    }
     smtpd_tls_conf_unref(sh->tls);
     free(sh->auth_mechs);
     free(sh->unix_path);
@@ -186,83 +191,10 @@ static void server_on_connection(uv_stream_t *st, int status) {
 
 /* ---- listen ------------------------------------------------------------- */
 
-/* SO_REUSEPORT: several processes (lua-smtpd --workers) listen on one
- * port and the kernel spreads new connections over them. */
-/* opts.proxy_protocol = {trusted = {"10.0.0.0/8", ...}, timeout = 5,
- * max_header = 536}: raises on a malformed table. */
-typedef struct proxy_conf {
-  smtpd_cidr *trusted;
-  size_t n;
-  uint64_t timeout_ms;
-  size_t max;
-} proxy_conf;
-
-static void proxy_read(lua_State *L, int idx, proxy_conf *pc) {
-  size_t i, n;
-  if (!lua_istable(L, idx))
-    luaL_error(L, "proxy_protocol must be a table {trusted = {...}}");
-  lua_getfield(L, idx, "trusted");
-  if (lua_type(L, -1) == LUA_TSTRING) {
-    lua_createtable(L, 1, 0);
-    lua_insert(L, -2);
-    lua_rawseti(L, -2, 1);
-  }
-  if (!lua_istable(L, -1) || (n = lua_rawlen(L, -1)) == 0)
-    luaL_error(L, "proxy_protocol.trusted must list the proxies' addresses "
-                  "(\"127.0.0.1\", \"10.0.0.0/8\", ...)");
-  pc->trusted = calloc(n, sizeof *pc->trusted);
-  if (pc->trusted == NULL) luaL_error(L, "out of memory");
-  for (i = 0; i < n; i++) {
-    const char *s;
-    lua_rawgeti(L, -1, (lua_Integer)i + 1);
-    s = lua_tostring(L, -1);
-    if (s == NULL || smtpd_cidr_parse(s, &pc->trusted[i])) {
-      free(pc->trusted);
-      pc->trusted = NULL;
-      luaL_error(L, "proxy_protocol.trusted: bad address %s",
-                 s ? s : luaL_typename(L, -1));
-    }
-    lua_pop(L, 1);
-  }
-  pc->n = n;
-  lua_pop(L, 1);
-  lua_getfield(L, idx, "timeout");
-  if (!lua_isnil(L, -1)) {
-    lua_Number t = lua_tonumber(L, -1);
-    if (!lua_isnumber(L, -1) || t <= 0 || t > 3600) {
-      free(pc->trusted);
-      pc->trusted = NULL;
-      luaL_error(L, "proxy_protocol.timeout must be seconds (0 to 3600)");
-    }
-    pc->timeout_ms = (uint64_t)(t * 1000);
-  }
-  lua_pop(L, 1);
-  lua_getfield(L, idx, "max_header");
-  if (!lua_isnil(L, -1)) {
-    lua_Integer m = lua_tointeger(L, -1);
-    if (!lua_isinteger(L, -1) || m < 16 || m > 65551) {
-      free(pc->trusted);
-      pc->trusted = NULL;
-      luaL_error(L, "proxy_protocol.max_header must be 16 to 65551 bytes");
-    }
-    pc->max = (size_t)m;
-  }
-  lua_pop(L, 1);
-}
-
-/* A unix socket path to listen on: a socket file left by a server that
- * is gone is removed; a live one, or any other file, is an error. */
-static int unix_prepare(lua_State *L, const char *path) {
-  struct stat st;
+/* Whether a socket file at path is live (a server answers there). */
+static int unix_live(const char *path) {
   struct sockaddr_un un;
   int fd, r;
-  if (strlen(path) >= sizeof un.sun_path)
-    return luaL_error(L, "unix socket path too long (%d bytes at most): %s",
-                      (int)sizeof un.sun_path - 1, path);
-  if (lstat(path, &st) != 0) return 0;
-  if (!S_ISSOCK(st.st_mode))
-    return luaL_error(L, "cannot listen on unix:%s: the file exists and is "
-                      "not a socket", path);
   memset(&un, 0, sizeof un);
   un.sun_family = AF_UNIX;
   strcpy(un.sun_path, path);
@@ -270,13 +202,36 @@ static int unix_prepare(lua_State *L, const char *path) {
   if (fd < 0) return 0;
   r = connect(fd, (struct sockaddr *)&un, sizeof un);
   close(fd);
-  if (r == 0)
-    return luaL_error(L, "cannot listen on unix:%s: another server listens "
-                      "there", path);
-  if (errno == ECONNREFUSED) unlink(path);    /* stale: nobody listens */
-  return 0;
+  return r == 0;
 }
 
+/* A unix socket path to listen on: a socket file left by a server that
+ * is gone may be replaced; a live one, or any other file, is an error
+ * (raised, nothing touched). */
+static void unix_check(lua_State *L, const char *path) {
+  struct stat st;
+  struct sockaddr_un un;
+  if (strlen(path) >= sizeof un.sun_path)
+    luaL_error(L, "unix socket path too long (%d bytes at most): %s",
+               (int)sizeof un.sun_path - 1, path);
+  if (lstat(path, &st) != 0) return;
+  if (!S_ISSOCK(st.st_mode))
+    luaL_error(L, "cannot listen on unix:%s: the file exists and is not a "
+               "socket", path);
+  if (unix_live(path))
+    luaL_error(L, "cannot listen on unix:%s: another server listens there",
+               path);
+}
+
+/* The stale socket file unix_check allowed, removed before bind. */
+static void unix_unlink_stale(const char *path) {
+  struct stat st;
+  if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && !unix_live(path))
+    unlink(path);
+}
+
+/* SO_REUSEPORT: several processes (lua-smtpd --workers) listen on one
+ * port and the kernel spreads new connections over them. */
 static int server_reuse_port(uv_tcp_t *t) {
 #ifdef SO_REUSEPORT
   uv_os_fd_t fd;
@@ -291,72 +246,113 @@ static int server_reuse_port(uv_tcp_t *t) {
 #endif
 }
 
-/* listen(map, obj, ip, port, opts, mechs) -> handle | nil, err, name. A
- * bad option (or a certificate that cannot be used) raises its message
- * (no position: the caller re-raises it). mechs: the AUTH mechanisms to
- * advertise, space separated, or nil for no AUTH. */
+/* listen(map, obj, ip, port, opts, mechs, upstreams) -> handle | nil,
+ * err, name. A bad option (or a certificate that cannot be used) raises
+ * its message (no position: the caller re-raises it). mechs: the AUTH
+ * mechanisms to advertise, space separated, or nil for no AUTH.
+ * upstreams: nil, or {{conf, route}, ...} (core.relay_conf objects) for a
+ * relay at RCPT time. Every value is checked before anything is
+ * allocated or touched on disk. */
 static int server_listen(lua_State *L) {
   smtpd_map *m = smtpd_check_map(L, 1);
   const char *ip = luaL_checkstring(L, 3);
-  int port = (int)luaL_checkinteger(L, 4);
-  const char *mechs = luaL_optstring(L, 6, NULL);
+  lua_Integer port = luaL_checkinteger(L, 4);
+  const char *mechs = luaL_optstring(L, 6, NULL), *unix_path, *fqdn;
   struct sockaddr_storage ss;
   smtpd_server_conf conf;
+  smtpd_tls_spec tspec;
   smtpd_server *s;
   smtpd_tls_conf *tls = NULL;
-  int implicit = 0;
+  smtpd_cidr *trusted = NULL;
+  int implicit = 0, has_tls, err;
   uint64_t hs_ms = 0;
-  const char *fqdn;
-  int err;
+  char why[300];
+  smtpd_relayconf *ups[SMTPD_MAX_UPSTREAMS];
+  int routes[SMTPD_MAX_UPSTREAMS];
+  const char *names[SMTPD_MAX_UPSTREAMS];
+  size_t nups = 0, i;
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 5, LUA_TTABLE);
-  const char *unix_path = strncmp(ip, "unix:", 5) == 0 ? ip + 5 : NULL;
-  proxy_conf proxy = {NULL, 0, 5000, 536};
   luaL_argcheck(L, port >= 0 && port <= 65535, 4, "port out of range");
-  smtpd_opts_read(L, 5, smtpd_server_opts, &conf);
+  if (!lua_isnoneornil(L, 7)) {
+    luaL_checktype(L, 7, LUA_TTABLE);
+    nups = lua_rawlen(L, 7);
+    luaL_argcheck(L, nups >= 1 && nups <= SMTPD_MAX_UPSTREAMS, 7,
+                  "one or two upstreams");
+    for (i = 0; i < nups; i++) {
+      lua_rawgeti(L, 7, (lua_Integer)i + 1);
+      luaL_argcheck(L, lua_istable(L, -1), 7, "{conf, route} each");
+      lua_rawgeti(L, -1, 1);
+      ups[i] = smtpd_relayconf_check(L, -1);
+      lua_rawgeti(L, -2, 2);
+      routes[i] = lua_toboolean(L, -1);
+      lua_rawgeti(L, -3, 3);
+      names[i] = lua_tostring(L, -1);  /* the table keeps it alive */
+      luaL_argcheck(L, names[i] == NULL || (strlen(names[i]) < 40 &&
+                    strcspn(names[i], "\r\n") == strlen(names[i])), 7,
+                    "an upstream's name is a short line");
+      lua_pop(L, 4);
+    }
+  }
+  unix_path = strncmp(ip, "unix:", 5) == 0 ? ip + 5 : NULL;
+  memset(&conf, 0, sizeof conf);
+  smtpd_opts_read(L, 5, smtpd_server_optdefs, &conf);
+  if (conf.proxy.t.given && conf.proxy.trusted.n == 0)
+    return luaL_error(L, "proxy_protocol.trusted must list the proxies' "
+                      "addresses (\"127.0.0.1\", \"10.0.0.0/8\", ...)");
+  if (conf.proxy.max_header > 65551)
+    return luaL_error(L, "proxy_protocol.max_header must be 16 to 65551 "
+                      "bytes");
+  has_tls = lua_getfield(L, 5, "tls") != LUA_TNIL && lua_toboolean(L, -1);
+  if (has_tls) smtpd_tls_read_spec(L, -1, &tspec, &implicit, &hs_ms);
+  lua_pop(L, 1);
   if (unix_path) {
     if (!*unix_path) return luaL_error(L, "unix: needs a path");
     if (conf.reuse_port)
       return luaL_error(L, "reuse_port (--workers) needs a TCP port, not "
                         "a unix socket");
-    unix_prepare(L, unix_path);
+    unix_check(L, unix_path);
   } else {
-    err = smtpd_sockaddr(ip, port, &ss);
+    err = smtpd_sockaddr(ip, (int)port, &ss);
     if (err) return smtpd_fail(L, err);
   }
-  if (lua_getfield(L, 5, "proxy_protocol") != LUA_TNIL &&
-      lua_toboolean(L, -1))
-    proxy_read(L, lua_gettop(L), &proxy);
-  lua_pop(L, 1);
-  if (lua_getfield(L, 5, "tls") != LUA_TNIL && lua_toboolean(L, -1)) {
-    char why[300];
-    tls = smtpd_tls_read(L, -1, &implicit, &hs_ms, why, sizeof why);
-    if (tls == NULL) {
-      free(proxy.trusted);
-      return luaL_error(L, "tls: %s", why);
-    }
-  }
-  lua_pop(L, 1);
+  /* Everything is valid: now allocate, load and touch the disk. */
+  if (has_tls && (tls = smtpd_tls_conf_new(&tspec, why, sizeof why)) == NULL)
+    return luaL_error(L, "tls: %s", why);
   fqdn = conf.fqdn ? conf.fqdn : smtpd_fqdn();
   conf.fqdn = NULL;
   s = calloc(1, sizeof *s);
+  if (conf.proxy.trusted.n &&
+      (trusted = malloc(conf.proxy.trusted.n * sizeof *trusted)) != NULL)
+    memcpy(trusted, conf.proxy.trusted.v,
+           conf.proxy.trusted.n * sizeof *trusted);
+  smtpd_opts_scratch_release(L);
   if (s == NULL || (s->shared = shared_new()) == NULL ||
+      (conf.proxy.trusted.n && trusted == NULL) ||
       smtpd_str_set(&s->fqdn, fqdn, strlen(fqdn)) ||
       (mechs && mechs[0] && (s->shared->auth_mechs = strdup(mechs)) == NULL) ||
       (unix_path && (s->shared->unix_path = strdup(unix_path)) == NULL)) {
     if (s) smtpd_shared_unref(s->shared);
     if (s) smtpd_str_free(&s->fqdn);
     free(s);
+    free(trusted);
     smtpd_tls_conf_unref(tls);
-    free(proxy.trusted);
     return luaL_error(L, "out of memory");
   }
+  if (unix_path) unix_unlink_stale(unix_path);
+  conf.proxy.trusted.v = NULL;
   s->shared->conf = conf;
-  s->shared->proxy_trusted = proxy.trusted;
-  s->shared->nproxy = proxy.n;
-  s->shared->proxy_timeout_ms = proxy.timeout_ms;
-  s->shared->proxy_max = proxy.max;
-  proxy.trusted = NULL;
+  s->shared->proxy_trusted = trusted;
+  s->shared->nproxy = conf.proxy.trusted.n;
+  s->shared->proxy_timeout_ms = conf.proxy.timeout_ms;
+  s->shared->proxy_max = conf.proxy.max_header;
+  for (i = 0; i < nups; i++) {
+    s->shared->upstreams[i] = ups[i];
+    s->shared->upstream_route[i] = routes[i];
+    s->shared->upstream_name[i] = names[i] ? strdup(names[i]) : NULL;
+    smtpd_relayconf_ref(ups[i]);
+  }
+  s->shared->nupstreams = nups;
   s->shared->tls = tls;
   s->shared->tls_implicit = implicit;
   s->shared->tls_handshake_ms = hs_ms;

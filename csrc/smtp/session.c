@@ -57,6 +57,7 @@ void smtpd_session_configure(smtpd_session *s, const smtpd_session_conf *c) {
 }
 
 void smtpd_session_free(smtpd_session *s) {
+  smtpd_str_free(&s->bdat_reply);
   smtpd_str_free(&s->pending_path);
   smtpd_strlist_clear(&s->pending_params);
   smtpd_str_free(&s->pending_raw);
@@ -287,9 +288,20 @@ static void session_drop_pending(smtpd_session *s) {
 
 int smtpd_session_settle(smtpd_session *s, int accept, const char *reply,
                          size_t n) {
-  int verb = s->pending - 1;
-  if (!s->pending) return -1;
+  int held = s->pending, verb = held - 1;
+  if (!held) return -1;
   s->pending = 0;
+  if (held == SMTPD_PENDING_BDAT) {
+    smtpd_session_bdat_settle(s, accept, reply, n);
+    return 0;
+  }
+  if (verb == SMTPD_VERB_DATA) {
+    if (accept) s->state = SMTPD_DATA;
+    if (reply) smtpd_reply(s, reply, n);
+    else if (accept) SAY(s, DATA_GO);
+    smtpd_session_sync(s);
+    return 0;
+  }
   if (!accept) {
     if (verb == SMTPD_VERB_MAIL) smtpd_strlist_clear(&s->mail_options);
   } else if (verb == SMTPD_VERB_MAIL) {
@@ -420,11 +432,19 @@ static void cmd_mail(smtpd_session *s, const char *arg, size_t n) {
   }
   smtputf8 = s->enable_smtputf8 &&
              smtpd_params_find(&s->mail_options, "SMTPUTF8", &val, &vlen) >= 0;
-  if (s->check) {
+  if (s->check || s->relay) {
     session_hold(s, SMTPD_VERB_MAIL, &o, NULL, smtputf8);
-    /* The parameters as sent, for DSN (failing that: no ENVID). */
-    if (s->dsn && s->pending && smtpd_str_set(&s->pending_raw, rest, rn))
+    /* The parameters as sent, for DSN (failing that: no ENVID) and for
+     * the upstream of a relay (failing that: 451). */
+    if ((s->dsn || s->relay) && s->pending &&
+        smtpd_str_set(&s->pending_raw, rest, rn)) {
       smtpd_str_free(&s->pending_raw);
+      if (s->relay) {
+        session_drop_pending(s);
+        smtpd_strlist_clear(&s->mail_options);
+        SAY(s, LOCAL_ERROR);
+      }
+    }
     return;
   }
   if (smtputf8) s->require_smtputf8 = 1;
@@ -476,9 +496,9 @@ static void cmd_rcpt(smtpd_session *s, const char *arg, size_t n) {
     SAY(s, TOO_MANY_RCPTS);
     return;
   }
-  if (s->check) {
+  if (s->check || s->relay) {
     session_hold(s, SMTPD_VERB_RCPT, &o, &opts, 0);
-    if (s->dsn && s->pending && rn &&
+    if ((s->dsn || s->relay) && s->pending && rn &&
         smtpd_str_set(&s->pending_raw, rest, rn)) {
       /* Without the parameters the recipient cannot be kept as sent. */
       session_drop_pending(s);
@@ -544,6 +564,9 @@ void smtpd_session_builtin(smtpd_session *s, int verb, const char *arg,
       SAY(s, BINARYMIME_NEEDS_BDAT);
     } else if (s->data_blocked) {
       SAY(s, STORAGE);
+    } else if (s->relay) {
+      /* The upstream says first: its 354, or its refusal. */
+      s->pending = SMTPD_VERB_DATA + 1;
     } else {
       s->state = SMTPD_DATA;
       SAY(s, DATA_GO);
@@ -600,7 +623,9 @@ static void session_dispatch_line(smtpd_session *s, const smtpd_events *ev,
   smtpd_command cmd;
   if (!smtpd_session_line(s, &cmd)) return;
   switch (smtpd_session_ext(s, &cmd)) {
-  case 1: return;
+  case 1:
+    if (s->pending && ev->held) ev->held(ctx);   /* a first BDAT */
+    return;
   case 2:
     if (ev->auth) ev->auth(ctx, &cmd);
     else SAY(s, AUTH_TEMPFAIL);
@@ -610,6 +635,7 @@ static void session_dispatch_line(smtpd_session *s, const smtpd_events *ev,
   if (ev->command && ev->command(ctx, &cmd)) return;
   if (cmd.verb >= 0) smtpd_session_builtin(s, cmd.verb, cmd.arg, cmd.arg_len);
   else smtpd_session_unknown(s, cmd.name, cmd.name_len);
+  if (s->pending && ev->held) ev->held(ctx);
 }
 
 size_t smtpd_session_feed(smtpd_session *s, const char *buf, size_t len,
@@ -668,7 +694,7 @@ static void session_run_message(void *arg) {
 int smtpd_session_run(smtpd_session *s, const char *buf, size_t len,
                       smtpd_message_fn on_message, void *ctx) {
   static const smtpd_events ev = {
-    NULL, NULL, NULL, session_run_message, NULL, NULL, NULL, NULL
+    NULL, NULL, NULL, session_run_message, NULL, NULL, NULL, NULL, NULL
   };
   session_run x;
   x.s = s;

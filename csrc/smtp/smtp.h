@@ -80,6 +80,8 @@ typedef struct smtpd_cidr {
 /* "10.0.0.0/8", "::1", "127.0.0.1": 0, or -1 when malformed. */
 int smtpd_cidr_parse(const char *s, smtpd_cidr *c);
 int smtpd_cidr_match(const smtpd_cidr *c, const struct sockaddr *sa);
+/* "10.0.0.0/8" back from c. */
+void smtpd_cidr_name(const smtpd_cidr *c, char *buf, size_t size);
 
 /* ---- addr.c ------------------------------------------------------------ */
 
@@ -428,7 +430,16 @@ typedef struct smtpd_session {
    * check set, a MAIL or RCPT that passes the built-in checks stores
    * nothing and answers nothing; it is pending until settled. */
   int check;
-  int pending;             /* 0, SMTPD_VERB_MAIL + 1 or SMTPD_VERB_RCPT + 1 */
+  /* A relay pairs the session with an upstream (the owner's): MAIL, RCPT,
+   * DATA and a first BDAT that pass the built-in checks are held the
+   * same way, until the upstream's verdict settles them. */
+  int relay;
+  int pending;             /* 0, or the held command: SMTPD_VERB_MAIL + 1,
+                              _RCPT + 1, _DATA + 1, SMTPD_PENDING_BDAT */
+  size_t pending_size;     /* a held BDAT: its size, LAST, raw */
+  int pending_last, pending_binary;
+  smtpd_str bdat_reply;    /* the refusal a discarded chunk gets, when it
+                              is not one of the catalogue's */
   smtpd_str pending_path;
   smtpd_strlist pending_params;
   smtpd_str pending_raw;   /* DSN: the held command's parameters as sent */
@@ -517,6 +528,9 @@ typedef struct smtpd_events {
   /* Before each parser step, and after each event. */
   void (*step)(void *ctx);
   void (*after)(void *ctx);
+  /* A relay's command is held (s->pending): the owner asks the upstream
+   * and settles it (smtpd_session_settle); stop should then say wait. */
+  void (*held)(void *ctx);
 } smtpd_events;
 
 /* Parses and dispatches input until it is used up, the session quits or
@@ -541,10 +555,17 @@ int smtpd_session_path(const smtpd_session *s, const char *kw,
 /* The syntax error reply for kw's command, as the built-ins send it. */
 void smtpd_syntax_reply(const smtpd_session *s, const char *kw, char *buf,
                         size_t size);
-/* Settles a pending MAIL/RCPT: accept stores it and answers reply (NULL:
- * 250 OK); refuse answers reply. -1 when nothing was pending. */
+/* Settles a pending MAIL/RCPT (or a relay's DATA, BDAT): accept stores
+ * it and answers reply (NULL: 250 OK, or 354 for DATA); refuse answers
+ * reply. -1 when nothing was pending. */
 int smtpd_session_settle(smtpd_session *s, int accept, const char *reply,
                          size_t n);
+/* A held first BDAT (relay): the upstream is ready for the message
+ * (accept: the chunk is read as a chunk of it) or refused it with reply
+ * (the chunk is read and dropped, and answered with reply). */
+#define SMTPD_PENDING_BDAT (SMTPD_NVERBS + 1)
+void smtpd_session_bdat_settle(smtpd_session *s, int accept,
+                               const char *reply, size_t n);
 /* STARTTLS and AUTH, and the commands they gate (require_starttls,
  * auth_required), before the command is dispatched: 0 = not ours, go on;
  * 1 = answered; 2 = an AUTH the owner runs (cmd->arg: "MECH [initial]",
@@ -569,5 +590,112 @@ int smtpd_dsn_rcpt_keep(smtpd_session *s, const char *raw, size_t rn,
                         const char *addr, size_t alen);
 /* Makes the parser follow smtp_state after a command ran. */
 void smtpd_session_sync(smtpd_session *s);
+
+/* ---- relay.c: the client side (the relays' protocol) ------------------- */
+
+/* relay.starttls: the order of its choices in core/opts.c. */
+enum { SMTPD_STARTTLS_NO = 0, SMTPD_STARTTLS_REQUIRE = 1,
+       SMTPD_STARTTLS_OPPORTUNISTIC = 2 };
+
+/* What the server offered in its EHLO reply. */
+enum {
+  SMTPD_EXT_SIZE = 1 << 0, SMTPD_EXT_8BITMIME = 1 << 1,
+  SMTPD_EXT_SMTPUTF8 = 1 << 2, SMTPD_EXT_STARTTLS = 1 << 3,
+  SMTPD_EXT_DSN = 1 << 4, SMTPD_EXT_PIPELINING = 1 << 5,
+  SMTPD_EXT_CHUNKING = 1 << 6, SMTPD_EXT_BINARYMIME = 1 << 7,
+  SMTPD_EXT_ENHANCED = 1 << 8, SMTPD_EXT_REQUIRETLS = 1 << 9,
+  SMTPD_EXT_AUTH_PLAIN = 1 << 10, SMTPD_EXT_AUTH_LOGIN = 1 << 11
+};
+
+/* The owner's commands: what each REPLY answers. */
+enum {
+  SMTPD_RC_MAIL = 1, SMTPD_RC_RCPT, SMTPD_RC_DATA, SMTPD_RC_DOT,
+  SMTPD_RC_BDAT, SMTPD_RC_RSET, SMTPD_RC_NOOP, SMTPD_RC_QUIT
+};
+
+enum {
+  SMTPD_RELAY_EV_READY = 1,  /* greeted (TLS, AUTH done): commands may go */
+  SMTPD_RELAY_EV_STARTTLS,   /* 220 to STARTTLS: run the handshake, then
+                                smtpd_relay_tls_up */
+  SMTPD_RELAY_EV_REPLY,      /* the reply to one of the owner's commands */
+  SMTPD_RELAY_EV_FAILED      /* the connection is of no more use */
+};
+
+typedef struct smtpd_relay_event {
+  int kind;                /* SMTPD_RELAY_EV_* */
+  int cmd;                 /* REPLY: the SMTPD_RC_* answered */
+  int code;                /* the reply's code (FAILED: the one that
+                              failed it, or 0) */
+  const char *text;        /* REPLY: its lines without codes, joined by
+                              "\n"; FAILED: why */
+  size_t len;
+  int lines;
+  const char *stage;       /* "greeting", "ehlo", "starttls", "auth",
+                              "mail", "rcpt", "data", "message", ... */
+  size_t index;            /* DOT under LMTP: the accepted recipient */
+  int last;                /* the last reply this command gets */
+} smtpd_relay_event;
+
+typedef void (*smtpd_relay_fn)(void *ctx, const smtpd_relay_event *ev);
+
+typedef struct smtpd_relay_setup {
+  const char *helo;        /* copied */
+  int lmtp;                /* LHLO, and a reply per recipient */
+  int starttls;            /* SMTPD_STARTTLS_* */
+  int tls_on;              /* TLS from the start (implicit TLS) */
+  const char *user;        /* AUTH (NULL: none); copied, wiped */
+  const char *password;
+  int mechanism;           /* 0 PLAIN or else LOGIN, 1 PLAIN, 2 LOGIN */
+  int plaintext;           /* credentials may go without TLS */
+} smtpd_relay_setup;
+
+typedef struct smtpd_relay_pend {
+  int cmd;
+  size_t count, left;      /* replies it gets, and still to come */
+} smtpd_relay_pend;
+
+typedef struct smtpd_relay {
+  smtpd_relay_setup setup;
+  int phase;
+  int esmtp;               /* EHLO (not HELO) was answered */
+  unsigned ext;            /* SMTPD_EXT_* */
+  size_t size_max;         /* SIZE's value (0: none given) */
+  int tls_on, tls_tried, authed, auth_login;
+  int closing;             /* 421 or QUIT: no more commands */
+  smtpd_buf out;           /* what to write, in order */
+  smtpd_buf line;          /* the reply line being read */
+  smtpd_buf text;          /* the reply so far */
+  int lines, code;
+  smtpd_relay_pend *pend;  /* commands awaiting replies, oldest first */
+  size_t npend, pend_head, pend_cap;
+  size_t rcpt_ok;          /* this transaction's accepted recipients */
+  int bol, cr;             /* the body: at a line start; a CR pending */
+  smtpd_relay_fn fn;
+  void *ctx;
+} smtpd_relay;
+
+/* 0, or -1 when out of memory. The machine waits for the greeting. */
+int smtpd_relay_init(smtpd_relay *r, const smtpd_relay_setup *cfg,
+                     smtpd_relay_fn fn, void *ctx);
+/* Frees and wipes (credentials). */
+void smtpd_relay_free(smtpd_relay *r);
+/* The server's bytes (plaintext): every complete reply is acted on, and
+ * the events fire from inside (the owner may send from them). */
+void smtpd_relay_input(smtpd_relay *r, const char *p, size_t n);
+/* The TLS handshake after STARTTLS (or of implicit TLS) is done. */
+void smtpd_relay_tls_up(smtpd_relay *r);
+/* READY and not closing. */
+int smtpd_relay_usable(const smtpd_relay *r);
+/* Queues one command line (no CRLF, none inside) that cmd's reply will
+ * answer: 0, or -1 (not usable, a bad line, out of memory). */
+int smtpd_relay_send(smtpd_relay *r, int cmd, const char *line, size_t n);
+/* After DATA's 354: the message in pieces, any line ends; then the end
+ * (one reply, or under LMTP one per accepted recipient). */
+int smtpd_relay_body(smtpd_relay *r, const char *p, size_t n);
+int smtpd_relay_dot(smtpd_relay *r);
+/* BDAT n [LAST] with the bytes as they are (BINARYMIME). */
+int smtpd_relay_bdat(smtpd_relay *r, const char *p, size_t n, int last);
+/* Where the machine is, for messages ("rcpt", "ehlo", ...). */
+const char *smtpd_relay_stage(const smtpd_relay *r);
 
 #endif

@@ -34,7 +34,7 @@ static int engine_new(lua_State *L) {
   size_t n, rn;
   if (lua_isnoneornil(L, 1)) lua_newtable(L);
   luaL_checktype(L, 1, LUA_TTABLE);
-  smtpd_opts_read(L, 1, smtpd_server_opts, &conf);
+  smtpd_opts_read(L, 1, smtpd_server_optdefs, &conf);
   lua_getfield(L, 1, "fqdn");
   fqdn = luaL_optlstring(L, -1, "test.example", &n);
   lua_getfield(L, 1, "reply");

@@ -317,6 +317,8 @@ void smtpd_tls_conf_unref(smtpd_tls_conf *c) {
 
 typedef struct client_ctx {
   char *ca;                /* NULL: the system's store */
+  char *cert, *key;        /* the client certificate, or NULL */
+  int verify;
   SSL_CTX *ctx;
   struct client_ctx *next;
 } client_ctx;
@@ -337,26 +339,51 @@ smtpd_tls_env *smtpd_tls_env_new(void) {
   return e;
 }
 
+static void client_ctx_free(client_ctx *c) {
+  SSL_CTX_free(c->ctx);
+  free(c->ca);
+  free(c->cert);
+  free(c->key);
+  free(c);
+}
+
 void smtpd_tls_env_free(smtpd_tls_env *e) {
   if (e == NULL) return;
   while (e->clients) {
     client_ctx *c = e->clients;
     e->clients = c->next;
-    SSL_CTX_free(c->ctx);
-    free(c->ca);
-    free(c);
+    client_ctx_free(c);
   }
   BIO_meth_free(e->bio);
   free(e);
 }
 
-static SSL_CTX *tls_client_ctx(smtpd_tls_env *env, const char *ca, char *err,
+static int same(const char *a, const char *b) {
+  return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+static char *dup_or_null(const char *s, int *failed) {
+  char *c;
+  if (s == NULL) return NULL;
+  c = strdup(s);
+  if (c == NULL) *failed = 1;
+  return c;
+}
+
+/* The client context for these CAs and this client certificate: loaded
+ * once per map (the CA bundle and the files are read here, not at each
+ * connection), then shared by every connection that asks the same. */
+static SSL_CTX *tls_client_ctx(smtpd_tls_env *env,
+                               const smtpd_tls_client_spec *sp, char *err,
                                size_t errlen) {
   client_ctx *e;
   SSL_CTX *ctx;
+  const char *ca = sp->verify ? sp->ca : NULL;
+  const char *key = sp->cert ? (sp->key ? sp->key : sp->cert) : NULL;
+  int failed = 0;
   for (e = env->clients; e; e = e->next) {
-    if ((ca == NULL && e->ca == NULL) ||
-        (ca && e->ca && strcmp(ca, e->ca) == 0))
+    if (e->verify == sp->verify && same(e->ca, ca) && same(e->cert, sp->cert)
+        && same(e->key, key))
       return e->ctx;
   }
   ctx = tls_ctx_base(0, 12);
@@ -364,8 +391,8 @@ static SSL_CTX *tls_client_ctx(smtpd_tls_env *env, const char *ca, char *err,
     tls_errstr(err, errlen, "cannot make a TLS context");
     return NULL;
   }
-  if ((ca ? SSL_CTX_load_verify_locations(ctx, ca, NULL)
-          : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
+  if (sp->verify && (ca ? SSL_CTX_load_verify_locations(ctx, ca, NULL)
+                        : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
     char what[1100];
     snprintf(what, sizeof what, "cannot load CA file %s",
              ca ? ca : "(system)");
@@ -373,17 +400,46 @@ static SSL_CTX *tls_client_ctx(smtpd_tls_env *env, const char *ca, char *err,
     SSL_CTX_free(ctx);
     return NULL;
   }
+  if (sp->cert) {
+    if (!tls_readable(sp->cert, "certificate", err, errlen) ||
+        !tls_readable(key, "key", err, errlen)) {
+      SSL_CTX_free(ctx);
+      return NULL;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, sp->cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+      tls_errstr(err, errlen, "cannot use the client certificate");
+      SSL_CTX_free(ctx);
+      return NULL;
+    }
+  }
   e = calloc(1, sizeof *e);
-  if (e == NULL || (ca && (e->ca = strdup(ca)) == NULL)) {
-    free(e);
+  if (e) {
+    e->ca = dup_or_null(ca, &failed);
+    e->cert = dup_or_null(sp->cert, &failed);
+    e->key = dup_or_null(key, &failed);
+  }
+  if (e == NULL || failed) {
+    if (e) {
+      e->ctx = NULL;
+      client_ctx_free(e);
+    }
     SSL_CTX_free(ctx);
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
+  e->verify = sp->verify;
   e->ctx = ctx;
   e->next = env->clients;
   env->clients = e;
   return ctx;
+}
+
+int smtpd_tls_client_preload(smtpd_tls_env *env,
+                             const smtpd_tls_client_spec *sp, char *err,
+                             size_t errlen) {
+  return tls_client_ctx(env, sp, err, errlen) ? 0 : -1;
 }
 
 /* ---- connections ------------------------------------------------------------ */
@@ -427,8 +483,7 @@ static int tls_is_ip(const char *h) {
 smtpd_tls *smtpd_tls_client(smtpd_tls_env *env,
                             const smtpd_tls_client_spec *sp,
                             smtpd_buf *sink, char *err, size_t errlen) {
-  SSL_CTX *ctx = tls_client_ctx(env, sp->verify ? sp->ca : NULL, err,
-                                errlen);
+  SSL_CTX *ctx = tls_client_ctx(env, sp, err, errlen);
   smtpd_tls *t;
   if (ctx == NULL) return NULL;
   t = tls_new(env, ctx, sink);
@@ -451,21 +506,6 @@ smtpd_tls *smtpd_tls_client(smtpd_tls_env *env,
   }
   SSL_set_verify(t->ssl, sp->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
                  NULL);
-  if (sp->cert) {
-    if (!tls_readable(sp->cert, "certificate", err, errlen) ||
-        !tls_readable(sp->key ? sp->key : sp->cert, "key", err, errlen)) {
-      smtpd_tls_free(t);
-      return NULL;
-    }
-    if (SSL_use_certificate_chain_file(t->ssl, sp->cert) != 1 ||
-        SSL_use_PrivateKey_file(t->ssl, sp->key ? sp->key : sp->cert,
-                                SSL_FILETYPE_PEM) != 1 ||
-        SSL_check_private_key(t->ssl) != 1) {
-      tls_errstr(err, errlen, "cannot use the client certificate");
-      smtpd_tls_free(t);
-      return NULL;
-    }
-  }
   return t;
 }
 

@@ -60,6 +60,11 @@ typedef struct smtpd_tls_client_spec {
 
 smtpd_tls *smtpd_tls_server(smtpd_tls_env *env, smtpd_tls_conf *c,
                             smtpd_buf *sink);
+/* Loads the client context sp asks for (its CAs, its certificate) into
+ * env now, so that connections find it made: 0, or -1 with why. */
+int smtpd_tls_client_preload(smtpd_tls_env *env,
+                             const smtpd_tls_client_spec *sp, char *err,
+                             size_t errlen);
 smtpd_tls *smtpd_tls_client(smtpd_tls_env *env,
                             const smtpd_tls_client_spec *sp,
                             smtpd_buf *sink, char *err, size_t errlen);

@@ -60,9 +60,8 @@ static void tls_pair(lua_State *L, int t, const char *prefix,
   lua_pop(L, 2);
 }
 
-smtpd_tls_conf *smtpd_tls_read(lua_State *L, int idx, int *implicit,
-                               uint64_t *handshake_ms, char *err,
-                               size_t errlen) {
+void smtpd_tls_read_spec(lua_State *L, int idx, smtpd_tls_spec *spec,
+                         int *implicit, uint64_t *handshake_ms) {
   smtpd_tls_spec sp;
   smtpd_tls_pair *pairs;
   size_t n = 1;
@@ -96,8 +95,7 @@ smtpd_tls_conf *smtpd_tls_read(lua_State *L, int idx, int *implicit,
   }
   lua_pop(L, 1);
   /* Garbage collected scratch: an error below leaks nothing. */
-  pairs = lua_newuserdatauv(L, n * sizeof *pairs, 0);
-  memset(pairs, 0, n * sizeof *pairs);
+  pairs = smtpd_opts_scratch(L, n * sizeof *pairs);
   tls_pair(L, idx, "tls", &pairs[0]);
   n = 1;
   if (lua_getfield(L, idx, "sni") == LUA_TTABLE) {
@@ -160,11 +158,18 @@ smtpd_tls_conf *smtpd_tls_read(lua_State *L, int idx, int *implicit,
     if (handshake_ms) *handshake_ms = (uint64_t)(s * 1000 + 0.5);
   }
   lua_pop(L, 1);
-  {
-    smtpd_tls_conf *c = smtpd_tls_conf_new(&sp, err, errlen);
-    lua_pop(L, 1);   /* the scratch */
-    return c;
-  }
+  *spec = sp;
+}
+
+smtpd_tls_conf *smtpd_tls_read(lua_State *L, int idx, int *implicit,
+                               uint64_t *handshake_ms, char *err,
+                               size_t errlen) {
+  smtpd_tls_spec sp;
+  smtpd_tls_conf *c;
+  smtpd_tls_read_spec(L, idx, &sp, implicit, handshake_ms);
+  c = smtpd_tls_conf_new(&sp, err, errlen);
+  smtpd_opts_scratch_release(L);
+  return c;
 }
 
 /* ---- a connection's TLS facts -------------------------------------------- */

@@ -4,56 +4,66 @@
 -- Mailman itself says which addresses are lists: over LMTP it answers RCPT
 -- with 250 for every list address (list@, -request, -owner, -bounces,
 -- -join, -leave, -confirm+token, -subscribe, -unsubscribe, any case) and
--- 550 for anything else. One LMTP transaction both asks and delivers.
+-- 550 for anything else. At RCPT time (the default) each recipient is
+-- asked of Mailman first, and of the relay when Mailman says 550; the
+-- message then streams to both. In the message mode one LMTP transaction
+-- both asks and delivers.
 
 local PureProxy = require "smtpd.proxy"
-local parse_addr = require("smtpd.util").parse_addr
+local core = require "smtpd.core"
 local options = require "smtpd.options"
-local raise = require("smtpd.util").raise
+local util = require "smtpd.util"
+local raise = util.raise
 local relay = require "smtpd.sendmail"
-local sendmail = relay.sendmail
 
 local MailmanProxy = PureProxy:extend("MailmanProxy")
 MailmanProxy.OPTIONS = {mailman = true}
+MailmanProxy._relay_class = true
 
 MailmanProxy.DEFAULT_LMTP = "127.0.0.1:8024"   -- Mailman 3's default
-local MAILMAN_OPTIONS = options.set{"lmtp", "timeout", "connect_timeout",
-                                    "helo"}
+local MAILMAN_OPTIONS = options.set(core.OPTIONS.mailman)
 
 -- MailmanProxy(localaddr, remoteaddr, opts); opts.mailman = {lmtp =
--- "host:port", timeout =, connect_timeout =}.
+-- "host:port" or "unix:/path", timeout =, connect_timeout =, helo =}.
 function MailmanProxy:initialize(localaddr, remoteaddr, opts)
   local mm = type(opts) == "table" and opts.mailman or {}
   if type(mm) ~= "table" then
     raise("opts.mailman must be a table like {lmtp = \"127.0.0.1:8024\"}")
   end
   options.check(mm, MAILMAN_OPTIONS, "mailman option")
-  local lmtp = parse_addr(mm.lmtp or MailmanProxy.DEFAULT_LMTP,
-                          "mailman.lmtp")
-  relay.check_options({timeout = mm.timeout, helo = mm.helo,
-                       connect_timeout = mm.connect_timeout},
-                      "mailman option")
+  local ok, read = pcall(core.read_options, "mailman", mm)
+  if not ok then raise("mailman." .. read) end
+  local lmtp = util.parse_addr(read.lmtp or MailmanProxy.DEFAULT_LMTP,
+                               "mailman.lmtp")
+  local conf, why = relay.conf(type(opts) == "table" and opts.map, lmtp, {
+    lmtp = true, timeout = read.timeout, connect_timeout =
+    read.connect_timeout, helo = read.helo,
+  })
+  if not conf then raise("mailman " .. why) end
+  self._mailman_conf = conf
   MailmanProxy.super.initialize(self, localaddr, remoteaddr, opts)
-  self.mailman = {
-    lmtp = lmtp, timeout = mm.timeout, connect_timeout = mm.connect_timeout,
-    helo = mm.helo,
-  }
+  self.mailman = {lmtp = lmtp, timeout = read.timeout,
+                  connect_timeout = read.connect_timeout, helo = read.helo}
+end
+
+-- At RCPT time: Mailman first (a 550 there means "not a list": the relay
+-- is asked), then the relay.
+function MailmanProxy:_upstreams()
+  if self.relay_mode == "rcpt" then
+    return {{self._mailman_conf, true, "Mailman"}, {self._relay_conf, false}}
+  end
 end
 
 local clean = PureProxy.clean
 
--- Delivers to Mailman over LMTP. Returns
+-- The message mode: delivers to Mailman over LMTP. Returns
 --   lists: recipients Mailman took,
 --   others: recipients that are not Mailman's (to be relayed),
 --   refused: list recipients Mailman refused after the data,
 --   tempfail: a reason when the message must be retried (nil otherwise).
 function MailmanProxy:_deliver_mailman(mailfrom, rcpttos, data)
-  local mm = self.mailman
-  local refused, err, info = sendmail(mm.lmtp, mailfrom, rcpttos, data, {
-    lmtp = true, tempfail_aborts = true, map = self._map,
-    timeout = mm.timeout, connect_timeout = mm.connect_timeout,
-    helo = mm.helo,
-  })
+  local refused, err, info = relay.send(self._mailman_conf, self._map,
+                                        mailfrom, rcpttos, data, {})
   local lists, others, failed = {}, {}, {}
   local all = refused or info.refused
   if not refused then
@@ -83,11 +93,11 @@ function MailmanProxy:_deliver_mailman(mailfrom, rcpttos, data)
   return lists, others, failed, nil
 end
 
--- The rules: everything delivered: 250. Mailman unavailable or answering
--- 4xx: 4xx for the whole message (never guess which addresses are lists).
--- The relay part follows PureProxy's rule. Permanent refusals on both
--- sides: 5xx only when every recipient was refused; otherwise 250 with the
--- refusals logged.
+-- The message mode's rules: everything delivered: 250. Mailman
+-- unavailable or answering 4xx: 4xx for the whole message (never guess
+-- which addresses are lists). The relay part follows PureProxy's rule.
+-- Permanent refusals on both sides: 5xx only when every recipient was
+-- refused; otherwise 250 with the refusals logged.
 function MailmanProxy:process_message(peer, mailfrom, rcpttos, data)
   data = PureProxy.add_peer_header(data, peer[1])
   local lists, others, refused, tempfail =
@@ -106,7 +116,7 @@ function MailmanProxy:process_message(peer, mailfrom, rcpttos, data)
   if tempfail then return retry("451 4.4.1 " .. tempfail) end
   if #others > 0 then
     local r, info = self:_deliver(mailfrom, others, data)
-    local reply = PureProxy.reply_for(r, others, info)
+    local reply = self:message_reply(r, others, info)
     if reply and reply:match("^4") then return retry(reply) end
     for k, v in pairs(r) do refused[k] = v end
   end

@@ -1,21 +1,48 @@
 -- PureProxy: relays every message to remoteaddr without blocking the
--- server, and answers 250 only when the upstream took the message.
+-- server, and never answers 250 for mail that did not get through.
+--
+-- By default it relays at RCPT time, as a before-queue proxy does (the C
+-- core pairs each client session with an upstream one, csrc/smtp/
+-- upstream.c): the upstream transaction opens with the client's MAIL,
+-- each RCPT gets the upstream's own verdict, the message streams through
+-- with X-Peer after its headers, and the client hears the upstream's
+-- final reply, or a 4xx when anything went wrong on the way.
+--
+-- relay = {at = "message"} (or a subclass that overrides process_message
+-- or _deliver) keeps smtpd's shape instead: the whole message reaches
+-- process_message, which relays it at once (_deliver); then a recipient
+-- the upstream deferred makes the whole message 451, unless the subclass
+-- decides otherwise (message_reply).
 
 local SMTPServer = require "smtpd.server"
-local raise = require("smtpd.util").raise
+local util = require "smtpd.util"
+local raise = util.raise
 local relay = require "smtpd.sendmail"
-local sendmail = relay.sendmail
 
 local PureProxy = SMTPServer:extend("PureProxy")
 PureProxy.OPTIONS = {relay = true}
+-- The library's relaying classes: methods defined here are not a
+-- subclass's own (see relay_mode).
+PureProxy._relay_class = true
+
+-- Whether a class below the library's (a user's subclass) overrides
+-- process_message or _deliver: it then wants the whole message.
+local function wants_message(self)
+  local c = getmetatable(self)
+  while c and not rawget(c, "_relay_class") do
+    if rawget(c, "process_message") ~= nil or rawget(c, "_deliver") ~= nil
+    then
+      return true
+    end
+    c = rawget(c, "super")
+  end
+  return false
+end
 
 -- Everything is checked before the server listens: a failed constructor
 -- leaves nothing open.
 function PureProxy:initialize(localaddr, remoteaddr, opts)
   local t = type(opts) == "table" and opts or {}
-  if t.enable_SMTPUTF8 then
-    raise("PureProxy does not support SMTPUTF8.")
-  end
   if remoteaddr == nil then
     raise("PureProxy needs a remoteaddr to relay to")
   end
@@ -23,8 +50,28 @@ function PureProxy:initialize(localaddr, remoteaddr, opts)
   local r = t.relay or {}
   if type(r) ~= "table" then raise("opts.relay must be a table") end
   relay.check_options(r, "relay option")
-  PureProxy.super.initialize(self, localaddr, remoteaddr, opts)
+  local mode = r.at or (wants_message(self) and "message" or "rcpt")
+  if t.enable_SMTPUTF8 and mode == "message" then
+    -- smtpd's PureProxy cannot relay SMTPUTF8; at RCPT time the client's
+    -- SMTPUTF8 goes on to an upstream that offers it.
+    raise("PureProxy does not support SMTPUTF8.")
+  end
+  if t.lmtp and mode == "rcpt" then
+    raise("PureProxy relays at RCPT time over SMTP; lmtp = true needs "
+          .. "relay = {at = \"message\"}")
+  end
+  local conf, why = relay.conf(t.map, remoteaddr, r)
+  if not conf then raise("relay " .. why) end
+  self._relay_conf = conf
   self.relay = r
+  self.relay_mode = mode
+  PureProxy.super.initialize(self, localaddr, remoteaddr, opts)
+end
+
+-- The upstreams the core pairs each session with (RCPT-time mode): nil
+-- in the message mode.
+function PureProxy:_upstreams()
+  if self.relay_mode == "rcpt" then return {{self._relay_conf, false}} end
 end
 
 -- Inserts "X-Peer: host" where smtpd's PureProxy does: before the first
@@ -43,13 +90,8 @@ end
 -- is in it (code -1 when the upstream gave none, as smtpd's). A second
 -- value, on failure, says where it failed (see smtpd.sendmail).
 function PureProxy:_deliver(mailfrom, rcpttos, data, dsn)
-  local opts = {}
-  for k, v in pairs(self.relay) do opts[k] = v end
-  -- The client's DSN requests travel on (where the upstream takes them).
-  if dsn and opts.dsn == nil then opts.dsn = dsn end
-  opts.map = opts.map or self._map
-  local refused, _, info = sendmail(self._remoteaddr, mailfrom, rcpttos,
-                                         data, opts)
+  local refused, _, info = relay.send(self._relay_conf, self._map,
+                                      mailfrom, rcpttos, data, {dsn = dsn})
   if refused then return refused end
   return info.refused, info
 end
@@ -80,46 +122,51 @@ function PureProxy:log_refusals(refused)
 end
 
 -- The reply for a message not every recipient got, from the refused
--- table (and the failure info when there is one). nil: at least one
--- recipient took it (250).
+-- table (and the failure info when there is one). nil: every recipient
+-- that was not refused for good took it (250). A recipient deferred
+-- (4xx) makes the whole message 4xx: a 250 would lose it.
 function PureProxy.reply_for(refused, rcpttos, info)
   if info and (UNAVAILABLE[info.stage] or info.timeout) then
     return "451 4.4.1 Upstream unavailable: " .. clean(info.error)
   end
   local distinct, nrefused = {}, 0
+  local first5, first4, first_other
   for _, r in ipairs(rcpttos) do
+    local e = refused[r]
     if not distinct[r] then
       distinct[r] = true
-      if refused[r] then nrefused = nrefused + 1 end
+      if e then nrefused = nrefused + 1 end
     end
+    local code = e and tonumber(e[1]) or nil
+    if code and code >= 500 and code <= 599 then first5 = first5 or e
+    elseif code and code >= 400 and code <= 499 then first4 = first4 or e
+    elseif e then first_other = first_other or e end
+  end
+  if first4 then
+    return ("%d Upstream: %s"):format(first4[1], clean(first4[2]))
   end
   local total = 0
   for _ in pairs(distinct) do total = total + 1 end
   if nrefused < total then return nil end
   -- Nobody took it. A 5xx only when every refusal is permanent.
-  local first5, first4, first_other
-  for _, r in ipairs(rcpttos) do
-    local e = refused[r]
-    local code = e and tonumber(e[1]) or -1
-    if code >= 500 and code <= 599 then first5 = first5 or e
-    elseif code >= 400 and code <= 499 then first4 = first4 or e
-    else first_other = first_other or e end
-  end
-  if first5 and not first4 and not first_other then
+  if first5 and not first_other then
     return ("%d %s"):format(first5[1], clean(first5[2]))
-  end
-  if first4 then
-    return ("%d Upstream: %s"):format(first4[1], clean(first4[2]))
   end
   return "451 4.4.1 Upstream unavailable: " .. clean(first_other
                                                     and first_other[2])
+end
+
+-- The reply process_message gives for a relayed message: by default
+-- PureProxy.reply_for's; a subclass may decide otherwise.
+function PureProxy:message_reply(refused, rcpttos, info)
+  return PureProxy.reply_for(refused, rcpttos, info)
 end
 
 function PureProxy:process_message(peer, mailfrom, rcpttos, data, kwargs)
   data = PureProxy.add_peer_header(data, peer[1])
   local refused, info = self:_deliver(mailfrom, rcpttos, data,
                                       kwargs and kwargs.dsn)
-  local reply = PureProxy.reply_for(refused, rcpttos, info)
+  local reply = self:message_reply(refused, rcpttos, info)
   if reply then
     self:log("warning", "relay of a message from %s failed: %s", mailfrom,
              reply)

@@ -6,104 +6,41 @@ local options = require "smtpd.options"
 local util = require "smtpd.util"
 local wait = require "smtpd.wait"
 
--- The options it takes: the client's (core.OPTIONS.relay), its MAIL
--- parameters and the map to run on.
+local M = {}
+
+-- The relay options (core.OPTIONS.relay: helo, timeout, connect_timeout,
+-- lmtp, tempfail_aborts, at, starttls, implicit_tls, tls = {verify, ca,
+-- sni, cert, key}, auth = {user, password | password_env |
+-- password_file, mechanism, plaintext}) are read by the core, once; the
+-- message's own options are sendmail's.
+local RELAY = options.set(core.OPTIONS.relay)
 local KNOWN = options.set(core.OPTIONS.relay)
 KNOWN.mail_options = true
 KNOWN.map = true
--- TLS and AUTH towards the upstream (checked here, flattened for the C
--- client): starttls = "require" | "opportunistic" | false, implicit_tls,
--- tls = {verify = true, ca =, sni =, cert =, key =},
--- auth = {user =, password = | password_env = | password_file =,
---         mechanism = "PLAIN" | "LOGIN", plaintext = false}.
-KNOWN.starttls = true
-KNOWN.implicit_tls = true
-KNOWN.tls = true
-KNOWN.auth = true
 KNOWN.dsn = true
 
-local STARTTLS = {require = 2, opportunistic = 1}
-local TLS_KEYS = {verify = true, ca = true, sni = true, cert = true,
-                  key = true}
-local AUTH_KEYS = {user = true, password = true, password_env = true,
-                   password_file = true, mechanism = true, plaintext = true}
-
--- Checks relay.starttls, .implicit_tls, .tls and .auth; raises at the
--- user's call. Returns nothing.
-local function check_tls(opts, what)
-  local st = opts.starttls
-  if st ~= nil and st ~= false and not STARTTLS[st] then
-    util.raise(what .. ' starttls must be "require", "opportunistic" or '
-               .. "false")
+-- The relay options of opts (a table that may hold more), read into a
+-- conf for remoteaddr: raises (at the user's call) on a bad option;
+-- nil, why when a CA file or a client certificate cannot be loaded.
+function M.conf(map, remoteaddr, opts)
+  local addr = util.parse_addr(remoteaddr, "remoteaddr")
+  local relay = {}
+  for k, v in pairs(opts) do
+    if RELAY[k] then relay[k] = v end
   end
-  if opts.implicit_tls ~= nil and type(opts.implicit_tls) ~= "boolean" then
-    util.raise(what .. " implicit_tls must be true or false")
-  end
-  if opts.implicit_tls and st then
-    util.raise(what .. " implicit_tls and starttls exclude each other")
-  end
-  local tls = opts.tls
-  if tls ~= nil then
-    if type(tls) ~= "table" then util.raise(what .. " tls must be a table") end
-    options.check(tls, TLS_KEYS, what .. " tls option")
-    for _, k in ipairs({"ca", "sni", "cert", "key"}) do
-      if tls[k] ~= nil and type(tls[k]) ~= "string" then
-        util.raise(("%s tls.%s must be a string"):format(what, k))
-      end
-    end
-    if tls.verify ~= nil and type(tls.verify) ~= "boolean" then
-      util.raise(what .. " tls.verify must be true or false")
-    end
-  end
-  local a = opts.auth
-  if a ~= nil then
-    if type(a) ~= "table" then util.raise(what .. " auth must be a table") end
-    options.check(a, AUTH_KEYS, what .. " auth option")
-    if type(a.user) ~= "string" or a.user == "" then
-      util.raise(what .. " auth.user must be a non-empty string")
-    end
-    local n = (a.password and 1 or 0) + (a.password_env and 1 or 0)
-              + (a.password_file and 1 or 0)
-    if n ~= 1 then
-      util.raise(what .. " auth needs one of password, password_env, "
-                 .. "password_file")
-    end
-    if a.mechanism ~= nil and a.mechanism ~= "PLAIN"
-       and a.mechanism ~= "LOGIN" then
-      util.raise(what .. ' auth.mechanism must be "PLAIN" or "LOGIN"')
-    end
-  end
+  local ok, conf, why = pcall(core.relay_conf, map or util.socket_map,
+                              addr[1], addr[2], relay)
+  if not ok then util.raise(conf) end
+  return conf, why
 end
 
--- The password of relay.auth, read now (a file or the environment may
--- change between messages); nil, why when it cannot be had.
-local function password(a)
-  if a.password then return a.password end
-  if a.password_env then
-    local v = os.getenv(a.password_env)
-    if not v or v == "" then
-      return nil, "environment variable " .. a.password_env .. " is not set"
-    end
-    return v
-  end
-  local f, err = io.open(a.password_file, "rb")
-  if not f then return nil, err end
-  local v = f:read("l")
-  f:close()
-  if not v or v == "" then return nil, a.password_file .. " is empty" end
-  return v
+-- Checks a table of relay options (PureProxy's relay): unknown names and
+-- wrong values raise, at the user's call.
+function M.check_options(opts, what)
+  options.check(opts, RELAY, what)
+  local ok, err = pcall(core.check_options, "relay", opts)
+  if not ok then util.raise(err) end
 end
-
--- smtpd.sendmail(remoteaddr, mailfrom, rcpttos, data, opts) -> refused
--- | nil, err, info. refused maps each refused recipient to {code, message}
--- (empty when all were accepted). On failure err says why and info holds
--- stage, code, message, timeout and refused (every recipient).
--- Each refusal is {code, message, stage}: stage "rcpt" (refused at RCPT),
--- "message" (LMTP: refused after the data) or where the whole relay failed.
--- opts: helo, timeout (each step, default 60 s), connect_timeout (30 s),
--- mail_options, lmtp, tempfail_aborts (a 4xx to any RCPT sends no data and
--- fails the whole transaction), map.
-local check_options
 
 -- opts.dsn = {ret =, envid =, rcpt = {[address] = {notify =, orcpt =}}}
 -- (the form of process_message's kwargs.dsn): RFC 3461's parameters, sent
@@ -139,13 +76,43 @@ local function dsn_lists(dsn, rcpttos)
   return mail, notify, orcpt
 end
 
-local function sendmail(remoteaddr, mailfrom, rcpttos, data, opts)
+-- What a relay that could not start says for every recipient.
+local function failure(rcpttos, stage, err)
+  local refused = {}
+  for _, r in ipairs(rcpttos) do refused[r] = {-1, err, stage} end
+  return nil, err, {ok = false, stage = stage, error = err, code = -1,
+                    message = "", refused = refused, timeout = false}
+end
+
+-- One message through conf (M.conf): what smtpd.sendmail returns.
+function M.send(conf, map, mailfrom, rcpttos, data, opts)
+  local envelope = {mailfrom = mailfrom, rcpttos = rcpttos, data = data,
+                    mail_options = opts.mail_options}
+  envelope.dsn_mail, envelope.dsn_notify, envelope.dsn_orcpt =
+    dsn_lists(opts.dsn, rcpttos)
+  local result = wait.wait(map, function(m, done)
+    return core.client_send(m, conf, envelope, done)
+  end, "smtpd.sendmail")
+  if result.ok then return result.refused, result end
+  return nil, result.error, result
+end
+
+-- smtpd.sendmail(remoteaddr, mailfrom, rcpttos, data, opts) -> refused
+-- | nil, err, info. refused maps each refused recipient to {code,
+-- message, stage} (empty when all were accepted): stage "rcpt" (refused
+-- at RCPT), "message" (LMTP: refused after the data) or where the whole
+-- relay failed. On failure err says why and info holds stage, code,
+-- message, timeout and refused (every recipient). remoteaddr may be
+-- "unix:/path" (LMTP to Dovecot or Postfix's private sockets).
+-- opts: the relay options above, mail_options (MAIL parameters), dsn,
+-- map. By default a 4xx to any RCPT sends no data and fails the whole
+-- message (tempfail_aborts).
+function M.sendmail(remoteaddr, mailfrom, rcpttos, data, opts)
   opts = opts or {}
   if type(opts) ~= "table" then
     util.raise("sendmail: opts must be a table")
   end
-  check_options(opts, "sendmail option")
-  local addr = util.parse_addr(remoteaddr, "remoteaddr")
+  options.check(opts, KNOWN, "sendmail option")
   rcpttos = util.strings(rcpttos)
   if not rcpttos or #rcpttos == 0 then
     util.raise("sendmail: rcpttos must be a recipient or a non-empty list")
@@ -154,46 +121,10 @@ local function sendmail(remoteaddr, mailfrom, rcpttos, data, opts)
     util.raise("sendmail: data must be a string")
   end
   if mailfrom == nil or mailfrom == "" then mailfrom = "<>" end
-  local spec = {
-    host = addr[1], port = addr[2], mailfrom = mailfrom, rcpttos = rcpttos,
-    data = data, helo = opts.helo, timeout = opts.timeout,
-    connect_timeout = opts.connect_timeout, lmtp = opts.lmtp,
-    mail_options = opts.mail_options, tempfail_aborts = opts.tempfail_aborts,
-    starttls = STARTTLS[opts.starttls] or 0, implicit_tls = opts.implicit_tls,
-  }
-  spec.dsn_mail, spec.dsn_notify, spec.dsn_orcpt = dsn_lists(opts.dsn,
-                                                             rcpttos)
-  local tls = opts.tls or {}
-  spec.tls_verify = tls.verify ~= false
-  spec.tls_ca, spec.tls_sni = tls.ca, tls.sni
-  spec.tls_cert, spec.tls_key = tls.cert, tls.key
-  if opts.auth then
-    local pw, why = password(opts.auth)
-    if not pw then
-      local err = "auth: cannot read the password: " .. tostring(why)
-      local refused = {}
-      for _, r in ipairs(rcpttos) do refused[r] = {-1, err, "auth"} end
-      return nil, err, {ok = false, stage = "auth", error = err, code = -1,
-                        message = "", refused = refused, timeout = false}
-    end
-    spec.auth_user, spec.auth_password = opts.auth.user, pw
-    spec.auth_mechanism = opts.auth.mechanism
-    spec.auth_plaintext = opts.auth.plaintext
-  end
-  local result = wait.wait(opts.map, function(map, done)
-    return core.client_send(map, spec, done)
-  end, "smtpd.sendmail")
-  if result.ok then return result.refused, result end
-  return nil, result.error, result
+  local map = opts.map or util.socket_map
+  local conf, why = M.conf(map, remoteaddr, opts)
+  if not conf then return failure(rcpttos, "tls", why) end
+  return M.send(conf, map, mailfrom, rcpttos, data, opts)
 end
 
--- Checks a table of sendmail's options (PureProxy's relay): unknown
--- names and wrong values raise, at the user's call.
-function check_options(opts, what)
-  options.check(opts, KNOWN, what)
-  check_tls(opts, what)
-  local ok, err = pcall(core.check_options, "relay", opts)
-  if not ok then util.raise(err) end
-end
-
-return {sendmail = sendmail, check_options = check_options}
+return M

@@ -82,7 +82,11 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
     end
   end
   local ok, handle
-  ok, handle, err = pcall(core.listen, map, self, ip, laddr[2], opts, mechs)
+  -- A relay at RCPT time (PureProxy) names the upstreams each session
+  -- is paired with.
+  local upstreams = self._upstreams and self:_upstreams() or nil
+  ok, handle, err = pcall(core.listen, map, self, ip, laddr[2], opts, mechs,
+                          upstreams)
   if not ok then util.raise(handle) end        -- a bad option
   if not handle then
     util.raise(("cannot listen on %s:%d: %s"):format(laddr[1], laddr[2],
