@@ -3,7 +3,8 @@
  * (parser + session, no libuv, no Lua), fed in pieces the input chooses.
  *
  * Input: byte 0 picks options (SMTPUTF8, decode_data, size limit), byte 1
- * the piece size; the rest is the client's bytes. Checked on every run:
+ * the piece size (odd: the session is a relay's, its held commands
+ * settled at once); the rest is the client's bytes. Checked on every run:
  * every reply is a well-formed SMTP reply line, the message buffer never
  * holds more than the limit allows, and memory is freed (ASan/LSan).
  */
@@ -75,6 +76,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   s.enhanced = (data[0] >> 7) & 1;  /* enhanced status codes on half the time */
   s.dsn = (data[0] >> 6) & 1;       /* DSN parameters on half the time */
   smtpd_session_sync(&s);
+  /* A relay's held commands (MAIL, RCPT, DATA, a first BDAT), settled
+   * at once, when the piece size is odd. */
+  s.relay = data[1] & 1;
   piece = data[1] ? data[1] : 1;
   data += 2;
   size -= 2;

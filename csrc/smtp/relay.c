@@ -139,6 +139,7 @@ static void relay_event(smtpd_relay *r, int kind) {
   smtpd_relay_event ev;
   memset(&ev, 0, sizeof ev);
   ev.kind = kind;
+  ev.text = "";
   ev.stage = phase_names[r->phase];
   r->fn(r->ctx, &ev);
 }

@@ -691,10 +691,18 @@ static void session_run_message(void *arg) {
   smtpd_session_post_data(x->s);
 }
 
+/* A relay's held command (s->relay set by the caller): settled at once,
+ * as an upstream that takes everything would. */
+static void session_run_held(void *arg) {
+  session_run *x = arg;
+  smtpd_session_settle(x->s, 1, NULL, 0);
+}
+
 int smtpd_session_run(smtpd_session *s, const char *buf, size_t len,
                       smtpd_message_fn on_message, void *ctx) {
   static const smtpd_events ev = {
-    NULL, NULL, NULL, session_run_message, NULL, NULL, NULL, NULL, NULL
+    NULL, NULL, NULL, session_run_message, NULL, NULL, NULL, NULL,
+    session_run_held
   };
   session_run x;
   x.s = s;

@@ -540,8 +540,8 @@ size_t smtpd_session_feed(smtpd_session *s, const char *buf, size_t len,
                           const smtpd_events *ev, void *ctx);
 /* smtpd_session_feed with the built-in commands only (no hooks): the
  * socket-less engine and the fuzzers. Each message that reaches the
- * handler goes to on_message, whose reply is sent. Stops at QUIT
- * (s->quit); returns 0. */
+ * handler goes to on_message, whose reply is sent; with s->relay, held
+ * commands are accepted at once. Stops at QUIT (s->quit); returns 0. */
 typedef const char *(*smtpd_message_fn)(smtpd_session *s, void *ctx);
 int smtpd_session_run(smtpd_session *s, const char *buf, size_t len,
                       smtpd_message_fn on_message, void *ctx);
