@@ -75,6 +75,28 @@ describe("lua-smtpd", function()
     end
   end)
 
+  -- Dropping to nobody keeps none of root's supplementary groups (they
+  -- used to stay: setgid and setuid alone do not clear them).
+  it("drops root's supplementary groups with its uid and gid", function()
+    if not H.is_root() then return H.skip("needs root to drop privileges") end
+    if not H.have("setpriv") then return H.skip("setpriv is not installed") end
+    local port = free_port()
+    local pid, out = H.spawn(("exec setpriv --groups 0,4,27 lua5.4 %s "
+      .. "-c DebuggingServer 127.0.0.1:%d </dev/null"):format(BIN, port))
+    H.defer(function() H.kill(pid) end)
+    local status
+    H.run_until(H.map(), function()
+      status = H.readfile("/proc/" .. pid .. "/status") or ""
+      return status:match("\nUid:%s+(%d+)") ~= "0" and
+             (H.readfile(out) or ""):find("listening on", 1, true)
+    end, 5, "the drop to nobody")
+    local nobody = H.capture("id -u nobody"):match("%d+")
+    local nogroup = H.capture("id -g nobody"):match("%d+")
+    assert.equal(nobody, status:match("\nUid:%s+(%d+)"))
+    assert.equal(nogroup, status:match("\nGid:%s+(%d+)"))
+    assert.equal("", status:match("\nGroups:([^\n]*)"):gsub("%s", ""))
+  end)
+
   -- make run is a newcomer's first command: it says where it listens,
   -- PORT= (or SMTPD_ADDR=) moves it, and it shows each envelope.
   it("make run: a DebuggingServer that says where it listens; PORT= moves "

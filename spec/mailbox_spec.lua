@@ -309,6 +309,93 @@ print(repr(msgs[0].get_payload()))
     assert.is_true(size(path) > before)
   end)
 
+  -- Where the dot-lock cannot be had (a directory we may not write, as
+  -- /var/mail is to a server that is not root), only the file lock was
+  -- left, and fcntl's is per process: two deliveries of ours ran at once,
+  -- and one's failed append was cut back over the other's message.
+  it("delivers to one mbox one message at a time within the process",
+     function()
+    if not H.testing() then return end
+    local dir = tmpdir()
+    local path = dir .. "/box.mbox"
+    local Box = smtpd.MboxServer:extend()
+    function Box:_store(spec)
+      spec.no_dotlock = true
+      if spec.data:find("From fail@x", 1, true) then
+        spec.fail_at, spec.delay_ms = "fsync", 400
+      end
+      return Box.super._store(self, spec)
+    end
+    local srv, map, host, port = H.server(Box, {mbox = path})
+    H.defer(function() os.execute("rm -rf " .. dir) end)
+    function srv:log() end
+    local first = H.connect(map, host, port)
+    local second = H.connect(map, host, port)
+    first:lines(1)
+    second:lines(1)
+    first:send("HELO a\r\nMAIL FROM:<fail@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"
+               .. "Subject: one\r\n\r\nfirst\r\n.\r\n")
+    first:lines(4)
+    second:send("HELO a\r\nMAIL FROM:<ok@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"
+                .. "Subject: two\r\n\r\nsecond\r\n.\r\n")
+    second:lines(4)
+    assert.same({R.local_error}, first:lines(1, 5))
+    assert.same({R.ok}, second:lines(1, 5))
+    first:close()
+    second:close()
+    local text = H.readfile(path)
+    assert.is_nil(text:find("first", 1, true))
+    local _, n = text:gsub("\nsecond\n", "")
+    assert.equal(1, n)
+    assert.matches("^From ok@x ", text)
+  end)
+
+  -- Waiting for a lock used to sleep on libuv's thread pool: four
+  -- waiters took its four threads, and every other delivery (and the
+  -- relays' name lookups) waited for them.
+  it("waits for locks from the loop, never on the thread pool", function()
+    local dir = tmpdir()
+    local Box = smtpd.MboxServer:extend()
+    function Box:mailbox_for(mailfrom)
+      return dir .. "/" .. mailfrom:match("^[^@]+") .. ".mbox"
+    end
+    local srv, map, host, port = H.server(Box, {mbox = dir .. "/x.mbox",
+                                                lock_timeout = 3})
+    H.defer(function() os.execute("rm -rf " .. dir) end)
+    function srv:log() end
+    local mdir = dir .. "/maildir"
+    local md, _, mhost, mport = H.server(smtpd.MaildirServer,
+                                         {maildir = mdir, map = map})
+    function md:log() end
+    local waiting = {}
+    for i = 1, 6 do
+      io.open(dir .. "/u" .. i .. ".mbox.lock", "w"):close()
+      local c = H.connect(map, host, port)
+      c:lines(1)
+      c:send("HELO a\r\nMAIL FROM:<u" .. i .. "@x>\r\nRCPT TO:<b@y>\r\n"
+             .. "DATA\r\nlocked out\r\n.\r\n")
+      c:lines(4)
+      waiting[i] = c
+    end
+    local t0 = H.now()
+    local m = H.connect(map, mhost, mport)
+    m:lines(1)
+    m:send("HELO a\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nhi\r\n"
+           .. ".\r\n")
+    assert.same({R.helo, R.ok, R.ok, R.data, R.ok}, m:lines(5, 10))
+    -- The Maildir's message is stored while every mbox still waits.
+    for _, c in ipairs(waiting) do
+      c:pump()
+      assert.equal("", c.buf)
+    end
+    assert.is_true(H.now() - t0 < 3)
+    for _, c in ipairs(waiting) do
+      assert.same({R.local_error}, c:lines(1, 10))
+      c:close()
+    end
+    m:close()
+  end)
+
   it("waits for an fcntl lock another process holds (as mutt takes it)",
      function()
     local dir = tmpdir()

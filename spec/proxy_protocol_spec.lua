@@ -94,6 +94,35 @@ describe("the PROXY protocol", function()
     H.cleanup(map)
   end)
 
+  -- Behind a balancer every connection comes from it: the per-address
+  -- limit used to count nobody, so one client could take every slot.
+  it("applies max_connections_per_ip to the client the header names",
+     function()
+    local _, map, host, port = proxied({max_connections_per_ip = 2,
+      proxy_protocol = {trusted = {"127.0.0.1"}}})
+    local function from(ip, sport)
+      local c = H.connect(map, host, port)
+      c:send(("PROXY TCP4 %s 127.0.0.1 %d 25\r\n"):format(ip, sport))
+      return c
+    end
+    local a1, a2 = from("198.51.100.1", 1001), from("198.51.100.1", 1002)
+    assert.equal(R.greeting, a1:lines(1)[1])
+    assert.equal(R.greeting, a2:lines(1)[1])
+    local a3 = from("198.51.100.1", 1003)
+    assert.equal("421 4.7.0 " .. R.fqdn .. " Error: too many connections, "
+                 .. "try again later\r\n", a3:wait_closed(5))
+    -- Another client behind the same balancer is served.
+    local b = from("198.51.100.2", 2001)
+    assert.equal(R.greeting, b:lines(1)[1])
+    -- A slot freed is a slot again.
+    a1:send("QUIT\r\n")
+    a1:wait_closed(5)
+    H.run_until(map, function() return map:stats().channels == 2 end, 5)
+    local a4 = from("198.51.100.1", 1004)
+    assert.equal(R.greeting, a4:lines(1)[1])
+    for _, c in ipairs({a1, a2, a3, b, a4}) do c:close() end
+  end)
+
   it("PureProxy's X-Peer names the real client", function()
     local map = H.core.map()
     local up = H.Recorder("127.0.0.1:0", nil, {map = map})

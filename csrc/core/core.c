@@ -1,4 +1,6 @@
 /* luaopen_smtpd_core: the C core as the module smtpd.core. */
+#include <errno.h>
+#include <grp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <string.h>
@@ -62,11 +64,16 @@ static int core_getfqdn(lua_State *L) {
   return 1;
 }
 
+/* setuid_nobody() -> true | nil, err, name: the privilege drop of
+ * lua-smtpd without -n. Root's supplementary groups go first (CWE-273),
+ * then the group, then the user; each step is checked. */
 static int core_setuid_nobody(lua_State *L) {
   struct passwd *pw = getpwnam("nobody");
+  gid_t gid;
   if (pw == NULL) return smtpd_fail(L, UV_ENOENT);
-  if (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
-    return smtpd_fail(L, UV_EPERM);
+  gid = pw->pw_gid;
+  if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(pw->pw_uid) != 0)
+    return smtpd_fail(L, uv_translate_sys_error(errno));
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -54,7 +54,7 @@ typedef struct smtpd_relayconf smtpd_relayconf;
 
 enum {
   SMTPD_H_SERVER = 1, SMTPD_H_CHANNEL, SMTPD_H_CLIENT, SMTPD_H_TIMER,
-  SMTPD_H_SIGNAL, SMTPD_H_TCP
+  SMTPD_H_SIGNAL, SMTPD_H_TCP, SMTPD_H_DELIVERY
 };
 
 typedef struct smtpd_handle smtpd_handle;
@@ -341,7 +341,13 @@ void smtpd_tls_read_spec(lua_State *L, int idx, smtpd_tls_spec *spec,
 smtpd_tls_conf *smtpd_tls_read(lua_State *L, int idx, int *implicit,
                                uint64_t *handshake_ms, char *err,
                                size_t errlen);
-void smtpd_shared_leave(smtpd_shared *sh, const struct sockaddr *sa);
+/* A channel leaves: the count of all, and of its address if it was
+ * counted (ip_counted). */
+void smtpd_shared_leave(smtpd_shared *sh, const struct sockaddr *sa,
+                        int ip_counted);
+/* One more connection from sa's address (a proxied client, once its
+ * header named it): 0 when max_connections_per_ip says no. */
+int smtpd_shared_admit_ip(smtpd_shared *sh, const struct sockaddr *sa);
 
 /* Which methods a channel class (and its server) defines: looked up once
  * per class and again only when some class changed (smtpd_class_gen). */
@@ -362,6 +368,9 @@ typedef union smtpd_stream {
 typedef struct smtpd_server {
   smtpd_handle h;
   smtpd_stream tcp;        /* .pipe when shared->unix_path */
+  smtpd_stream spare;      /* takes a connection there is no memory for */
+  int spare_busy;          /* closing one */
+  int refuse_pending;      /* another waits for it */
   dev_t unix_dev;          /* the socket file we made, removed on close */
   ino_t unix_ino;
   int obj_ref;             /* the Lua server object */
@@ -399,6 +408,7 @@ typedef struct smtpd_channel {
   size_t data_counted;     /* our share of map->data_held */
   smtpd_shared *shared;    /* with the server: its options, its counts */
   int counted;             /* counted in shared (release on close) */
+  int ip_counted;          /* and counted for its address */
   int server_ref;          /* the Lua server object */
   int obj_ref;             /* the Lua channel object, once made */
   int class_ref;           /* the channel class */

@@ -30,6 +30,48 @@ static void log_stderr(const char *msg) {
   fflush(stderr);
 }
 
+/* What a log call passes to the protected function that does it: every
+ * push (a string, the function) happens inside lua_pcall, so no error,
+ * out of memory included, can leave from a libuv callback. */
+typedef struct log_call {
+  int ref;                 /* the map's function, or the server object */
+  const char *level, *msg;
+} log_call;
+
+static int util_map_log(lua_State *L) {
+  log_call *c = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+  lua_pushstring(L, c->level);
+  lua_pushstring(L, c->msg);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+static int util_server_log(lua_State *L) {
+  log_call *c = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+  lua_getfield(L, -1, "log");
+  lua_insert(L, -2);
+  lua_pushstring(L, c->level);
+  lua_pushliteral(L, "%s");
+  lua_pushstring(L, c->msg);
+  lua_call(L, 4, 0);
+  return 0;
+}
+
+/* Runs fn(c) protected; 0, or -1 (why on stderr). */
+static int util_log_call(lua_State *L, lua_CFunction fn, log_call *c,
+                         const char *what) {
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, fn);
+  lua_pushlightuserdata(L, c);
+  if (lua_pcall(L, 1, 0, 0) == LUA_OK) return 0;
+  fprintf(stderr, "smtpd: %s failed: %s\n", what,
+          lua_isstring(L, -1) ? lua_tostring(L, -1) : "(an error object)");
+  lua_settop(L, top);
+  return -1;
+}
+
 /* The map's own messages: to map:set_log's function, else stderr. */
 void smtpd_log(smtpd_map *m, const char *fmt, ...) {
   char msg[4096];
@@ -38,43 +80,25 @@ void smtpd_log(smtpd_map *m, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   if (m && m->log_ref != LUA_NOREF && m->log_ref != LUA_REFNIL) {
-    lua_State *L = m->L;
-    int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, m->log_ref);
-    lua_pushliteral(L, "error");
-    lua_pushstring(L, msg);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-      fprintf(stderr, "smtpd: the map's log function failed: %s\n",
-              lua_tostring(L, -1));
+    log_call c;
+    c.ref = m->log_ref;
+    c.level = "error";
+    c.msg = msg;
+    if (util_log_call(m->L, util_map_log, &c, "the map's log function"))
       log_stderr(msg);
-    }
-    lua_settop(L, top);
     return;
   }
   log_stderr(msg);
 }
 
-static int util_call_log(lua_State *L) {
-  lua_getfield(L, 1, "log");
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
-  lua_pushliteral(L, "%s");
-  lua_pushvalue(L, 3);
-  lua_call(L, 4, 0);
-  return 0;
-}
-
 void smtpd_log_to(smtpd_map *m, int ref, const char *level, const char *msg) {
-  lua_State *L = m->L;
   if (ref != LUA_NOREF && ref != LUA_REFNIL) {
-    lua_pushcfunction(L, util_call_log);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    lua_pushstring(L, level);
-    lua_pushstring(L, msg);
-    if (lua_pcall(L, 3, 0, 0) == LUA_OK) return;
-    fprintf(stderr, "smtpd: server:log failed: %s\n", lua_tostring(L, -1));
-    lua_pop(L, 1);
-    log_stderr(msg);
+    log_call c;
+    c.ref = ref;
+    c.level = level;
+    c.msg = msg;
+    if (util_log_call(m->L, util_server_log, &c, "server:log"))
+      log_stderr(msg);
     return;
   }
   smtpd_log(m, "%s", msg);

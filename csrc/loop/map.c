@@ -61,25 +61,57 @@ static int map_new(lua_State *L) {
   return 1;
 }
 
-/* The map's own handles (timer, sigint) have no data: map_gc ends them. */
-static void map_walk_close(uv_handle_t *u, void *arg) {
+/* What one walk found to close. Nothing of Lua runs inside uv_walk: an
+ * error (a user's __index, out of memory) would longjmp out of it and
+ * leave the loop's handle queue pointing into a dead frame. The servers
+ * found are closed after the walk, each close() protected. */
+typedef struct close_walk {
+  smtpd_handle **found;
+  size_t n, cap;
+  int failed;                  /* out of memory for the list */
+} close_walk;
+
+static void map_walk_collect(uv_handle_t *u, void *arg) {
+  close_walk *w = arg;
   smtpd_handle *h = u->data;
+  size_t i;
   if (uv_is_closing(u) || h == NULL || h->closing) return;
-  (*(int *)arg)++;
+  for (i = 0; i < w->n; i++)
+    if (w->found[i] == h) return;    /* a channel has two uv handles */
+  if (w->n == w->cap) {
+    size_t cap = w->cap ? w->cap * 2 : 64;
+    smtpd_handle **v = realloc(w->found, cap * sizeof *v);
+    if (v == NULL) {
+      w->failed = 1;
+      return;
+    }
+    w->found = v;
+    w->cap = cap;
+  }
+  w->found[w->n++] = h;
+}
+
+/* server:close() of the Lua object, which releases its references. */
+static int map_lua_close_server(lua_State *L) {
+  smtpd_server *s = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->obj_ref);
+  if (lua_getfield(L, -1, "close") == LUA_TFUNCTION) {
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 0);
+  }
+  return 0;
+}
+
+static void map_close_one(smtpd_handle *h) {
+  if (h->closing) return;
   if (h->kind == SMTPD_H_SERVER) {
     smtpd_server *s = SMTPD_OWNER(smtpd_server, h);
     lua_State *L = h->map->L;
-    /* Let the Lua object's close() do it: it releases its references. */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->obj_ref);
-    if (lua_getfield(L, -1, "close") == LUA_TFUNCTION) {
-      lua_pushvalue(L, -2);
-      if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-        smtpd_log(h->map, "close: %s", lua_tostring(L, -1));
-        lua_pop(L, 1);
-      }
+    lua_pushcfunction(L, map_lua_close_server);
+    lua_pushlightuserdata(L, s);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      smtpd_log(h->map, "close: %s", lua_tostring(L, -1));
       lua_pop(L, 1);
-    } else {
-      lua_pop(L, 2);
     }
   }
   smtpd_handle_close(h);
@@ -88,11 +120,17 @@ static void map_walk_close(uv_handle_t *u, void *arg) {
 /* Closes every handle of ours, and those closing made (a server's grace
  * timer). */
 static void map_close_handles(smtpd_map *m) {
-  int closed;
-  do {
-    closed = 0;
-    uv_walk(&m->loop, map_walk_close, &closed);
-  } while (closed > 0);
+  for (;;) {
+    close_walk w = {NULL, 0, 0, 0};
+    size_t i;
+    uv_walk(&m->loop, map_walk_collect, &w);
+    /* Servers first: their channels then see them gone. */
+    for (i = 0; i < w.n; i++)
+      if (w.found[i]->kind == SMTPD_H_SERVER) map_close_one(w.found[i]);
+    for (i = 0; i < w.n; i++) map_close_one(w.found[i]);
+    free(w.found);
+    if (w.n == 0 && !w.failed) break;
+  }
 }
 
 static int map_close_all(lua_State *L) {

@@ -52,14 +52,21 @@ static int signal_on(lua_State *L) {
   smtpd_map *m = smtpd_check_map(L, 1);
   int which = luaL_checkoption(L, 2, NULL, names);
   smtpd_signal *s;
+  int ref;
   luaL_checktype(L, 3, LUA_TFUNCTION);
+  /* What may raise comes before anything is opened. */
+  luaL_checkstack(L, 4, NULL);
+  lua_pushvalue(L, 3);
+  ref = luaL_ref(L, LUA_REGISTRYINDEX);
   s = calloc(1, sizeof *s);
-  if (s == NULL) return luaL_error(L, "out of memory");
+  if (s == NULL) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    return luaL_error(L, "out of memory");
+  }
   smtpd_handle_init(&s->h, m, SMTPD_H_SIGNAL, signal_close, signal_free);
   uv_signal_init(&m->loop, &s->sig);
   smtpd_handle_attach(&s->h, (uv_handle_t *)&s->sig);
-  lua_pushvalue(L, 3);
-  s->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  s->cb_ref = ref;
   s->signum = nums[which];
   if (s->signum == SIGINT) smtpd_sigint_users++;
   uv_signal_start(&s->sig, signal_on_fire, s->signum);

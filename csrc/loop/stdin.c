@@ -126,12 +126,31 @@ static void stdin_close(smtpd_handle *h) {
   if (w->flags != -1) fcntl(0, F_SETFL, w->flags);
 }
 
-/* Calls fn(chunk) (nil: end of input), protected. */
+typedef struct stdin_chunk {
+  stdin_watch *w;
+  const char *p;
+  size_t n;
+} stdin_chunk;
+
+static int stdin_lua_deliver(lua_State *L) {
+  stdin_chunk *c = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->w->cb_ref);
+  if (c->p) lua_pushlstring(L, c->p, c->n);
+  else lua_pushnil(L);
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+/* Calls fn(chunk) (nil: end of input), protected: the string is made
+ * inside the protected call too. */
 static void stdin_deliver(stdin_watch *w, const char *p, ssize_t n) {
   lua_State *L = w->h.map->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->cb_ref);
-  if (p) lua_pushlstring(L, p, (size_t)n);
-  else lua_pushnil(L);
+  stdin_chunk c;
+  c.w = w;
+  c.p = p;
+  c.n = p ? (size_t)n : 0;
+  lua_pushcfunction(L, stdin_lua_deliver);
+  lua_pushlightuserdata(L, &c);
   smtpd_lua_calls++;
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     smtpd_log(w->h.map, "error reading stdin: %s", lua_tostring(L, -1));

@@ -45,15 +45,22 @@ static int timer_after(lua_State *L) {
   smtpd_map *m = smtpd_check_map(L, 1);
   lua_Number secs = luaL_checknumber(L, 2);
   smtpd_timer *t;
+  int ref;
   luaL_checktype(L, 3, LUA_TFUNCTION);
   luaL_argcheck(L, secs >= 0 && secs < 1e9, 2, "seconds out of range");
+  /* What may raise comes before anything is opened. */
+  luaL_checkstack(L, 4, NULL);
+  lua_pushvalue(L, 3);
+  ref = luaL_ref(L, LUA_REGISTRYINDEX);
   t = calloc(1, sizeof *t);
-  if (t == NULL) return luaL_error(L, "out of memory");
+  if (t == NULL) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    return luaL_error(L, "out of memory");
+  }
   smtpd_handle_init(&t->h, m, SMTPD_H_TIMER, timer_close, timer_free);
   uv_timer_init(&m->loop, &t->t);
   smtpd_handle_attach(&t->h, (uv_handle_t *)&t->t);
-  lua_pushvalue(L, 3);
-  t->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  t->cb_ref = ref;
   smtpd_handle_push_box(L, &t->h, TIMER_MT, 0);
   smtpd_timer_start(&t->t, timer_on_fire, (uint64_t)(secs * 1000 + 0.5));
   return 1;

@@ -56,7 +56,8 @@ static void channel_recv(smtpd_channel *ch, const char *p, size_t n);
 static void channel_free(smtpd_handle *h) {
   smtpd_channel *ch = SMTPD_OWNER(smtpd_channel, h);
   if (ch->counted)
-    smtpd_shared_leave(ch->shared, (struct sockaddr *)&ch->peer);
+    smtpd_shared_leave(ch->shared, (struct sockaddr *)&ch->peer,
+                       ch->ip_counted);
   smtpd_relaying_free(ch);
   smtpd_shared_unref(ch->shared);
   smtpd_session_free(&ch->s);
@@ -159,7 +160,24 @@ static void channel_proxy_recv(smtpd_channel *ch, const char *p, size_t n) {
     smtpd_channel_close(ch);
     return;
   }
-  if (!local) memcpy(&ch->peer, &src, sizeof src);
+  if (!local) {
+    memcpy(&ch->peer, &src, sizeof src);
+    /* The client is known now: its address's limit applies. */
+    if (ch->peer.ss_family != AF_UNIX) {
+      if (!smtpd_shared_admit_ip(ch->shared, (struct sockaddr *)&ch->peer)) {
+        ch->proxy_wait = 0;
+        smtpd_buf_free(&ch->in);
+        if (ch->h.map->debug)
+          smtpd_channel_log(ch, "debug", "too many connections from this "
+                            "address (behind the proxy): 421");
+        smtpd_sayf(&ch->s, SMTPD_R_TOO_MANY_CONN, ch->s.fqdn.p);
+        ch->close_when_done = 1;
+        smtpd_channel_flush(ch);
+        return;
+      }
+      ch->ip_counted = 1;
+    }
+  }
   ch->proxy_wait = 0;
   /* What followed the header is the client's: after the greeting. */
   if (ch->in.len > used &&

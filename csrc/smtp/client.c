@@ -764,7 +764,9 @@ typedef struct oneshot_rcpt {
 } oneshot_rcpt;
 
 typedef struct oneshot {
-  smtpd_handle h;          /* the Lua-visible handle (no uv handles) */
+  smtpd_handle h;          /* the Lua-visible handle */
+  uv_timer_t anchor;       /* never started: makes it one of the map's
+                              handles (close_all, collection) */
   smtpd_client *c;
   lua_State *L;
   int cb_ref, data_ref;
@@ -814,7 +816,7 @@ static void oneshot_close(smtpd_handle *h) {
       smtpd_client_close(c);
     }
   }
-  smtpd_handle_done(h);        /* the hold taken at open */
+  smtpd_handle_uv_close(h, (uv_handle_t *)&o->anchor);
 }
 
 static void oneshot_push_result(lua_State *L, oneshot *o) {
@@ -1175,7 +1177,9 @@ static int oneshot_send(lua_State *L) {
     return luaL_error(L, "out of memory");
   }
   smtpd_handle_init(&o->h, m, SMTPD_H_CLIENT, oneshot_close, oneshot_free);
-  o->h.pending++;          /* no uv handle: freed when closed */
+  uv_timer_init(&m->loop, &o->anchor);
+  smtpd_handle_attach(&o->h, (uv_handle_t *)&o->anchor);
+  uv_unref((uv_handle_t *)&o->anchor);
   o->cb_ref = o->data_ref = LUA_NOREF;
   o->rcpts = sc->l[0];
   o->mail_options = sc->l[1];

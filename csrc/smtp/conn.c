@@ -46,6 +46,24 @@ static int conn_field(lua_State *L, int idx) {
   return luaL_argerror(L, idx, "not a channel field");
 }
 
+/* A string list the garbage collector frees: scratch that a raise (a
+ * user's __index or __len, memory) cannot leak. */
+static int scratch_list_gc(lua_State *L) {
+  smtpd_strlist_clear(lua_touserdata(L, 1));
+  return 0;
+}
+
+static smtpd_strlist *scratch_list(lua_State *L) {
+  smtpd_strlist *l = lua_newuserdatauv(L, sizeof *l, 0);
+  memset(l, 0, sizeof *l);
+  if (luaL_newmetatable(L, "smtpd.scratchlist")) {
+    lua_pushcfunction(L, scratch_list_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return l;
+}
+
 /* ---- methods --------------------------------------------------------------- */
 
 static int conn_push_line(lua_State *L) {
@@ -199,22 +217,19 @@ static int conn_getaddr(lua_State *L) {
   size_t n = 0, rn;
   const char *arg = luaL_optlstring(L, 3, NULL, &n), *rest;
   smtpd_addr o;
-  smtpd_strlist params = {NULL, 0, 0};
+  smtpd_strlist *params;
   char reply[128];
   luaL_argcheck(L, *kw && kw[strlen(kw) - 1] == ':', 2,
                 "a keyword such as \"FROM:\" or \"TO:\"");
   if (smtpd_session_path(&ch->s, kw, arg, n, &o, &rest, &rn)) {
-    if (smtpd_params_split(rest, rn, &params)) {
-      smtpd_strlist_clear(&params);
-      return conn_nomem(L);
-    }
-    if (smtpd_params_valid(&params)) {
+    params = scratch_list(L);     /* freed by the collector, raise or not */
+    if (smtpd_params_split(rest, rn, params)) return conn_nomem(L);
+    if (smtpd_params_valid(params)) {
       lua_pushlstring(L, o.buf, o.len);
-      conn_push_params(L, &params);
-      smtpd_strlist_clear(&params);
+      conn_push_params(L, params);
       return 2;
     }
-    smtpd_strlist_clear(&params);
+    lua_pop(L, 1);
   }
   smtpd_syntax_reply(&ch->s, kw, reply, sizeof reply);
   lua_pushnil(L);
@@ -368,9 +383,8 @@ static int list_tostring(lua_State *L) {
   luaL_addchar(&b, '{');
   for (i = 0; i < l->n; i++) {
     if (i) luaL_addstring(&b, ", ");
-    lua_pushlstring(L, l->v[i].p, l->v[i].len);
     luaL_addchar(&b, '"');
-    luaL_addvalue(&b);
+    luaL_addlstring(&b, l->v[i].p, l->v[i].len);
     luaL_addchar(&b, '"');
   }
   luaL_addchar(&b, '}');
@@ -379,10 +393,12 @@ static int list_tostring(lua_State *L) {
 }
 
 /* Replaces l with the strings of the list at idx: a table, or a list-like
- * value (__len and __index), such as another of these views. */
+ * value (__len and __index), such as another of these views. l changes
+ * only once every string is had. */
 static void list_assign(lua_State *L, smtpd_strlist *l, int idx) {
   lua_Integer i, n;
-  smtpd_strlist fresh = {NULL, 0, 0};
+  smtpd_strlist *fresh;
+  idx = lua_absindex(L, idx);
   if (lua_isnoneornil(L, idx)) {
     smtpd_strlist_clear(l);
     return;
@@ -392,24 +408,21 @@ static void list_assign(lua_State *L, smtpd_strlist *l, int idx) {
       luaL_error(L, "a list of strings is needed");
     lua_pop(L, 1);
   }
+  fresh = scratch_list(L);
   n = luaL_len(L, idx);
   for (i = 1; i <= n; i++) {
     size_t len;
     const char *s;
     lua_geti(L, idx, i);
     s = lua_tolstring(L, -1, &len);
-    if (s == NULL) {
-      smtpd_strlist_clear(&fresh);
-      luaL_error(L, "a list of strings is needed");
-    }
-    if (smtpd_strlist_push(&fresh, s, len)) {
-      smtpd_strlist_clear(&fresh);
-      conn_nomem(L);
-    }
+    if (s == NULL) luaL_error(L, "a list of strings is needed");
+    if (smtpd_strlist_push(fresh, s, len)) conn_nomem(L);
     lua_pop(L, 1);
   }
   smtpd_strlist_clear(l);
-  *l = fresh;
+  *l = *fresh;                 /* taken over: the scratch is left empty */
+  memset(fresh, 0, sizeof *fresh);
+  lua_pop(L, 1);
 }
 
 /* ---- fields ------------------------------------------------------------------ */
@@ -532,12 +545,13 @@ static int conn_set(lua_State *L) {
   case F_enable_SMTPUTF8: s->enable_smtputf8 = lua_toboolean(L, 3); break;
   case F_data_size_limit: s->data_size_limit = conn_size_arg(L, 3); break;
   case F_num_bytes: s->num_bytes = conn_size_arg(L, 3); break;
-  case F_command_size_limit:
-    s->command_size_limit = conn_size_arg(L, 3);
-    luaL_argcheck(L, s->command_size_limit > 0 &&
-                  s->command_size_limit <= 1048576, 3,
+  case F_command_size_limit: {
+    size_t limit = conn_size_arg(L, 3);
+    luaL_argcheck(L, limit > 0 && limit <= 1048576, 3,
                   "command_size_limit must be 1..1048576");
+    s->command_size_limit = limit;
     break;
+  }
   default: break;
   }
   smtpd_channel_after_lua(ch);

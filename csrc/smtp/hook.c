@@ -148,13 +148,26 @@ int smtpd_hook_proxied(smtpd_channel *ch) {
 
 /* ---- running hooks --------------------------------------------------------- */
 
+/* The traceback of the error in co, as a string on L (protected: it
+ * may need memory). */
+static int hook_lua_traceback(lua_State *L) {
+  lua_State *co = lua_touserdata(L, 1);
+  const char *msg = lua_tostring(co, -1);
+  luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
+  return 1;
+}
+
 static void hook_error(smtpd_channel *ch, lua_State *co, const char *what,
                        int message) {
   lua_State *L = ch->h.map->L;
-  const char *msg = lua_tostring(co, -1);
-  luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
-  smtpd_channel_log(ch, "error", "error in %s: %s", what,
-                    lua_tostring(L, -1));
+  lua_pushcfunction(L, hook_lua_traceback);
+  lua_pushlightuserdata(L, co);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK)
+    smtpd_channel_log(ch, "error", "error in %s: %s", what,
+                      lua_tostring(L, -1));
+  else
+    smtpd_channel_log(ch, "error", "error in %s (no traceback: %s)", what,
+                      lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
   lua_pop(L, 1);
   if (message)
     smtpd_say_message(&ch->s, SMTPD_R_LOCAL_ERROR);

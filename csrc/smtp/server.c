@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/glue.h"
+#include "testing/testing.h"
 
 /* ---- what a server shares with its channels ----------------------------- */
 
@@ -59,19 +60,12 @@ static smtpd_ipcount *shared_find(smtpd_shared *sh, const unsigned char *key,
   return NULL;
 }
 
-/* Counts a new connection from sa; 0 if a limit says no. */
-static int shared_admit(smtpd_shared *sh, const struct sockaddr *sa) {
+/* Counts one more connection from sa's address; 0 if the per-address
+ * limit says no (or memory ran out). */
+int smtpd_shared_admit_ip(smtpd_shared *sh, const struct sockaddr *sa) {
   unsigned char key[16];
   int fam;
   smtpd_ipcount *e;
-  if (sh->conf.max_connections && sh->total >= sh->conf.max_connections)
-    return 0;
-  if (sa->sa_family == AF_UNIX || sh->nproxy) {
-    /* Local clients have no address to count per; behind a proxy the
-     * address is the proxy's (the client's comes later). */
-    sh->total++;
-    return 1;
-  }
   shared_key(sa, key, &fam);
   e = shared_find(sh, key, fam);
   if (e && sh->conf.max_per_ip && e->n >= sh->conf.max_per_ip) return 0;
@@ -89,17 +83,36 @@ static int shared_admit(smtpd_shared *sh, const struct sockaddr *sa) {
     e->n = 0;
   }
   e->n++;
+  return 1;
+}
+
+/* Counts a new connection from sa; 0 if a limit says no. Local clients
+ * have no address to count per; behind a proxy the address is the
+ * proxy's, and the client's is counted once its header names it
+ * (smtpd_shared_admit_ip from the channel). */
+static int shared_admit(smtpd_shared *sh, const struct sockaddr *sa,
+                        int *ip_counted) {
+  *ip_counted = 0;
+  if (sh->conf.max_connections && sh->total >= sh->conf.max_connections)
+    return 0;
+  if (sa->sa_family != AF_UNIX && !sh->nproxy) {
+    if (!smtpd_shared_admit_ip(sh, sa)) return 0;
+    *ip_counted = 1;
+  }
   sh->total++;
   return 1;
 }
 
-void smtpd_shared_leave(smtpd_shared *sh, const struct sockaddr *sa) {
+void smtpd_shared_leave(smtpd_shared *sh, const struct sockaddr *sa,
+                        int ip_counted) {
   unsigned char key[16];
   int fam;
   smtpd_ipcount *e;
-  shared_key(sa, key, &fam);
-  e = shared_find(sh, key, fam);
-  if (e && --e->n == 0) *e = sh->ips[--sh->nips];
+  if (ip_counted) {
+    shared_key(sa, key, &fam);
+    e = shared_find(sh, key, fam);
+    if (e && --e->n == 0) *e = sh->ips[--sh->nips];
+  }
   sh->total--;
 }
 
@@ -128,6 +141,45 @@ static void server_close_handles(smtpd_handle *h) {
 
 /* ---- accept ------------------------------------------------------------- */
 
+static void server_on_connection(uv_stream_t *st, int status);
+
+/* The spare socket took a connection we had no memory for, and is
+ * closed: the next one that waited is taken now. */
+static void server_spare_closed(uv_handle_t *u) {
+  smtpd_server *srv = SMTPD_OWNER(smtpd_server, u->data);
+  int closing = srv->h.closing, again = srv->refuse_pending;
+  srv->spare_busy = 0;
+  srv->refuse_pending = 0;
+  smtpd_handle_done(&srv->h);          /* may free srv when closing */
+  if (!closing && again)
+    server_on_connection((uv_stream_t *)&srv->tcp, 0);
+}
+
+/* No channel could be made (out of memory): the connection is still
+ * accepted, on a spare socket of the server's, told 421 and closed, so
+ * that libuv goes on accepting (a listener whose connection is never
+ * accepted stops listening). */
+static void server_refuse(smtpd_server *srv) {
+  static const char line[] = "421 4.3.2 Service not available: out of "
+                             "memory, try again later\r\n";
+  uv_buf_t b = uv_buf_init((char *)line, sizeof line - 1);
+  uv_loop_t *loop = &srv->h.map->loop;
+  if (srv->spare_busy) {
+    srv->refuse_pending = 1;     /* after the spare's close */
+    return;
+  }
+  memset(&srv->spare, 0, sizeof srv->spare);
+  if (srv->shared->unix_path) uv_pipe_init(loop, &srv->spare.pipe, 0);
+  else uv_tcp_init(loop, &srv->spare.tcp);
+  srv->spare_busy = 1;
+  smtpd_handle_attach(&srv->h, (uv_handle_t *)&srv->spare);
+  if (uv_accept((uv_stream_t *)&srv->tcp, (uv_stream_t *)&srv->spare) == 0)
+    uv_try_write((uv_stream_t *)&srv->spare, &b, 1);
+  uv_close((uv_handle_t *)&srv->spare, server_spare_closed);
+  smtpd_log_to(srv->h.map, srv->obj_ref, "error", "out of memory: a "
+               "connection refused with 421");
+}
+
 static void server_on_connection(uv_stream_t *st, int status) {
   smtpd_server *srv = SMTPD_OWNER(smtpd_server, st->data);
   smtpd_channel *ch;
@@ -136,8 +188,11 @@ static void server_on_connection(uv_stream_t *st, int status) {
     smtpd_log_to(srv->h.map, srv->obj_ref, "error", uv_strerror(status));
     return;
   }
-  ch = smtpd_channel_new(srv);
-  if (ch == NULL) return;
+  ch = SMTPD_FAULT(SMTPD_FAULT_ACCEPT) ? NULL : smtpd_channel_new(srv);
+  if (ch == NULL) {
+    server_refuse(srv);
+    return;
+  }
   if (uv_accept(st, (uv_stream_t *)&ch->tcp)) {
     smtpd_channel_close(ch);
     return;
@@ -155,7 +210,8 @@ static void server_on_connection(uv_stream_t *st, int status) {
   } else {
     uv_tcp_nodelay(&ch->tcp.tcp, 1);
   }
-  if (!shared_admit(ch->shared, (struct sockaddr *)&ch->peer)) {
+  if (!shared_admit(ch->shared, (struct sockaddr *)&ch->peer,
+                    &ch->ip_counted)) {
     /* Over a connection limit: say so and close, no Lua involved. */
     smtpd_sayf(&ch->s, SMTPD_R_TOO_MANY_CONN, srv->fqdn.p);
     ch->close_when_done = 1;

@@ -135,11 +135,12 @@ function MaildirServer:_entry(peer, mailfrom, rcpttos, data, kwargs, now)
                .. data
   if text:sub(-1) ~= "\n" then text = text .. "\n" end
   local dir = self:mailbox_for(mailfrom, rcpttos)
-  if dir ~= self._mailbox then
-    local ok, err = core.maildir_make(dir)
-    if not ok then return nil, err end
+  if type(dir) ~= "string" or dir == "" then
+    return nil, "mailbox_for gave no directory"
   end
-  return {maildir = dir, data = text}
+  -- Another Maildir than the server's is made where missing, on the
+  -- thread pool with the delivery (not here, on the loop).
+  return {maildir = dir, data = text, make = dir ~= self._mailbox}
 end
 
 -- ---- mbox ----------------------------------------------------------------
