@@ -38,6 +38,23 @@ local SAMPLE = table.concat({
   "--XX--",
   "epilogue", ""}, "\n")
 
+-- Opening an iconv descriptor reads glibc's conversion modules from
+-- disk: it used to happen for every value in another charset.
+describe("charsets", function()
+  it("are converted through cached iconv descriptors", function()
+    local parse = require("smtpd").message.parse
+    local before = H.core.stats().iconv_opens
+    for i = 1, 50 do
+      local m = parse("Subject: =?koi8-r?B?8NLJ18XU?= " .. i .. "\n"
+                      .. "Content-Type: text/plain; charset=koi8-r\n\n"
+                      .. "\240\242\n")
+      assert.equal("Привет " .. i, m:get("Subject"))
+      assert.is_string(m:get_payload(true))
+    end
+    assert.is_true(H.core.stats().iconv_opens - before <= 1)
+  end)
+end)
+
 describe("smtpd.message", function()
   it("reads headers: case-insensitive, every occurrence, raw and decoded",
      function()

@@ -143,6 +143,37 @@ describe("the loop", function()
   end)
 end)
 
+describe("the loop never blocks", function()
+  it("looks a listen address up off the loop inside a hook; an address is "
+     .. "no lookup at all", function()
+    assert.equal("127.0.0.1", core.resolve("127.0.0.1"))
+    assert.equal("::1", core.resolve("::1"))
+    local made
+    local Maker = H.Recorder:extend()
+    function Maker:process_message(...)
+      local orig = core.resolve
+      core.resolve = function(host)
+        error("a blocking lookup of " .. host .. " inside a hook")
+      end
+      local ok, srv = pcall(H.Recorder, {"localhost", 0}, nil,
+                            {map = self._map})
+      core.resolve = orig
+      made = ok and srv or tostring(srv)
+      return Maker.super.process_message(self, ...)
+    end
+    local _, map, host, port = H.server(Maker)
+    local replies = H.converse(map, host, port, "HELO x\r\nMAIL FROM:<a@b>"
+      .. "\r\nRCPT TO:<c@d>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n")
+    assert.equal(R.ok, replies[5])
+    assert.is_table(made, made)
+    local h2, p2 = made:getsockname()
+    local c = H.connect(map, h2, p2)
+    assert.equal(R.greeting, c:lines(1)[1])
+    c:close()
+    made:close(false)
+  end)
+end)
+
 describe("accept", function()
   -- A listener whose connection is never accepted is no longer watched
   -- by libuv: after one failed allocation at accept, nobody was served.

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <iconv.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -370,6 +371,42 @@ static int cs_is(const char *cs, size_t n, const char *name) {
   return strlen(name) == n && strncasecmp(cs, name, n) == 0;
 }
 
+/* iconv descriptors, kept by charset name: opening one reads glibc's
+ * gconv modules from disk, which must not happen for every value of
+ * every message. A few names cover nearly all mail; the least recently
+ * used goes when a new one comes. A name iconv does not know is kept too
+ * (as (iconv_t)-1), so it is not asked again. Loop thread only. */
+#define ICONV_CACHE 8
+
+static struct {
+  char name[64];
+  iconv_t cd;
+  unsigned long used;
+} iconv_cache[ICONV_CACHE];
+static unsigned long iconv_clock;
+unsigned long smtpd_mime_iconv_opens;
+
+static iconv_t iconv_for(const char *name) {
+  size_t i, victim = 0;
+  for (i = 0; i < ICONV_CACHE; i++) {
+    if (iconv_cache[i].used && strcasecmp(iconv_cache[i].name, name) == 0) {
+      iconv_cache[i].used = ++iconv_clock;
+      if (iconv_cache[i].cd != (iconv_t)-1)
+        iconv(iconv_cache[i].cd, NULL, NULL, NULL, NULL);   /* reset */
+      return iconv_cache[i].cd;
+    }
+    if (iconv_cache[i].used < iconv_cache[victim].used) victim = i;
+  }
+  if (iconv_cache[victim].used && iconv_cache[victim].cd != (iconv_t)-1)
+    iconv_close(iconv_cache[victim].cd);
+  smtpd_mime_iconv_opens++;
+  snprintf(iconv_cache[victim].name, sizeof iconv_cache[victim].name, "%s",
+           name);
+  iconv_cache[victim].cd = iconv_open("UTF-8", name);
+  iconv_cache[victim].used = ++iconv_clock;
+  return iconv_cache[victim].cd;
+}
+
 int smtpd_mime_to_utf8(const char *cs, size_t cslen, const char *p, size_t n,
                        smtpd_buf *out) {
   char name[64];
@@ -396,7 +433,8 @@ int smtpd_mime_to_utf8(const char *cs, size_t cslen, const char *p, size_t n,
   }
   memcpy(name, cs, cslen);
   name[cslen] = '\0';
-  cd = iconv_open("UTF-8", name);
+  if (memchr(name, '\0', cslen)) return utf8_lenient(p, n, out);
+  cd = iconv_for(name);
   if (cd == (iconv_t)-1) return utf8_lenient(p, n, out);
   {
     char *in = (char *)p;
@@ -405,16 +443,10 @@ int smtpd_mime_to_utf8(const char *cs, size_t cslen, const char *p, size_t n,
       char chunk[1024], *o = chunk;
       size_t room = sizeof chunk, r;
       r = iconv(cd, &in, &left, &o, &room);
-      if (smtpd_buf_append(out, chunk, (size_t)(o - chunk))) {
-        iconv_close(cd);
-        return -1;
-      }
+      if (smtpd_buf_append(out, chunk, (size_t)(o - chunk))) return -1;
       if (r == (size_t)-1 && errno != E2BIG) {
         /* A byte that does not convert (or a truncated sequence). */
-        if (put_utf8(out, REPLACEMENT)) {
-          iconv_close(cd);
-          return -1;
-        }
+        if (put_utf8(out, REPLACEMENT)) return -1;
         in++;
         left--;
         iconv(cd, NULL, NULL, NULL, NULL);
@@ -425,13 +457,9 @@ int smtpd_mime_to_utf8(const char *cs, size_t cslen, const char *p, size_t n,
       char chunk[64], *o = chunk;
       size_t room = sizeof chunk;
       iconv(cd, NULL, NULL, &o, &room);
-      if (smtpd_buf_append(out, chunk, (size_t)(o - chunk))) {
-        iconv_close(cd);
-        return -1;
-      }
+      if (smtpd_buf_append(out, chunk, (size_t)(o - chunk))) return -1;
     }
   }
-  iconv_close(cd);
   return 0;
 }
 

@@ -92,4 +92,7 @@ int smtpd_mime_qp(const char *p, size_t n, smtpd_buf *out);
 int smtpd_mime_to_utf8(const char *cs, size_t cslen, const char *p, size_t n,
                        smtpd_buf *out);
 
+/* iconv descriptors opened so far (they are cached by charset). */
+extern unsigned long smtpd_mime_iconv_opens;
+
 #endif

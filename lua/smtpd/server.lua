@@ -32,6 +32,21 @@ function SMTPServer.__newindex(t, k, v)
   end
 end
 
+-- The address to listen on: an address as it is; a name looked up off
+-- the loop when the server is made inside a hook or at the live prompt
+-- (the lookup waits there, as smtpd.sleep does), else here and now,
+-- before the loop runs.
+local function resolve(map, host)
+  local co, main = coroutine.running()
+  local wait = package.loaded["smtpd.wait"]
+  if not main and wait and (core.hook(co) or wait.parkable[co]) then
+    return wait.wait(map, function(m, done)
+      return core.resolve_async(m, host, done)
+    end, "SMTPServer")
+  end
+  return core.resolve(host)
+end
+
 -- SMTPServer(localaddr, remoteaddr, opts). The C core reads and checks
 -- the options it knows (core.OPTIONS.server: their names and defaults).
 function SMTPServer:initialize(localaddr, remoteaddr, opts)
@@ -76,7 +91,7 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
   self._map = map
   local ip, err = laddr[1], nil
   if ip:sub(1, 5) ~= "unix:" then
-    ip, err = core.resolve(laddr[1])
+    ip, err = resolve(map, laddr[1])
     if not ip then
       util.raise(("cannot resolve %s: %s"):format(laddr[1], err))
     end
