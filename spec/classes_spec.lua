@@ -128,7 +128,48 @@ describe("classes", function()
                    e)
     -- Nothing was left listening by the failed constructors: only S.
     assert.equal(1, map:count())
+    -- Nested tables are read by the core too, unknown keys refused there.
+    e = err_of(H.Recorder, "127.0.0.1:0", nil, {map = map,
+               proxy_protocol = {trusted = "::1", max_headr = 100}})
+    assert.matches('unknown proxy_protocol option "max_headr" (did you mean '
+                   .. '"max_header"?)', e, 1, true)
+    e = err_of(H.Recorder, "127.0.0.1:0", nil, {map = map,
+               tls = {cert = "c.pem", key = "k.pem", handshake_timeout = 0}})
+    assert.matches("tls.handshake_timeout must be a positive number of "
+                   .. "seconds", e, 1, true)
     H.cleanup(map)
+  end)
+
+  -- One reader, in the core: the Lua side uses what it read, defaults
+  -- and all, instead of working them out again.
+  it("keeps what the core read of its options, defaults filled in",
+     function()
+    local srv = H.server(H.Recorder, {max_auth_failures = 5,
+      proxy_protocol = {trusted = {"10.0.0.0/8", "::1"}}})
+    local conf = srv._conf
+    assert.equal(5, conf.max_auth_failures)
+    assert.equal(1, conf.auth_failure_delay)
+    assert.equal(33554432, conf.data_size_limit)
+    assert.equal(srv.data_size_limit, conf.data_size_limit)
+    assert.is_false(conf.enable_SMTPUTF8)
+    assert.same({"10.0.0.0/8", "::1/128"}, conf.proxy_protocol.trusted)
+    assert.equal(5, conf.proxy_protocol.timeout)
+    assert.equal(536, conf.proxy_protocol.max_header)
+    assert.is_nil(conf.tls)
+    -- The relay's options likewise, read once into its conf.
+    local relay = assert(H.core.relay_conf(srv._map, "127.0.0.1", 25, {
+      starttls = "opportunistic", tls = {verify = false},
+      auth = {user = "u", password = "secret", plaintext = true}}))
+    local r = relay:options()
+    assert.equal("opportunistic", r.starttls)
+    assert.is_false(r.tls.verify)
+    assert.equal(60, r.timeout)
+    assert.equal(30, r.connect_timeout)
+    assert.is_true(r.tempfail_aborts)
+    assert.equal("u", r.auth.user)
+    assert.equal("(set)", r.auth.password)   -- never the password itself
+    assert.equal("127.0.0.1", r.host)
+    assert.equal(25, r.port)
   end)
 
   it("listens on IPv6 loopback", function()

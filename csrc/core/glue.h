@@ -182,6 +182,37 @@ typedef struct smtpd_cidr_list {
   size_t n;
 } smtpd_cidr_list;
 
+/* A server's tls = {...}: cert and key are a PEM file or a list of two
+ * (RSA and ECDSA); sni names more pairs (tls/tlsglue.c reads those). */
+typedef struct smtpd_tls_files {
+  const char *v[2];
+  int n;
+} smtpd_tls_files;
+
+typedef struct smtpd_tls_sni {
+  smtpd_tls_pair *pairs;   /* scratch while read */
+  size_t n;
+} smtpd_tls_sni;
+
+typedef struct smtpd_tls_opts {
+  smtpd_opt_table t;
+  smtpd_tls_files cert, key;
+  int implicit;            /* TLS from the first byte (port 465) */
+  smtpd_tls_sni sni;
+  const char *client_ca;
+  int verify_client;
+  uint64_t handshake_ms;
+  const char *ciphers;
+  int min_version;         /* 0: TLS 1.2; else the choice's index + 1 */
+} smtpd_tls_opts;
+
+extern const smtpd_optdef smtpd_tls_optdefs[];
+extern const smtpd_optcustom smtpd_tls_files_opt, smtpd_tls_sni_opt;
+/* The certificates' spec from what was read (pairs in scratch); raises
+ * when something is missing or contradicts. */
+void smtpd_tls_spec_from(lua_State *L, const smtpd_tls_opts *o,
+                         smtpd_tls_spec *sp);
+
 /* proxy_protocol = {trusted = {...}, timeout = 5, max_header = 536}. */
 typedef struct smtpd_proxy_opts {
   smtpd_opt_table t;
@@ -208,6 +239,7 @@ typedef struct smtpd_server_conf {
   size_t max_auth_failures;    /* read by the Lua AUTH driver */
   uint64_t auth_failure_delay_ms;
   smtpd_proxy_opts proxy;
+  smtpd_tls_opts tls;
 } smtpd_server_conf;
 
 /* relay = {tls = {...}}: the upstream's certificate checks. */
@@ -258,6 +290,10 @@ extern const smtpd_optdef smtpd_mailman_optdefs[];
  * unknown keys of nested tables too. Allocates nothing but scratch. */
 void smtpd_opts_read(lua_State *L, int t, const smtpd_optdef *defs,
                      void *conf);
+/* The same for a nested table of its own (named prefix in errors):
+ * unknown keys raise too. */
+void smtpd_opts_read_table(lua_State *L, int t, const smtpd_optdef *defs,
+                           void *conf, const char *prefix);
 /* Pushes {name = default or false, ...} for Lua (core.OPTIONS). */
 void smtpd_opts_push(lua_State *L, const smtpd_optdef *defs);
 /* Pushes what was read into conf, as a table (false: none). */
@@ -332,12 +368,9 @@ typedef struct smtpd_shared {
 } smtpd_shared;
 
 void smtpd_shared_unref(smtpd_shared *sh);
-/* Checks a tls = {...} option table at idx into spec (its strings stay
- * in the table, the pairs are scratch): raises on a malformed table. */
-void smtpd_tls_read_spec(lua_State *L, int idx, smtpd_tls_spec *spec,
-                         int *implicit, uint64_t *handshake_ms);
-/* The same, then the certificates loaded: NULL with why in err when a
- * file cannot be used. */
+/* Reads a tls = {...} option table at idx (raising on a malformed
+ * one), then loads its certificates: NULL with why in err when a file
+ * cannot be used. */
 smtpd_tls_conf *smtpd_tls_read(lua_State *L, int idx, int *implicit,
                                uint64_t *handshake_ms, char *err,
                                size_t errlen);
@@ -374,6 +407,7 @@ typedef struct smtpd_server {
   dev_t unix_dev;          /* the socket file we made, removed on close */
   ino_t unix_ino;
   int obj_ref;             /* the Lua server object */
+  int opts_ref;            /* what the core read of its options */
   smtpd_str fqdn;
   smtpd_cls_cache cls;
   smtpd_shared *shared;

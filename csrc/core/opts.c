@@ -24,6 +24,7 @@
 #define RAUTH(field) offsetof(smtpd_relay_auth_opts, field)
 #define PROXY(field) offsetof(smtpd_proxy_opts, field)
 #define MM(field) offsetof(smtpd_mailman_opts, field)
+#define TLS(field) offsetof(smtpd_tls_opts, field)
 
 static void proxy_trusted_read(lua_State *L, int idx, void *at,
                                const char *name);
@@ -38,6 +39,24 @@ static const smtpd_optdef proxy_opts[] = {
    SMTPD_OPTF_POSITIVE},
   {"max_header", SMTPD_OPT_COUNT, 536, 16, PROXY(max_header), NULL,
    SMTPD_OPTF_REQUIRED},
+  {NULL, 0, 0, 0, 0, NULL, 0}
+};
+
+static const char *const tls_versions[] = {"TLSv1.2", "TLSv1.3", "1.2",
+                                           "1.3", NULL};
+
+const smtpd_optdef smtpd_tls_optdefs[] = {
+  {"cert", SMTPD_OPT_CUSTOM, 0, 0, TLS(cert), &smtpd_tls_files_opt, 0},
+  {"key", SMTPD_OPT_CUSTOM, 0, 0, TLS(key), &smtpd_tls_files_opt, 0},
+  {"implicit", SMTPD_OPT_BOOL, 0, 0, TLS(implicit), NULL, 0},
+  {"sni", SMTPD_OPT_CUSTOM, 0, 0, TLS(sni), &smtpd_tls_sni_opt, 0},
+  {"client_ca", SMTPD_OPT_STRING, 0, 0, TLS(client_ca), NULL,
+   SMTPD_OPTF_LINE},
+  {"verify_client", SMTPD_OPT_BOOL, 0, 0, TLS(verify_client), NULL, 0},
+  {"handshake_timeout", SMTPD_OPT_SECONDS, 30, 0, TLS(handshake_ms), NULL,
+   SMTPD_OPTF_POSITIVE},
+  {"ciphers", SMTPD_OPT_STRING, 0, 0, TLS(ciphers), NULL, SMTPD_OPTF_LINE},
+  {"min_version", SMTPD_OPT_ENUM, 0, 0, TLS(min_version), tls_versions, 0},
   {NULL, 0, 0, 0, 0, NULL, 0}
 };
 
@@ -84,6 +103,8 @@ const smtpd_optdef smtpd_server_optdefs[] = {
   {"auth_failure_delay", SMTPD_OPT_SECONDS, 1, 0,
    SRV(auth_failure_delay_ms), NULL, 0},
   {"proxy_protocol", SMTPD_OPT_TABLE, 0, 0, SRV(proxy), proxy_opts,
+   SMTPD_OPTF_OPTIONAL},
+  {"tls", SMTPD_OPT_TABLE, 0, 0, SRV(tls), smtpd_tls_optdefs,
    SMTPD_OPTF_OPTIONAL},
   {NULL, 0, 0, 0, 0, NULL, 0}
 };
@@ -374,6 +395,14 @@ static void opts_read_defs(lua_State *L, int t, const smtpd_optdef *defs,
 void smtpd_opts_read(lua_State *L, int t, const smtpd_optdef *defs,
                      void *conf) {
   opts_read_defs(L, lua_absindex(L, t), defs, conf, "");
+}
+
+void smtpd_opts_read_table(lua_State *L, int t, const smtpd_optdef *defs,
+                           void *conf, const char *prefix) {
+  t = lua_absindex(L, t);
+  opts_known(L, t, defs, prefix);
+  opts_read_defs(L, t, defs, conf, prefix);
+  ((smtpd_opt_table *)conf)->given = 1;
 }
 
 /* ---- what C read, and the defaults, for Lua -------------------------- */

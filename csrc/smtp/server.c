@@ -131,7 +131,8 @@ static void server_close_handles(smtpd_handle *h) {
   const char *path = s->shared->unix_path;
   struct stat st;
   luaL_unref(h->map->L, LUA_REGISTRYINDEX, s->obj_ref);
-  s->obj_ref = LUA_NOREF;
+  luaL_unref(h->map->L, LUA_REGISTRYINDEX, s->opts_ref);
+  s->obj_ref = s->opts_ref = LUA_NOREF;
   smtpd_handle_uv_close(h, (uv_handle_t *)&s->tcp);
   /* The socket file goes with us, unless someone replaced it since. */
   if (path && s->unix_ino && lstat(path, &st) == 0 &&
@@ -320,7 +321,7 @@ static int server_listen(lua_State *L) {
   smtpd_server *s;
   smtpd_tls_conf *tls = NULL;
   smtpd_cidr *trusted = NULL;
-  int implicit = 0, has_tls, err;
+  int implicit = 0, has_tls, err, opts_idx;
   uint64_t hs_ms = 0;
   char why[300];
   smtpd_relayconf *ups[SMTPD_MAX_UPSTREAMS];
@@ -359,9 +360,12 @@ static int server_listen(lua_State *L) {
   if (conf.proxy.max_header > 65551)
     return luaL_error(L, "proxy_protocol.max_header must be 16 to 65551 "
                       "bytes");
-  has_tls = lua_getfield(L, 5, "tls") != LUA_TNIL && lua_toboolean(L, -1);
-  if (has_tls) smtpd_tls_read_spec(L, -1, &tspec, &implicit, &hs_ms);
-  lua_pop(L, 1);
+  has_tls = conf.tls.t.given;
+  if (has_tls) {
+    smtpd_tls_spec_from(L, &conf.tls, &tspec);
+    implicit = conf.tls.implicit;
+    hs_ms = conf.tls.handshake_ms;
+  }
   if (unix_path) {
     if (!*unix_path) return luaL_error(L, "unix: needs a path");
     if (conf.reuse_port)
@@ -372,6 +376,10 @@ static int server_listen(lua_State *L) {
     err = smtpd_sockaddr(ip, (int)port, &ss);
     if (err) return smtpd_fail(L, err);
   }
+  /* What was read, for the Lua side (server.options): pushed while the
+   * strings and the scratch it points into are alive. */
+  smtpd_opts_push_read(L, smtpd_server_optdefs, &conf);
+  opts_idx = lua_gettop(L);
   /* Everything is valid: now allocate, load and touch the disk. */
   if (has_tls && (tls = smtpd_tls_conf_new(&tspec, why, sizeof why)) == NULL)
     return luaL_error(L, "tls: %s", why);
@@ -396,7 +404,9 @@ static int server_listen(lua_State *L) {
     return luaL_error(L, "out of memory");
   }
   if (unix_path) unix_unlink_stale(unix_path);
+  /* Nothing kept points into Lua's memory. */
   conf.proxy.trusted.v = NULL;
+  memset(&conf.tls, 0, sizeof conf.tls);
   s->shared->conf = conf;
   s->shared->proxy_trusted = trusted;
   s->shared->nproxy = conf.proxy.trusted.n;
@@ -412,7 +422,7 @@ static int server_listen(lua_State *L) {
   s->shared->tls = tls;
   s->shared->tls_implicit = implicit;
   s->shared->tls_handshake_ms = hs_ms;
-  s->obj_ref = LUA_NOREF;
+  s->obj_ref = s->opts_ref = LUA_NOREF;
   if (conf.max_data_memory != (size_t)-1) m->data_cap = conf.max_data_memory;
   smtpd_handle_init(&s->h, m, SMTPD_H_SERVER, server_close_handles,
                     server_free);
@@ -450,7 +460,17 @@ static int server_listen(lua_State *L) {
   }
   lua_pushvalue(L, 2);
   s->obj_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, opts_idx);
+  s->opts_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   smtpd_handle_push_box(L, &s->h, SMTPD_SERVER_MT, 0);
+  return 1;
+}
+
+/* options(handle) -> what the core read of the server's options, every
+ * default filled in (false: none), for the Lua side to use as it is. */
+static int server_options(lua_State *L) {
+  smtpd_handle *h = smtpd_handle_check(L, 1, SMTPD_SERVER_MT, "the server");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, SMTPD_OWNER(smtpd_server, h)->opts_ref);
   return 1;
 }
 
@@ -591,6 +611,7 @@ void smtpd_open_server(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"close", server_close}, {"getsockname", server_getsockname},
     {"is_open", server_is_open}, {"reload_tls", server_reload_tls},
+    {"options", server_options},
     {NULL, NULL}
   };
   smtpd_new_class(L, SMTPD_SERVER_MT, NULL, methods);

@@ -11,162 +11,170 @@
 
 #include "core/glue.h"
 
-static const char *const tls_keys[] = {
-  "cert", "key", "implicit", "sni", "client_ca", "verify_client",
-  "handshake_timeout", "ciphers", "min_version", NULL
-};
+/* ---- the tls = {...} options (described in core/opts.c) ------------- */
 
-#define TLS_HANDSHAKE_DEFAULT_MS 30000
-
-/* The strings of value at idx (a string or a list of one or two) into
- * v; their count. Raises "tls.<what> ...". */
-static int tls_files(lua_State *L, int idx, const char *what,
-                     const char *v[2]) {
-  int t = lua_type(L, idx), n = 0;
+/* cert or key: a PEM file, or a list of two (an RSA and an ECDSA one). */
+static void tls_files_read(lua_State *L, int idx, void *at,
+                           const char *name) {
+  smtpd_tls_files *f = at;
+  int t = lua_type(L, idx);
+  memset(f, 0, sizeof *f);
+  if (t == LUA_TNIL) return;
   if (t == LUA_TSTRING) {
-    v[0] = lua_tostring(L, idx);
-    return 1;
+    f->v[0] = lua_tostring(L, idx);
+    f->n = 1;
+    return;
   }
   if (t == LUA_TTABLE) {
     lua_Integer i, len = luaL_len(L, idx);
     if (len >= 1 && len <= 2) {
       for (i = 1; i <= len; i++) {
         if (lua_geti(L, idx, i) != LUA_TSTRING) break;
-        v[n++] = lua_tostring(L, -1);   /* the table keeps it alive */
+        f->v[f->n++] = lua_tostring(L, -1);   /* the table keeps it alive */
         lua_pop(L, 1);
       }
-      if (n == len) return n;
+      if (f->n == len) return;
     }
   }
-  return luaL_error(L, "%s must be a PEM file name or a list of two "
-                    "(an RSA and an ECDSA one)", what);
+  luaL_error(L, "%s must be a PEM file name or a list of two (an RSA and "
+             "an ECDSA one)", name);
 }
 
-static void tls_pair(lua_State *L, int t, const char *prefix,
-                     smtpd_tls_pair *pr) {
+static void tls_files_push(lua_State *L, const void *at) {
+  const smtpd_tls_files *f = at;
+  int i;
+  if (f->n == 0) {
+    lua_pushnil(L);
+    return;
+  }
+  if (f->n == 1) {
+    lua_pushstring(L, f->v[0]);
+    return;
+  }
+  lua_createtable(L, f->n, 0);
+  for (i = 0; i < f->n; i++) {
+    lua_pushstring(L, f->v[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
+const smtpd_optcustom smtpd_tls_files_opt = {tls_files_read, tls_files_push};
+
+/* One {cert =, key =} pair (the server's, or one of SNI's). */
+static void tls_pair_read(lua_State *L, int t, const char *prefix,
+                          smtpd_tls_pair *pr) {
   char what[300];
-  int nc, nk;
+  smtpd_tls_files c, k;
   t = lua_absindex(L, t);
   lua_getfield(L, t, "cert");
   lua_getfield(L, t, "key");
   if (lua_isnil(L, -2) || lua_isnil(L, -1))
     luaL_error(L, "%s needs both cert and key", prefix);
-  snprintf(what, sizeof what, "%s.cert", prefix);
-  nc = tls_files(L, -2, what, pr->cert);
-  snprintf(what, sizeof what, "%s.key", prefix);
-  nk = tls_files(L, -1, what, pr->key);
-  if (nc != nk) luaL_error(L, "%s: as many keys as certificates", prefix);
-  pr->n = nc;
+  snprintf(what, sizeof what, "%.280s.cert", prefix);
+  tls_files_read(L, lua_gettop(L) - 1, &c, what);
+  snprintf(what, sizeof what, "%.280s.key", prefix);
+  tls_files_read(L, lua_gettop(L), &k, what);
+  if (c.n != k.n) luaL_error(L, "%s: as many keys as certificates", prefix);
+  pr->cert[0] = c.v[0];
+  pr->cert[1] = c.v[1];
+  pr->key[0] = k.v[0];
+  pr->key[1] = k.v[1];
+  pr->n = c.n;
   lua_pop(L, 2);
 }
 
-void smtpd_tls_read_spec(lua_State *L, int idx, smtpd_tls_spec *spec,
-                         int *implicit, uint64_t *handshake_ms) {
-  smtpd_tls_spec sp;
-  smtpd_tls_pair *pairs;
-  size_t n = 1;
-  int t;
-  idx = lua_absindex(L, idx);
-  if (!lua_istable(L, idx)) luaL_error(L, "tls must be a table");
-  memset(&sp, 0, sizeof sp);
-  /* Unknown keys are refused by name. */
+/* sni = {["host"] = {cert =, key =}, ...}: pairs in scratch. */
+static void tls_sni_read(lua_State *L, int idx, void *at, const char *name) {
+  smtpd_tls_sni *sni = at;
+  size_t n = 0;
+  sni->pairs = NULL;
+  sni->n = 0;
+  if (lua_isnil(L, idx)) return;
+  if (!lua_istable(L, idx))
+    luaL_error(L, "%s must be a table of host name -> {cert=, key=}", name);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    int i, known = 0;
-    if (lua_type(L, -2) == LUA_TSTRING) {
-      for (i = 0; tls_keys[i]; i++)
-        if (strcmp(lua_tostring(L, -2), tls_keys[i]) == 0) known = 1;
-    }
-    if (!known)
-      luaL_error(L, "unknown tls option %s", lua_type(L, -2) == LUA_TSTRING ?
-                 lua_pushfstring(L, "\"%s\"", lua_tostring(L, -2)) :
-                 luaL_typename(L, -2));
+    n++;
     lua_pop(L, 1);
   }
-  t = lua_getfield(L, idx, "sni");
-  if (t != LUA_TNIL && t != LUA_TTABLE)
-    luaL_error(L, "tls.sni must be a table of host name -> {cert=, key=}");
-  if (t == LUA_TTABLE) {
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      n++;
-      lua_pop(L, 1);
-    }
+  sni->pairs = smtpd_opts_scratch(L, n * sizeof *sni->pairs);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    char what[300];
+    const char *host;
+    if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1))
+      luaL_error(L, "%s must be a table of host name -> {cert=, key=}",
+                 name);
+    host = lua_tostring(L, -2);
+    snprintf(what, sizeof what, "%s[\"%.200s\"]", name, host);
+    tls_pair_read(L, -1, what, &sni->pairs[sni->n]);
+    sni->pairs[sni->n++].name = host;
+    lua_pop(L, 1);
   }
-  lua_pop(L, 1);
-  /* Garbage collected scratch: an error below leaks nothing. */
-  pairs = smtpd_opts_scratch(L, n * sizeof *pairs);
-  tls_pair(L, idx, "tls", &pairs[0]);
-  n = 1;
-  if (lua_getfield(L, idx, "sni") == LUA_TTABLE) {
+}
+
+static void tls_sni_push(lua_State *L, const void *at) {
+  const smtpd_tls_sni *sni = at;
+  size_t i;
+  if (sni->n == 0) {
     lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      char what[300];
-      const char *name;
-      if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1))
-        luaL_error(L, "tls.sni must be a table of host name -> "
-                   "{cert=, key=}");
-      name = lua_tostring(L, -2);
-      snprintf(what, sizeof what, "tls.sni[\"%.200s\"]", name);
-      tls_pair(L, -1, what, &pairs[n]);
-      pairs[n++].name = name;
-      lua_pop(L, 1);
-    }
+    return;
   }
-  lua_pop(L, 1);
-  sp.pairs = pairs;
-  sp.npairs = n;
-  t = lua_getfield(L, idx, "client_ca");
-  if (t != LUA_TNIL && t != LUA_TSTRING)
-    luaL_error(L, "tls.client_ca must be a PEM file name");
-  sp.client_ca = lua_tostring(L, -1);
-  lua_pop(L, 1);
-  lua_getfield(L, idx, "verify_client");
-  sp.verify_client = lua_toboolean(L, -1);
-  if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
-    luaL_error(L, "tls.verify_client must be true or false");
-  lua_pop(L, 1);
-  if (sp.verify_client && !sp.client_ca)
+  lua_createtable(L, 0, (int)sni->n);
+  for (i = 0; i < sni->n; i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, sni->pairs[i].cert[0]);
+    lua_setfield(L, -2, "cert");
+    lua_pushstring(L, sni->pairs[i].key[0]);
+    lua_setfield(L, -2, "key");
+    lua_setfield(L, -2, sni->pairs[i].name);
+  }
+}
+
+const smtpd_optcustom smtpd_tls_sni_opt = {tls_sni_read, tls_sni_push};
+
+/* The spec of the tls options conf read (core/opts.c: a server's tls):
+ * raises when something is missing or contradicts. Pairs are scratch. */
+void smtpd_tls_spec_from(lua_State *L, const smtpd_tls_opts *o,
+                         smtpd_tls_spec *sp) {
+  smtpd_tls_pair *pairs;
+  size_t i;
+  memset(sp, 0, sizeof *sp);
+  if (o->cert.n == 0 || o->key.n == 0)
+    luaL_error(L, "tls needs both cert and key");
+  if (o->cert.n != o->key.n)
+    luaL_error(L, "tls: as many keys as certificates");
+  if (o->verify_client && !o->client_ca)
     luaL_error(L, "tls.verify_client needs tls.client_ca");
-  t = lua_getfield(L, idx, "ciphers");
-  if (t != LUA_TNIL && t != LUA_TSTRING)
-    luaL_error(L, "tls.ciphers must be a string");
-  sp.ciphers = lua_tostring(L, -1);
-  lua_pop(L, 1);
-  t = lua_getfield(L, idx, "min_version");
-  sp.min_version = 12;
-  if (t != LUA_TNIL) {
-    const char *v = lua_tostring(L, -1);
-    if (v && (strcmp(v, "TLSv1.3") == 0 || strcmp(v, "1.3") == 0))
-      sp.min_version = 13;
-    else if (!v || (strcmp(v, "TLSv1.2") != 0 && strcmp(v, "1.2") != 0))
-      luaL_error(L, "tls.min_version must be \"TLSv1.2\" or \"TLSv1.3\"");
-  }
-  lua_pop(L, 1);
-  lua_getfield(L, idx, "implicit");
-  if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
-    luaL_error(L, "tls.implicit must be true or false");
-  if (implicit) *implicit = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  t = lua_getfield(L, idx, "handshake_timeout");
-  if (handshake_ms) *handshake_ms = TLS_HANDSHAKE_DEFAULT_MS;
-  if (t != LUA_TNIL) {
-    double s = lua_tonumber(L, -1);
-    if (t != LUA_TNUMBER || !(s > 0 && s < 1e6))
-      luaL_error(L, "tls.handshake_timeout must be a positive number of "
-                 "seconds");
-    if (handshake_ms) *handshake_ms = (uint64_t)(s * 1000 + 0.5);
-  }
-  lua_pop(L, 1);
-  *spec = sp;
+  pairs = smtpd_opts_scratch(L, (o->sni.n + 1) * sizeof *pairs);
+  pairs[0].cert[0] = o->cert.v[0];
+  pairs[0].cert[1] = o->cert.v[1];
+  pairs[0].key[0] = o->key.v[0];
+  pairs[0].key[1] = o->key.v[1];
+  pairs[0].n = o->cert.n;
+  for (i = 0; i < o->sni.n; i++) pairs[i + 1] = o->sni.pairs[i];
+  sp->pairs = pairs;
+  sp->npairs = o->sni.n + 1;
+  sp->client_ca = o->client_ca;
+  sp->verify_client = o->verify_client;
+  sp->ciphers = o->ciphers;
+  sp->min_version = o->min_version >= 3 ? (o->min_version == 3 ? 12 : 13)
+                  : o->min_version == 2 ? 13 : 12;
 }
 
 smtpd_tls_conf *smtpd_tls_read(lua_State *L, int idx, int *implicit,
                                uint64_t *handshake_ms, char *err,
                                size_t errlen) {
+  smtpd_tls_opts o;
   smtpd_tls_spec sp;
   smtpd_tls_conf *c;
-  smtpd_tls_read_spec(L, idx, &sp, implicit, handshake_ms);
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx)) luaL_error(L, "tls must be a table");
+  memset(&o, 0, sizeof o);
+  smtpd_opts_read_table(L, idx, smtpd_tls_optdefs, &o, "tls");
+  smtpd_tls_spec_from(L, &o, &sp);
+  *implicit = o.implicit;
+  *handshake_ms = o.handshake_ms;
   c = smtpd_tls_conf_new(&sp, err, errlen);
   smtpd_opts_scratch_release(L);
   return c;

@@ -223,17 +223,15 @@ end
 -- channel only), 535, and past max_auth_failures 421 and close.
 local function failed(channel, conn)
   local server = rawget(channel, "smtp_server")
-  local opts = rawget(server, "_opts") or {}
+  local conf = rawget(server, "_conf") or core.OPTIONS.server
   local n = conn:auth_failed()
-  local base = opts.auth_failure_delay
-  if base == nil then base = core.OPTIONS.server.auth_failure_delay end
+  local base = conf.auth_failure_delay
   if base and base > 0 then
     wait.sleep(math.min(base * 2 ^ (n - 1), 30))
     if not conn:is_open() then return end
   end
   conn:push(REPLIES.AUTH_INVALID)
-  local max = opts.max_auth_failures
-  if max == nil then max = core.OPTIONS.server.max_auth_failures end
+  local max = conf.max_auth_failures
   if max and max > 0 and n >= max then
     conn:push(REPLIES.TOO_MANY_AUTH:format(channel.fqdn))
     conn:close_when_done()

@@ -108,6 +108,9 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
                                                      err))
   end
   self._handle = handle
+  -- What the core read of opts, every default filled in (false: none):
+  -- the one place the Lua side reads an option's value from.
+  self._conf = handle:options()
   -- The map's own messages (errors in timers, signals, relay callbacks)
   -- go to the first server's log unless map:set_log chose otherwise. The
   -- server is held weakly: the map must not keep it alive.
@@ -119,9 +122,7 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
   end)
   if prev then map:set_log(prev) end
   -- smtpd's attributes.
-  local limit = opts.data_size_limit
-  if limit == nil then limit = core.OPTIONS.server.data_size_limit end
-  self.data_size_limit = limit ~= 0 and limit or false
+  self.data_size_limit = self._conf.data_size_limit
   self.enable_SMTPUTF8 = opts.enable_SMTPUTF8 and true or false
   self._decode_data = opts.decode_data and true or false
 end
