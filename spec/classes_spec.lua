@@ -170,6 +170,13 @@ describe("classes", function()
     assert.equal("(set)", r.auth.password)   -- never the password itself
     assert.equal("127.0.0.1", r.host)
     assert.equal(25, r.port)
+    -- A CA file that cannot be loaded: luv's nil, "ENAME: message", name.
+    local none, err, name = H.core.relay_conf(srv._map, "127.0.0.1", 25,
+      {starttls = "require", tls = {ca = "/nonexistent/ca.pem"}})
+    assert.is_nil(none)
+    assert.matches("^EINVAL: tls: cannot load CA file /nonexistent/ca.pem",
+                   err)
+    assert.equal("EINVAL", name)
   end)
 
   it("listens on IPv6 loopback", function()

@@ -50,6 +50,35 @@ describe("lua-smtpd", function()
     assert.matches("cannot load class NoSuchServer", text)
   end)
 
+  -- cli.parse used to print and os.exit: a script (or a spec) that
+  -- parses a command line of its own was ended by a typo.
+  it("parses into a table, or returns why it cannot, never exiting",
+     function()
+    local cli = require "smtpd.cli"
+    local opts = assert(cli.parse({"-n", "-c", "DebuggingServer", "-s",
+                                   "100", "127.0.0.1:2525"}))
+    assert.is_false(opts.setuid)
+    assert.equal("DebuggingServer", opts.classname)
+    assert.equal(100, opts.size_limit)
+    assert.equal("127.0.0.1", opts.localhost)
+    assert.equal(2525, opts.localport)
+    assert.equal("help", cli.parse({"-h"}).action)
+    assert.equal("version", cli.parse({"--version"}).action)
+    for _, case in ipairs({
+      {{"--bogus"}, "option --bogus not recognized"},
+      {{"-s", "many"}, "Invalid size: many"},
+      {{"--workers", "0"}, "Invalid number of workers: 0 (1 to 1024)"},
+      {{"a:1", "b:2", "c:3"}, "Invalid arguments: a:1, b:2, c:3"},
+      {{"nohost"}, "Bad local spec: nohost"},
+      {{"-c"}, "option -c requires argument"},
+    }) do
+      local none, why, code = cli.parse(case[1])
+      assert.is_nil(none)
+      assert.equal(case[2], why)
+      assert.equal(1, code)
+    end
+  end)
+
   it("becomes nobody without -n, or says why it cannot", function()
     local port = free_port()
     local pid, out = H.spawn(("exec lua5.4 %s -c DebuggingServer "

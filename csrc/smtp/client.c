@@ -98,9 +98,10 @@ static int conf_gc(lua_State *L) {
   return 0;
 }
 
-/* relay_conf(map, host, port, opts) -> conf | nil, why: host "unix:/path"
- * (port 0) for a unix socket. Bad options raise; a CA file or client
- * certificate that cannot be loaded is nil, why. */
+/* relay_conf(map, host, port, opts) -> conf | nil, err, name: host
+ * "unix:/path" (port 0) for a unix socket. Bad options raise; a CA file
+ * or client certificate that cannot be loaded is nil, "EINVAL: tls:
+ * ...", "EINVAL". */
 static int conf_new(lua_State *L) {
   smtpd_map *m = smtpd_check_map(L, 1);
   const char *host = luaL_checkstring(L, 2);
@@ -168,9 +169,11 @@ static int conf_new(lua_State *L) {
     smtpd_tls_env *env = smtpd_map_tls(m);
     if (env == NULL) return luaL_error(L, "out of memory");
     if (smtpd_tls_client_preload(env, &c->tspec, err, sizeof err)) {
+      /* luv's form: nil, "ENAME: message", "ENAME". */
       lua_pushnil(L);
-      lua_pushfstring(L, "tls: %s", err);
-      return 2;
+      lua_pushfstring(L, "EINVAL: tls: %s", err);
+      lua_pushliteral(L, "EINVAL");
+      return 3;
     }
   }
   return 1;

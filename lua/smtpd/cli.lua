@@ -108,10 +108,9 @@ localhost defaults to `localhost' and localport to 8025; remotehost to
 [::1]:8025. unix:/path listens on a unix domain socket instead.
 ]==]
 
-local function usage(prog, code, msg)
-  io.stderr:write(M.USAGE:format(prog, smtpd.__version__))
-  if msg then io.stderr:write(msg, "\n") end
-  os.exit(code)
+-- The usage text for prog.
+function M.usage(prog)
+  return M.USAGE:format(prog or "lua-smtpd", smtpd.__version__)
 end
 
 local LONG = {
@@ -133,15 +132,26 @@ local TAKES_ARG = {c = true, s = true, L = true, W = true,
                    mbox = true}
 
 -- getopt-style parsing: clusters (-nd), -cX, -c X, --class=X, --class X.
-function M.parse(argv, prog)
+-- Returns the options (opts.action "help" or "version" for -h and -V),
+-- or nil, why, 1 for options that do not go; it never exits.
+local Bad = {}
+
+function M.parse(argv)
+  local ok, opts = pcall(M._parse, argv)
+  if ok then return opts end
+  if getmetatable(opts) == Bad then return nil, opts.msg, 1 end
+  error(opts, 0)
+end
+
+function M._parse(argv)
   local opts = {setuid = true, classname = "PureProxy", size_limit = nil,
                 enable_SMTPUTF8 = false, debug = false, workers = 1}
   local args = {}
   local i = 1
-  local function fail(msg) usage(prog, 1, msg) end
+  local function fail(msg) error(setmetatable({msg = msg}, Bad), 0) end
   local function apply(o, val)
-    if o == "h" then usage(prog, 0)
-    elseif o == "V" then print(smtpd.__version__); os.exit(0)
+    if o == "h" then opts.action = opts.action or "help"
+    elseif o == "V" then opts.action = opts.action or "version"
     elseif o == "n" then opts.setuid = false
     elseif o == "c" then opts.classname = val
     elseif o == "d" then opts.debug = true
@@ -151,17 +161,12 @@ function M.parse(argv, prog)
     elseif o == "W" then
       local n = math.tointeger(tonumber(val))
       if not n or n < 1 or n > 1024 then
-        io.stderr:write("Invalid number of workers: " .. tostring(val)
-                        .. " (1 to 1024)\n")
-        os.exit(1)
+        fail("Invalid number of workers: " .. tostring(val) .. " (1 to 1024)")
       end
       opts.workers = n
     elseif o == "s" then
       local n = math.tointeger(tonumber(val))
-      if not n or n < 0 then
-        io.stderr:write("Invalid size: " .. tostring(val) .. "\n")
-        os.exit(1)
-      end
+      if not n or n < 0 then fail("Invalid size: " .. tostring(val)) end
       opts.size_limit = n
     end
   end
@@ -209,6 +214,8 @@ function M.parse(argv, prog)
     end
     i = i + 1
   end
+  -- -h and -V answer at once, as python -m smtpd's do.
+  if opts.action then return opts end
   if #args > 2 then
     fail("Invalid arguments: " .. table.concat(args, ", "))
   end
@@ -313,28 +320,41 @@ function M.describe(server, opts)
   return text .. "; Ctrl-C stops it"
 end
 
+-- Runs the command line; returns the exit status (it never exits, but
+-- for a second SIGTERM or SIGINT, which ends the process at once).
 function M.main(argv, prog)
   prog = prog or "lua-smtpd"
-  local opts = M.parse(argv, prog)
+  local opts, why, status = M.parse(argv)
+  if not opts then
+    io.stderr:write(M.usage(prog), why, "\n")
+    return status
+  end
+  if opts.action == "help" then
+    io.stderr:write(M.usage(prog))
+    return 0
+  elseif opts.action == "version" then
+    print(smtpd.__version__)
+    return 0
+  end
+  local function refuse(...)
+    io.stderr:write(prog, ": ", ...)
+    io.stderr:write("\n")
+    return 1
+  end
   local cls, err = M.find_class(opts.classname)
   if not cls then
-    io.stderr:write(prog, ": cannot load class ", opts.classname, ": ",
-                    tostring(err), "\n")
-    os.exit(1)
+    return refuse("cannot load class ", opts.classname, ": ", tostring(err))
   end
   if opts.mailman_lmtp and not options.known(cls).mailman then
-    io.stderr:write(prog, ": --mailman-lmtp is for -c MailmanProxy (and its "
-                    .. "subclasses), not ", opts.classname, "\n")
-    os.exit(1)
+    return refuse("--mailman-lmtp is for -c MailmanProxy (and its "
+                  .. "subclasses), not ", opts.classname)
   end
   local relay
   if opts["relay-starttls"] or opts["relay-tls"] or opts["relay-ca"]
      or opts["relay-user"] then
     if not options.known(cls).relay then
-      io.stderr:write(prog, ": the --relay-* options are for relaying "
-                      .. "classes (PureProxy, MailmanProxy), not ",
-                      opts.classname, "\n")
-      os.exit(1)
+      return refuse("the --relay-* options are for relaying classes "
+                    .. "(PureProxy, MailmanProxy), not ", opts.classname)
     end
     relay = {starttls = opts["relay-starttls"] and "require" or nil,
              implicit_tls = opts["relay-tls"] or nil,
@@ -349,10 +369,9 @@ function M.main(argv, prog)
   end
   for _, o in ipairs({"maildir", "mbox"}) do
     if opts[o] and not options.known(cls)[o] then
-      io.stderr:write(prog, ": --", o, " is for -c ",
-                      o == "maildir" and "MaildirServer" or "MboxServer",
-                      " (and its subclasses), not ", opts.classname, "\n")
-      os.exit(1)
+      return refuse("--", o, " is for -c ",
+                    o == "maildir" and "MaildirServer" or "MboxServer",
+                    " (and its subclasses), not ", opts.classname)
     end
   end
   local tls
@@ -383,8 +402,7 @@ function M.main(argv, prog)
   if not ok then
     -- The message, without the Lua position it was raised at.
     local msg = tostring(server):gsub("^[^\n]-%.lua:%d+: ", "")
-    io.stderr:write(prog, ": ", msg, "\n")
-    os.exit(1)
+    return refuse(msg)
   end
   if opts.debug then
     smtpd.socket_map:set_debug(true)
@@ -397,7 +415,8 @@ function M.main(argv, prog)
     local done = smtpd.core.setuid_nobody()
     if not done then
       io.stderr:write('Cannot setuid "nobody"; try running with -n option.\n')
-      os.exit(1)
+      server:close(false)
+      return 1
     end
   end
   io.stdout:setvbuf("line")

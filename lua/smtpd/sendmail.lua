@@ -21,17 +21,19 @@ KNOWN.dsn = true
 
 -- The relay options of opts (a table that may hold more), read into a
 -- conf for remoteaddr: raises (at the user's call) on a bad option;
--- nil, why when a CA file or a client certificate cannot be loaded.
+-- nil, why, name when a CA file or a client certificate cannot be
+-- loaded (why without the "EINVAL: " of core.relay_conf).
 function M.conf(map, remoteaddr, opts)
   local addr = util.parse_addr(remoteaddr, "remoteaddr")
   local relay = {}
   for k, v in pairs(opts) do
     if RELAY[k] then relay[k] = v end
   end
-  local ok, conf, why = pcall(core.relay_conf, map or util.socket_map,
-                              addr[1], addr[2], relay)
+  local ok, conf, why, name = pcall(core.relay_conf, map or util.socket_map,
+                                    addr[1], addr[2], relay)
   if not ok then util.raise(conf) end
-  return conf, why
+  if not conf then return nil, (why:gsub("^%u+: ", "")), name end
+  return conf
 end
 
 -- Checks a table of relay options (PureProxy's relay): unknown names and
