@@ -17,6 +17,18 @@ else
 PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libuv openssl 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs libuv openssl 2>/dev/null)
 endif
+# iconv is in glibc; macOS and FreeBSD's ports need -liconv. dlopen (the
+# live prompt's readline) needs -ldl before glibc 2.34. The compiler is
+# asked when the module is linked.
+ICONV_TEST = printf '\#include <iconv.h>\nint main(void){return iconv_open("a","b") == 0;}\n'
+DL_TEST    = printf '\#include <dlfcn.h>\nint main(void){return dlopen("x", 0) == 0;}\n'
+SYS_LIBS   = $(shell $(ICONV_TEST) | $(CC) -x c - -o /dev/null >/dev/null \
+               2>&1 || echo -liconv) \
+             $(shell $(DL_TEST) | $(CC) -x c - -o /dev/null >/dev/null \
+               2>&1 || echo -ldl)
+# luarocks passes the flags that make a loadable module here (macOS:
+# -bundle -undefined dynamic_lookup); a checkout uses -shared.
+LIBFLAG  ?= -shared
 SRC       = $(wildcard csrc/*/*.c)
 HDR       = $(wildcard csrc/*/*.h)
 # The version is defined once, in csrc/core/glue.h.
@@ -78,7 +90,7 @@ $(BUILD)/obj/%.o: csrc/%.c $(HDR) $(BUILD)/flags
 
 $(SO): $(OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $(OBJ) $(PKG_LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(LIBFLAG) -o $@ $(OBJ) $(PKG_LIBS) $(SYS_LIBS)
 
 FORCE:
 

@@ -19,8 +19,8 @@ description = {
   license = "MIT",
   maintainer = "lua-smtpd developers",
 }
--- glibc (gethostbyaddr_r) and Linux (prctl, SO_REUSEPORT) are used.
-supported_platforms = {"linux"}
+-- POSIX systems: Linux is what the tests run on; macOS and FreeBSD have
+-- fallbacks for what is Linux's own (README, "Where it runs").
 dependencies = {
   "lua >= 5.4, < 5.5",
 }
@@ -41,6 +41,7 @@ build = {
   build_target = "lib",
   build_variables = {
     CFLAGS = "$(CFLAGS)",
+    LIBFLAG = "$(LIBFLAG)",
     LUA_INCDIR = "$(LUA_INCDIR)",
     LIBUV_INCDIR = "$(LIBUV_INCDIR)",
     LIBUV_LIBDIR = "$(LIBUV_LIBDIR)",

@@ -358,10 +358,14 @@ function H.ensure(cmd, pkg)
 end
 
 -- True while the process runs (an exited child waiting to be reaped,
--- a zombie, counts as gone).
+-- a zombie, counts as gone). Linux's /proc, else ps.
 function H.alive(pid)
   local stat = H.readfile("/proc/" .. pid .. "/stat")
-  if not stat then return false end
+  if not stat then
+    if H.readfile("/proc/self/stat") then return false end
+    local state = H.capture("ps -o stat= -p " .. pid .. " 2>/dev/null")
+    return state:match("%S") ~= nil and not state:match("^%s*Z")
+  end
   local state = stat:match("^%d+ %b() (%a)")
   return state ~= nil and state ~= "Z" and state ~= "X"
 end

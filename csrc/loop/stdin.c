@@ -70,7 +70,9 @@ static void *rl_sym(void *h, const char *name) {
 
 static int rl_load(void) {
   static const char *const libs[] = {
-    "libreadline.so.8", "libreadline.so", "libedit.so.2", NULL
+    "libreadline.so.8", "libreadline.so", "libedit.so.2", "libedit.so.0",
+    "libedit.so", "libreadline.dylib", "libedit.3.dylib", "libedit.dylib",
+    NULL
   };
   void *h = RTLD_DEFAULT;
   int i;

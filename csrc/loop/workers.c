@@ -17,8 +17,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#ifdef __linux__
+#if defined(__linux__)
 #include <sys/prctl.h>
+#elif defined(__FreeBSD__)
+#include <sys/procctl.h>
 #endif
 
 #include "core/glue.h"
@@ -42,6 +44,23 @@ static double mono_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* The next of the blocked signals in set (SIGCHLD when a worker ends),
+ * or 0 after a second of none. Where there is no sigtimedwait (macOS),
+ * sigwait waits without the tick: SIGCHLD is in the set, so a worker's
+ * end wakes it all the same. */
+static int wait_signal(const sigset_t *set) {
+#if defined(__APPLE__)
+  int sig = 0;
+  if (sigwait(set, &sig) != 0) return 0;
+  return sig;
+#else
+  struct timespec tick = {1, 0};
+  siginfo_t si;
+  int sig = sigtimedwait(set, &si, &tick);
+  return sig > 0 ? sig : 0;
+#endif
+}
+
 /* Forks one worker. In the child: returns 0 with the loops made usable and
  * the signal mask the parent had before; in the parent: the pid, or -1. */
 static pid_t fork_worker(const sigset_t *old) {
@@ -49,10 +68,17 @@ static pid_t fork_worker(const sigset_t *old) {
   fflush(NULL);   /* no buffered output printed twice */
   pid = fork();
   if (pid != 0) return pid;
-#ifdef __linux__
-  /* A parent killed outright (SIGKILL) takes its workers along. */
+  /* A parent killed outright (SIGKILL) takes its workers along (where
+   * the kernel can say so: elsewhere a worker outlives it). */
+#if defined(__linux__)
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() == 1) _exit(1);
+#elif defined(__FreeBSD__) && defined(PROC_PDEATHSIG_CTL)
+  {
+    int sig = SIGTERM;
+    procctl(P_PID, 0, PROC_PDEATHSIG_CTL, &sig);
+    if (getppid() == 1) _exit(1);
+  }
 #endif
   if (smtpd_maps_after_fork() != 0) {
     fputs("lua-smtpd: worker: cannot reinitialise the event loop\n", stderr);
@@ -120,9 +146,7 @@ static int workers_run(lua_State *L) {
     live++;
   }
   while (live > 0) {
-    struct timespec tick = {1, 0};
-    siginfo_t si;
-    int sig = sigtimedwait(&set, &si, &tick), status;
+    int sig = wait_signal(&set), status;
     pid_t pid;
     if (sig > 0 && sig != SIGCHLD) {
       if (sig == SIGTERM || sig == SIGINT) stopping = 1;

@@ -290,11 +290,18 @@ static void unix_unlink_stale(const char *path) {
 /* SO_REUSEPORT: several processes (lua-smtpd --workers) listen on one
  * port and the kernel spreads new connections over them. */
 static int server_reuse_port(uv_tcp_t *t) {
-#ifdef SO_REUSEPORT
+#if defined(SO_REUSEPORT_LB) || defined(SO_REUSEPORT)
+  /* FreeBSD balances connections over the sockets only with
+   * SO_REUSEPORT_LB; elsewhere SO_REUSEPORT does. */
+#ifdef SO_REUSEPORT_LB
+  int opt = SO_REUSEPORT_LB;
+#else
+  int opt = SO_REUSEPORT;
+#endif
   uv_os_fd_t fd;
   int on = 1, err = uv_fileno((uv_handle_t *)t, &fd);
   if (err) return err;
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)
+  if (setsockopt(fd, SOL_SOCKET, opt, &on, sizeof on) != 0)
     return uv_translate_sys_error(errno);
   return 0;
 #else
