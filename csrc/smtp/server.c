@@ -161,9 +161,7 @@ static void server_spare_closed(uv_handle_t *u) {
  * that libuv goes on accepting (a listener whose connection is never
  * accepted stops listening). */
 static void server_refuse(smtpd_server *srv) {
-  static const char line[] = "421 4.3.2 Service not available: out of "
-                             "memory, try again later\r\n";
-  uv_buf_t b = uv_buf_init((char *)line, sizeof line - 1);
+  uv_buf_t b[2];
   uv_loop_t *loop = &srv->h.map->loop;
   if (srv->spare_busy) {
     srv->refuse_pending = 1;     /* after the spare's close */
@@ -174,8 +172,11 @@ static void server_refuse(smtpd_server *srv) {
   else uv_tcp_init(loop, &srv->spare.tcp);
   srv->spare_busy = 1;
   smtpd_handle_attach(&srv->h, (uv_handle_t *)&srv->spare);
+  b[0] = uv_buf_init((char *)SMTPD_TEXT(ACCEPT_NOMEM),
+                     (unsigned)SMTPD_TEXT_LEN(ACCEPT_NOMEM));
+  b[1] = uv_buf_init((char *)"\r\n", 2);
   if (uv_accept((uv_stream_t *)&srv->tcp, (uv_stream_t *)&srv->spare) == 0)
-    uv_try_write((uv_stream_t *)&srv->spare, &b, 1);
+    uv_try_write((uv_stream_t *)&srv->spare, b, 2);
   uv_close((uv_handle_t *)&srv->spare, server_spare_closed);
   smtpd_log_to(srv->h.map, srv->obj_ref, "error", "out of memory: a "
                "connection refused with 421");

@@ -316,7 +316,17 @@ int smtpd_has_keyword(const char *arg, size_t n, const char *kw);
   X(AUTH_BASE64, \
     "501 5.5.2 Cannot decode base64 response") \
   X(AUTH_CRAM_INITIAL, \
-    "501 5.7.0 CRAM-MD5 takes no initial response")
+    "501 5.7.0 CRAM-MD5 takes no initial response") \
+  X(UPSTREAM_UNAVAILABLE, \
+    "451 4.4.1 %s unavailable: %s") \
+  X(UPSTREAM_BINARYMIME, \
+    "554 5.6.3 Error: the upstream does not take BINARYMIME") \
+  X(UPSTREAM_SMTPUTF8, \
+    "553 5.6.7 Error: the upstream does not take SMTPUTF8") \
+  X(UPSTREAM_REQUIRETLS, \
+    "550 5.7.30 REQUIRETLS support required: the upstream does not offer it") \
+  X(ACCEPT_NOMEM, \
+    "421 4.3.2 Service not available: out of memory, try again later")
 
 #define SMTPD_REPLY_ENUM(name, text) SMTPD_R_##name,
 enum { SMTPD_REPLIES(SMTPD_REPLY_ENUM) SMTPD_NREPLIES };

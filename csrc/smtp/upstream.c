@@ -155,7 +155,7 @@ static void relaying_done(smtpd_relaying *r) {
 
 /* Our 451 for a transaction that cannot go on. */
 static void unavailable(const smtpd_relaying *r, char *buf, size_t size) {
-  snprintf(buf, size, "451 4.4.1 %s unavailable: %s",
+  snprintf(buf, size, SMTPD_TEXT(UPSTREAM_UNAVAILABLE),
            r->why_name ? r->why_name : "Upstream",
            r->why[0] ? r->why : "the relay failed");
 }
@@ -250,20 +250,19 @@ static int up_params(upstream *u, const smtpd_session *s, int mail,
       int binary = j - i == 15 && strncasecmp(w, "BODY=BINARYMIME", 15) == 0;
       if (binary && !((ext & SMTPD_EXT_BINARYMIME) &&
                       (ext & SMTPD_EXT_CHUNKING))) {
-        *why = "554 5.6.3 Error: the upstream does not take BINARYMIME";
+        *why = SMTPD_TEXT(UPSTREAM_BINARYMIME);
         return -1;
       }
       keep = binary || (ext & SMTPD_EXT_8BITMIME) != 0;
     } else if (mail && IS("SMTPUTF8")) {
       if (!(ext & SMTPD_EXT_SMTPUTF8)) {
-        *why = "553 5.6.7 Error: the upstream does not take SMTPUTF8";
+        *why = SMTPD_TEXT(UPSTREAM_SMTPUTF8);
         return -1;
       }
       keep = 1;
     } else if (mail && IS("REQUIRETLS")) {
       if (!(ext & SMTPD_EXT_REQUIRETLS)) {
-        *why = "550 5.7.30 REQUIRETLS support required: the upstream "
-               "does not offer it";
+        *why = SMTPD_TEXT(UPSTREAM_REQUIRETLS);
         return -1;
       }
       keep = 1;

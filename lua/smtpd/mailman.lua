@@ -60,7 +60,8 @@ local clean = PureProxy.clean
 --   lists: recipients Mailman took,
 --   others: recipients that are not Mailman's (to be relayed),
 --   refused: list recipients Mailman refused after the data,
---   tempfail: a reason when the message must be retried (nil otherwise).
+--   tempfail: the 4xx reply when the message must be retried (nil
+--     otherwise).
 function MailmanProxy:_deliver_mailman(mailfrom, rcpttos, data)
   local refused, err, info = relay.send(self._mailman_conf, self._map,
                                         mailfrom, rcpttos, data, {})
@@ -72,7 +73,8 @@ function MailmanProxy:_deliver_mailman(mailfrom, rcpttos, data)
     for _, r in ipairs(rcpttos) do
       local e = all[r]
       if not (e and e[3] == "rcpt" and e[1] >= 500 and e[1] <= 599) then
-        return {}, {}, {}, "Mailman unavailable: " .. clean(err)
+        return {}, {}, {},
+               PureProxy.UNAVAILABLE_REPLY:format("Mailman", clean(err))
       end
     end
     return {}, rcpttos, {}, nil
@@ -85,7 +87,8 @@ function MailmanProxy:_deliver_mailman(mailfrom, rcpttos, data)
       others[#others + 1] = r       -- 5xx at RCPT: not a list address
     elseif e[1] >= 400 and e[1] <= 499 then
       return lists, others, failed,
-             ("Mailman: %d %s (<%s>)"):format(e[1], clean(e[2]), r)
+             ("451 4.4.1 Mailman: %d %s (<%s>)"):format(e[1], clean(e[2]),
+                                                         r)
     else
       failed[r] = e                 -- the list refused the message
     end
@@ -113,7 +116,7 @@ function MailmanProxy:process_message(peer, mailfrom, rcpttos, data)
     end
     return reason
   end
-  if tempfail then return retry("451 4.4.1 " .. tempfail) end
+  if tempfail then return retry(tempfail) end
   if #others > 0 then
     local r, info = self:_deliver(mailfrom, others, data)
     local reply = self:message_reply(r, others, info)

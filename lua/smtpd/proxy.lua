@@ -18,6 +18,7 @@ local SMTPServer = require "smtpd.server"
 local util = require "smtpd.util"
 local raise = util.raise
 local relay = require "smtpd.sendmail"
+local core = require "smtpd.core"
 
 local PureProxy = SMTPServer:extend("PureProxy")
 PureProxy.OPTIONS = {relay = true}
@@ -102,6 +103,9 @@ local UNAVAILABLE = {resolve = true, connect = true, greeting = true,
                      ehlo = true, helo = true, starttls = true, tls = true,
                      auth = true}
 
+-- 451 4.4.1 <name> unavailable: <why> (the core's words for it too).
+local UNAVAILABLE_REPLY = core.REPLIES.UPSTREAM_UNAVAILABLE
+
 -- Upstream text made safe for one reply line.
 local function clean(text)
   text = tostring(text or ""):gsub("[\r\n]+", " "):gsub("[^\32-\126]", "?")
@@ -109,6 +113,7 @@ local function clean(text)
   return text
 end
 PureProxy.clean = clean
+PureProxy.UNAVAILABLE_REPLY = UNAVAILABLE_REPLY
 
 -- Logs the recipients some upstream refused (when others took the mail).
 function PureProxy:log_refusals(refused)
@@ -127,7 +132,7 @@ end
 -- (4xx) makes the whole message 4xx: a 250 would lose it.
 function PureProxy.reply_for(refused, rcpttos, info)
   if info and (UNAVAILABLE[info.stage] or info.timeout) then
-    return "451 4.4.1 Upstream unavailable: " .. clean(info.error)
+    return UNAVAILABLE_REPLY:format("Upstream", clean(info.error))
   end
   local distinct, nrefused = {}, 0
   local first5, first4, first_other
@@ -152,8 +157,8 @@ function PureProxy.reply_for(refused, rcpttos, info)
   if first5 and not first_other then
     return ("%d %s"):format(first5[1], clean(first5[2]))
   end
-  return "451 4.4.1 Upstream unavailable: " .. clean(first_other
-                                                    and first_other[2])
+  return UNAVAILABLE_REPLY:format("Upstream",
+                                  clean(first_other and first_other[2]))
 end
 
 -- The reply process_message gives for a relayed message: by default
