@@ -329,65 +329,78 @@ static void relay_ehlo_line(smtpd_relay *r, const char *t, size_t n) {
   }
 }
 
+/* What each setup phase waits for, and what a failure there is called
+ * (an AUTH phase waits for 334 while a LOGIN exchange goes on). */
+static const struct {
+  int want;
+  const char *what;
+} setup_wants[] = {
+  [PH_GREETING] = {220, "greeting"}, [PH_EHLO] = {250, "EHLO"},
+  [PH_HELO] = {250, "HELO"},         [PH_STARTTLS] = {220, "starttls"},
+  [PH_AUTH] = {235, "auth"},         [PH_AUTH_USER] = {334, "auth"},
+  [PH_AUTH_PASS] = {235, "auth"},
+};
+
+/* The reply that is not the one waited for: EHLO refused by an SMTP
+ * server falls back to HELO, an opportunistic STARTTLS refused goes on
+ * in the clear; 1 when handled so. */
+static int relay_setup_fallback(smtpd_relay *r, int code) {
+  if (r->phase == PH_EHLO && !r->setup.lmtp && code >= 500) {
+    r->phase = PH_HELO;
+    r->ext = 0;
+    relay_line(r, "HELO ", r->setup.helo);
+    return 1;
+  }
+  if (r->phase == PH_STARTTLS &&
+      r->setup.starttls != SMTPD_STARTTLS_REQUIRE) {
+    r->tls_tried = 1;
+    relay_after_hello(r);
+    return 1;
+  }
+  return 0;
+}
+
 /* A whole reply during setup. */
 static void relay_setup_reply(smtpd_relay *r, int code) {
+  int want;
+  if ((size_t)r->phase >= sizeof setup_wants / sizeof setup_wants[0] ||
+      setup_wants[r->phase].what == NULL)
+    return;
+  want = setup_wants[r->phase].want;
+  if (r->phase == PH_AUTH && r->auth_login) want = 334;
+  if (code != want) {
+    if (!relay_setup_fallback(r, code))
+      relay_fail_reply(r, code, r->phase == PH_EHLO && r->setup.lmtp
+                                    ? "LHLO" : setup_wants[r->phase].what);
+    return;
+  }
   switch (r->phase) {
   case PH_GREETING:
-    if (code != 220) relay_fail_reply(r, code, "greeting");
-    else relay_hello(r);
+    relay_hello(r);
     return;
   case PH_EHLO:
-    if (code == 250) {
-      r->esmtp = 1;
-      relay_after_hello(r);
-    } else if (!r->setup.lmtp && code >= 500) {
-      r->phase = PH_HELO;
-      r->ext = 0;
-      relay_line(r, "HELO ", r->setup.helo);
-    } else {
-      relay_fail_reply(r, code, r->setup.lmtp ? "LHLO" : "EHLO");
-    }
-    return;
+    r->esmtp = 1;
+    /* fall through */
   case PH_HELO:
-    if (code != 250) relay_fail_reply(r, code, "HELO");
-    else relay_after_hello(r);
+    relay_after_hello(r);
     return;
   case PH_STARTTLS:
-    if (code == 220) {
-      r->phase = PH_TLS;
-      relay_event(r, SMTPD_RELAY_EV_STARTTLS);
-    } else if (r->setup.starttls == SMTPD_STARTTLS_REQUIRE) {
-      relay_fail_reply(r, code, "starttls");
-    } else {
-      r->tls_tried = 1;
-      relay_after_hello(r);
-    }
+    r->phase = PH_TLS;
+    relay_event(r, SMTPD_RELAY_EV_STARTTLS);
     return;
   case PH_AUTH:
     if (r->auth_login) {
-      if (code != 334) {
-        relay_fail_reply(r, code, "auth");
-        return;
-      }
       r->phase = PH_AUTH_USER;
       relay_b64_line(r, "", r->setup.user, strlen(r->setup.user));
       return;
     }
     /* fall through */
   case PH_AUTH_PASS:
-    if (code != 235) {
-      relay_fail_reply(r, code, "auth");
-      return;
-    }
     r->authed = 1;
     r->phase = PH_READY;
     relay_event(r, SMTPD_RELAY_EV_READY);
     return;
   case PH_AUTH_USER:
-    if (code != 334) {
-      relay_fail_reply(r, code, "auth");
-      return;
-    }
     r->phase = PH_AUTH_PASS;
     relay_b64_line(r, "", r->setup.password, strlen(r->setup.password));
     return;
