@@ -5,7 +5,7 @@ local smtpd = H.smtpd
 describe("CatchingServer", function()
   it("is a test fixture in a few lines: start, point the app at it, "
      .. "assert", function()
-    local map = H.core.map()
+    local map = H.map()
     local catcher = smtpd.CatchingServer("127.0.0.1:0", nil, {map = map})
     local host, port = catcher:getsockname()
     -- "The application": it sends with a Bcc recipient.
@@ -29,12 +29,11 @@ describe("CatchingServer", function()
                  .. "Welcome)", tostring(m))
     assert.matches("^Message%(", smtpd.repr(catcher.messages[1]))
     app:close()
-    H.cleanup(map)
   end)
 
   it("wait_for gives up after its timeout, and counts from clear()",
      function()
-    local map = H.core.map()
+    local map = H.map()
     local catcher = smtpd.CatchingServer("127.0.0.1:0", nil, {map = map})
     local t0 = H.now()
     assert.is_false(catcher:wait_for(1, 0.2))
@@ -49,11 +48,10 @@ describe("CatchingServer", function()
     catcher:clear()
     assert.same({}, catcher.messages)
     assert.is_false(catcher:wait_for(1, 0.05))
-    H.cleanup(map)
   end)
 
   it("wait_for parks inside a hook while mail comes in", function()
-    local map = H.core.map()
+    local map = H.map()
     local catcher = smtpd.CatchingServer("127.0.0.1:0", nil, {map = map})
     local _, cport = catcher:getsockname()
     -- A server whose handler relays to the catcher, then waits for it.
@@ -69,12 +67,11 @@ describe("CatchingServer", function()
     assert.equal("250 OK", replies[5])
     assert.is_true(relay.seen)
     assert.equal("relayed", catcher.messages[1].data)
-    H.cleanup(map)
   end)
 
   it("keeps memory bounded: max_messages and max_bytes drop the oldest",
      function()
-    local map = H.core.map()
+    local map = H.map()
     local catcher = smtpd.CatchingServer("127.0.0.1:0", nil,
       {map = map, max_messages = 2, max_bytes = 25})
     local _, port = catcher:getsockname()
@@ -89,7 +86,6 @@ describe("CatchingServer", function()
     assert.has_error(function()
       smtpd.CatchingServer("127.0.0.1:0", nil, {map = map, max_messages = 0})
     end, "max_messages must be a positive integer")
-    H.cleanup(map)
   end)
 
   it("keeps what TLS and AUTH said", function()
@@ -98,7 +94,7 @@ describe("CatchingServer", function()
     function Catch:authenticate(_, _, user, pw)
       return user == "u" and pw == "p"
     end
-    local map = H.core.map()
+    local map = H.map()
     local catcher = Catch("127.0.0.1:0", nil, {map = map, tls = certs.tls(),
                                               auth_failure_delay = 0})
     local _, port = catcher:getsockname()
@@ -109,6 +105,5 @@ describe("CatchingServer", function()
     assert.is_true(catcher:wait_for(1, 2))
     assert.equal("u", catcher.messages[1].auth_user)
     assert.matches("^TLSv1", catcher.messages[1].tls.version)
-    H.cleanup(map)
   end)
 end)

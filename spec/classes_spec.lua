@@ -35,17 +35,16 @@ describe("classes", function()
   end)
 
   it("constructs with Class(...) and Class:new(...)", function()
-    local map = H.core.map()
+    local map = H.map()
     local a = H.Recorder({"127.0.0.1", 0}, nil, {map = map})
     local b = H.Recorder:new("127.0.0.1:0", "127.0.0.1:2525", {map = map})
     assert.is_true(a:is_a(H.Recorder) and b:is_a(H.Recorder))
     assert.same({"127.0.0.1", 2525}, b._remoteaddr)
     assert.is_nil(a._remoteaddr)
-    H.cleanup(map)
   end)
 
   it("checks its options", function()
-    local map = H.core.map()
+    local map = H.map()
     assert.has_error(function()
       H.Recorder({"127.0.0.1", 0}, nil, {map = map, enable_SMTPUTF8 = true,
                                          decode_data = true})
@@ -61,13 +60,12 @@ describe("classes", function()
     local ok, err = pcall(H.Recorder, {"127.0.0.1", port}, nil, {map = map})
     assert.is_false(ok)
     assert.matches("cannot listen on 127.0.0.1:%d+: EADDRINUSE", err)
-    H.cleanup(map)
   end)
 
   -- A misspelt option used to be ignored: the server started without the
   -- limit (or the TLS) asked for.
   it("refuses option names it does not know, and says which", function()
-    local map = H.core.map()
+    local map = H.map()
     -- Called from this file (not straight from pcall), so the error
     -- says where: at the user's line, not inside the library.
     local function err_of(f, ...)
@@ -137,7 +135,6 @@ describe("classes", function()
                tls = {cert = "c.pem", key = "k.pem", handshake_timeout = 0}})
     assert.matches("tls.handshake_timeout must be a positive number of "
                    .. "seconds", e, 1, true)
-    H.cleanup(map)
   end)
 
   -- One reader, in the core: the Lua side uses what it read, defaults
@@ -180,7 +177,7 @@ describe("classes", function()
   end)
 
   it("listens on IPv6 loopback", function()
-    local map = H.core.map()
+    local map = H.map()
     local ok, srv = pcall(H.Recorder, "[::1]:0", nil, {map = map})
     if not ok then
       H.cleanup(map)
@@ -191,7 +188,6 @@ describe("classes", function()
     local replies = H.converse(map, "::1", port, MSG .. "QUIT\r\n")
     assert.equal(R.ok, replies[5])
     assert.equal("::1", srv.messages[1].peer[1])
-    H.cleanup(map)
   end)
 
   it("passes smtpd's process_message arguments", function()
@@ -374,7 +370,7 @@ describe("channels", function()
   -- not hand self.rcpttos to smtpd.sendmail.
   it("keeps one live view per list, which the helpers take as a list",
      function()
-    local map = H.core.map()
+    local map = H.map()
     local up = H.Recorder({"127.0.0.1", 0}, nil, {map = map})
     local upaddr = {up:getsockname()}
     local Chan = smtpd.SMTPChannel:extend()
@@ -407,7 +403,6 @@ describe("channels", function()
     -- The client adds SIZE= itself; BODY came from the list view.
     assert.same({"SIZE=22", "BODY=8BITMIME"},
                 up.messages[1].kwargs.mail_options)
-    H.cleanup(map)
   end)
 
   it("lets a channel class override and extend commands", function()

@@ -84,7 +84,7 @@ describe("lua-smtpd", function()
     local pid, out = H.spawn(("exec lua5.4 %s -c DebuggingServer "
                               .. "127.0.0.1:%d </dev/null"):format(BIN, port))
     finally(function() H.kill(pid) end)
-    local map = H.core.map()
+    local map = H.map()
     local uid
     H.run_until(map, function()
       local status = H.readfile("/proc/" .. pid .. "/status")
@@ -139,7 +139,7 @@ describe("lua-smtpd", function()
       H.kill(pid)
     end)
     assert.is_true(H.wait_listening(port, 60), H.readfile(out))
-    local map = H.core.map()
+    local map = H.map()
     local replies = H.converse(map, "127.0.0.1", port,
       "HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<bcc@e>\r\n"
       .. "DATA\r\nSubject: s\r\n\r\nbody\r\n.\r\nQUIT\r\n")
@@ -158,7 +158,6 @@ describe("lua-smtpd", function()
     p:close()
     assert.matches("bin/lua-smtpd -n -c DebuggingServer 127.0.0.1:2626", dry,
                    1, true)
-    H.cleanup(map)
   end)
 
   it("runs from a checkout without installing, from any directory",
@@ -174,7 +173,7 @@ describe("lua-smtpd", function()
 
   it("runs a DebuggingServer that prints each message", function()
     local pid, port, out = start("-n -c DebuggingServer")
-    local map = H.core.map()
+    local map = H.map()
     local replies = H.converse(map, "127.0.0.1", port,
       "HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: s\r\n"
       .. "\r\nbody\r\n.\r\nQUIT\r\n")
@@ -188,7 +187,7 @@ describe("lua-smtpd", function()
   end)
 
   it("relays as a PureProxy when no class is given", function()
-    local map = H.core.map()
+    local map = H.map()
     local up = H.Recorder({"127.0.0.1", 0}, nil, {map = map})
     local _, upport = up:getsockname()
     local port = free_port()
@@ -201,7 +200,6 @@ describe("lua-smtpd", function()
     H.kill(pid)
     assert.same({R.helo, R.ok, R.ok, R.data, R.ok, R.bye}, replies)
     assert.equal("Subject: s\nX-Peer: 127.0.0.1\n\nbody", up.messages[1].data)
-    H.cleanup(map)
   end)
 
   -- Starts a DebuggingServer on port (a free one when nil) and a session
@@ -213,7 +211,7 @@ describe("lua-smtpd", function()
                               .. "127.0.0.1:%d </dev/null"):format(BIN, port))
     finally(function() H.kill(pid) end)
     assert.is_true(H.wait_listening(port), H.readfile(out))
-    local map = H.core.map()
+    local map = H.map()
     local busy = H.connect(map, "127.0.0.1", port)
     busy:lines(1)
     busy:send("HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhalf\r\n")
@@ -276,7 +274,7 @@ describe("lua-smtpd", function()
 
   it("takes -s and -u", function()
     local pid, port = start("-n -u -s 1000 -c DebuggingServer")
-    local map = H.core.map()
+    local map = H.map()
     local replies = H.converse(map, "127.0.0.1", port, "EHLO x\r\nQUIT\r\n")
     H.kill(pid)
     assert.same({"250-" .. R.fqdn, "250-SIZE 1000", "250-8BITMIME",
@@ -309,7 +307,7 @@ return M
     local msg = "HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n"
                 .. ".\r\nQUIT\r\n"
     local pid, port = start("-n -c " .. dir .. "/handler.lua")
-    local map = H.core.map()
+    local map = H.map()
     local replies = H.converse(map, "127.0.0.1", port, msg)
     H.kill(pid)
     assert.equal("554 rejected a@b", replies[5])

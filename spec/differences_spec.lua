@@ -123,7 +123,7 @@ describe("pinned differences from CPython smtpd", function()
       local pid, log = H.spawn(("%s -W ignore spec/py/recorder.py %s %s")
                                :format(py, rec, case.pyflags or ""))
       local port
-      local map = H.core.map()
+      local map = H.map()
       H.run_until(map, function()
         port = tonumber((H.readfile(log) or ""):match("(%d+)\n"))
         return port

@@ -81,7 +81,7 @@ describe("DSN", function()
 
   it("PureProxy passes the parameters on to an upstream that offers DSN, "
      .. "and leaves them off for one that does not", function()
-    local map = H.core.map()
+    local map = H.map()
     finally(function() H.cleanup(map) end)
     for _, up_dsn in ipairs({true, false}) do
       local up = H.Recorder("127.0.0.1:0", nil, {map = map, dsn = up_dsn})

@@ -319,9 +319,13 @@ function H.wait_listening(port, timeout)
     end, 2)
     c:close()
     map:loop(0, 1)
-    if connected then return true end
+    if connected then
+      H.cleanup(map)
+      return true
+    end
     os.execute("sleep 0.05")
   end
+  H.cleanup(map)
   return false
 end
 

@@ -6,7 +6,7 @@ local smtpd = H.smtpd
 describe("logging", function()
   it("with debug on, server:log sees the connection, each command and "
      .. "each reply, prefixed with the peer", function()
-    local map = H.core.map()
+    local map = H.map()
     local Srv = smtpd.SMTPServer:extend()
     function Srv:process_message() return nil end
     local lines = {}
@@ -49,12 +49,11 @@ describe("logging", function()
       end
       assert.is_true(found, "missing: " .. w)
     end
-    H.cleanup(map)
   end)
 
   it("the map's own messages (a failing timer callback) go to the first "
      .. "server's log, or to map:set_log's function", function()
-    local map = H.core.map()
+    local map = H.map()
     local Srv = smtpd.SMTPServer:extend()
     local got = {}
     function Srv:log(level, fmt, ...)
@@ -81,7 +80,6 @@ describe("logging", function()
     assert.matches("tuck", mine[2])
     srv:close()
     other:close()
-    H.cleanup(map)
   end)
 
   it("lua-smtpd -d prints greppable lines with the peer on stderr",
@@ -92,7 +90,7 @@ describe("logging", function()
       .. "127.0.0.1:%d >/dev/null 2>%s"):format(port, err))
     finally(function() H.kill(pid); os.remove(err) end)
     assert.is_true(H.wait_listening(port, 10))
-    local map = H.core.map()
+    local map = H.map()
     H.converse(map, "127.0.0.1", port, "HELO x\r\nNOOP\r\nQUIT\r\n")
     local text
     H.run_until(map, function()

@@ -59,7 +59,7 @@ describe("smtpd.luv", function()
   end
 
   it("one uv.run() serves our server and runs luv timers", function()
-    local map = H.core.map()
+    local map = H.map()
     local handle = require("smtpd.luv").attach(map, uv)
     local srv = H.Recorder({"127.0.0.1", 0}, nil, {map = map})
     local _, port = srv:getsockname()
@@ -80,7 +80,7 @@ describe("smtpd.luv", function()
   end)
 
   it("a listen started from a luv timer accepts", function()
-    local map = H.core.map()
+    local map = H.map()
     local handle = require("smtpd.luv").attach(map, uv)
     local c
     local t = uv.new_timer()
@@ -99,7 +99,7 @@ describe("smtpd.luv", function()
 
   it("hooks wait (smtpd.sleep) while luv timers go on; a coroutine may "
      .. "sendmail", function()
-    local map = H.core.map()
+    local map = H.map()
     local handle = require("smtpd.luv").attach(map, uv)
     local Slow = H.Recorder:extend()
     function Slow:process_message(...)
@@ -174,7 +174,7 @@ print("ticked=" .. tostring(ticks > 0))
   end)
 
   it("an error in a hook is answered, never reaches luv", function()
-    local map = H.core.map()
+    local map = H.map()
     local handle = require("smtpd.luv").attach(map, uv)
     local Bad = H.Recorder:extend()
     function Bad:process_message() error("boom") end

@@ -181,7 +181,7 @@ describe("MailmanProxy with Mailman 3", function()
 
   it("delivers a post to the list's members through Mailman", function()
     if not check() then return end
-    local map = H.core.map()
+    local map = H.map()
     local _, port = proxy(map)
     -- At RCPT time the reply is Mailman's own.
     assert.matches("^250 ", send(port, map, {"test@example.com"}, "post-1"))
@@ -189,24 +189,22 @@ describe("MailmanProxy with Mailman 3", function()
                             "Subject: [Test] post-1",
                             "X-Rcpt-Args: <" .. MSG_FROM .. ">"})
     assert.matches("X%-Peer: 127%.0%.0%.1", dump)
-    H.cleanup(map)
   end)
 
   it("sends list-request mail to Mailman, which answers the command",
      function()
     if not check() then return end
-    local map = H.core.map()
+    local map = H.map()
     local _, port = proxy(map)
     assert.matches("^250 ", send(port, map, {"TEST-Request@Example.com"},
                                   "request-1", "help"))
     dump_with({"Subject: The results of your email commands",
                "X-Rcpt-Args: <" .. MSG_FROM .. ">", "Subject: request-1"})
-    H.cleanup(map)
   end)
 
   it("relays an address that is not a list, with X-Peer", function()
     if not check() then return end
-    local map = H.core.map()
+    local map = H.map()
     local _, port = proxy(map)
     assert.matches("^250 ", send(port, map, {"someone@elsewhere.org"},
                                   "relay-1"))
@@ -215,12 +213,11 @@ describe("MailmanProxy with Mailman 3", function()
     assert.matches("X%-Mail%-Args: <member@example%.org>", dump)
     assert.matches("\nX%-Peer: 127%.0%.0%.1\n", dump)
     assert.is_nil(dump:find("List-Id:", 1, true))
-    H.cleanup(map)
   end)
 
   it("splits a message to a list and an outside address", function()
     if not check() then return end
-    local map = H.core.map()
+    local map = H.map()
     local _, port = proxy(map)
     assert.equal(R.ok, send(port, map, {"test@example.com",
                                         "outside@elsewhere.org"}, "split-1"))
@@ -228,12 +225,11 @@ describe("MailmanProxy with Mailman 3", function()
                                "X-Rcpt-Args: <outside@elsewhere.org>"})
     assert.is_nil(relayed:find("X-Rcpt-Args: <test@example.com>", 1, true))
     dump_with({"Subject: [Test] split-1", "List-Id: <test.example.com>"})
-    H.cleanup(map)
   end)
 
   it("works from the command line: lua-smtpd -c MailmanProxy", function()
     if not check() then return end
-    local map = H.core.map()
+    local map = H.map()
     local port = H.free_port()
     local pid, out = H.spawn(("exec lua5.4 bin/lua-smtpd -n -c MailmanProxy "
                               .. "--mailman-lmtp 127.0.0.1:%d 127.0.0.1:%d "
@@ -246,12 +242,11 @@ describe("MailmanProxy with Mailman 3", function()
     assert.equal(R.ok, reply)
     dump_with({"Subject: cli-1", "X-Rcpt-Args: <far@elsewhere.org>"})
     dump_with({"Subject: [Test] cli-1", "List-Id: <test.example.com>"})
-    H.cleanup(map)
   end)
 
   it("answers 4xx when Mailman is not there", function()
     if not check() then return end
-    local map = H.core.map()
+    local map = H.map()
     local p, port = proxy(map, H.free_port())
     local _, replies = send(port, map, {"test@example.com",
                                         "x@elsewhere.org"}, "down-1")
@@ -266,13 +261,12 @@ describe("MailmanProxy with Mailman 3", function()
     end
     assert.equal("503 Error: need RCPT command", rcpt[4])
     assert.equal(1, #p.logged)
-    H.cleanup(map)
   end)
 
   it("Mailman's LMTP is the reference for our LMTPServer's replies",
      function()
     if not check() then return end
-    local map = H.core.map()
+    local map = H.map()
     local Inbox = smtpd.LMTPServer:extend()
     function Inbox:process_message() return nil end
     local inbox = Inbox("127.0.0.1:0", nil, {map = map})
@@ -302,7 +296,6 @@ describe("MailmanProxy with Mailman 3", function()
     assert.same({"250 ", "250 ", "250 ", "250 ", "354 ", "250 ", "250 ",
                  "221 "}, after_lhlo(theirs))
     assert.same(after_lhlo(theirs), after_lhlo(mine))
-    H.cleanup(map)
   end)
 
   it("answers 4xx once Mailman is stopped", function()
@@ -312,11 +305,10 @@ describe("MailmanProxy with Mailman 3", function()
     while H.wait_listening(lmtp, 0.2) and H.now() - t0 < 20 do
       os.execute("sleep 0.2")
     end
-    local map = H.core.map()
+    local map = H.map()
     local _, port = proxy(map)
     local _, replies = send(port, map, {"test@example.com"}, "stopped-1")
     assert.matches("^451 4%.4%.1 Mailman unavailable: ",
                    H.after_ehlo(replies)[2])
-    H.cleanup(map)
   end)
 end)

@@ -100,7 +100,7 @@ describe("Postfix relays to us", function()
   it("pipelining, every message intact", function()
     local ok, why = can_run()
     if not ok then return H.skip(why) end
-    local map = H.core.map()
+    local map = H.map()
     finally(function() H.cleanup(map) end)
     local srv = H.Recorder("127.0.0.1:0", nil, {map = map})
     local lines = {}
@@ -153,7 +153,7 @@ describe("Postfix relays to us", function()
      .. "honoured", function()
     local ok, why = can_run()
     if not ok then return H.skip(why) end
-    local map = H.core.map()
+    local map = H.map()
     finally(function() H.cleanup(map) end)
     local Inbox = smtpd.LMTPServer:extend()
     local delivered, bounces = {}, {}

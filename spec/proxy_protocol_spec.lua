@@ -124,7 +124,7 @@ describe("the PROXY protocol", function()
   end)
 
   it("PureProxy's X-Peer names the real client", function()
-    local map = H.core.map()
+    local map = H.map()
     local up = H.Recorder("127.0.0.1:0", nil, {map = map})
     local relay = smtpd.PureProxy("127.0.0.1:0", {up:getsockname()},
       {map = map, proxy_protocol = {trusted = {"127.0.0.1"}}})
@@ -134,7 +134,6 @@ describe("the PROXY protocol", function()
     c:wait_closed(5)
     c:close()
     assert.matches("\nX%-Peer: 192%.0%.2%.44$", up.messages[1].data)
-    H.cleanup(map)
   end)
 
   it("refuses a malformed option clearly", function()
@@ -146,7 +145,7 @@ describe("the PROXY protocol", function()
       {"yes", "proxy_protocol must be a table"},
     }) do
       local ok, err = pcall(H.Recorder, "127.0.0.1:0", nil,
-                            {map = H.core.map(), proxy_protocol = case[1]})
+                            {map = H.map(), proxy_protocol = case[1]})
       assert.is_false(ok)
       assert.matches(case[2], err, 1, true)
     end
@@ -157,7 +156,7 @@ describe("the PROXY protocol", function()
     if not H.ensure("haproxy", "haproxy") then
       return H.skip("HAProxy is not installed and cannot be (not root)")
     end
-    local map = H.core.map()
+    local map = H.map()
     finally(function() H.cleanup(map) end)
     local a = H.Recorder("127.0.0.1:0", nil, {map = map,
       proxy_protocol = {trusted = {"127.0.0.1"}}})

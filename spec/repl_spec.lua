@@ -52,14 +52,14 @@ local function interpreter()
   -- echoed too: chunks print markers built at run time ("=" .. "x") so
   -- that the echo never matches.
   function r.wait_for(text, timeout)
-    local map = H.core.map()
+    local map = H.map()
     H.run_until(map, function() return r.output():find(text, 1, true) end,
                 timeout or 10, ("%q in the REPL's output"):format(text))
     map:close()
   end
   function r.close()
     input:close()
-    local map = H.core.map()
+    local map = H.map()
     pcall(H.run_until, map, function() return not H.alive(pid) end, 5)
     map:close()
     H.kill(pid)

@@ -64,7 +64,7 @@ describe("PureProxy in front of smtp-sink", function()
       return H.skip("smtp-sink (Debian postfix) is not installed and "
                     .. "cannot be installed here")
     end
-    local map = H.core.map()
+    local map = H.map()
     local p = smtpd.PureProxy({"127.0.0.1", 0}, {"127.0.0.1", port},
                               {map = map})
     local _, pport = p:getsockname()
@@ -85,14 +85,13 @@ describe("PureProxy in front of smtp-sink", function()
       .. "X-Rcpt-Args: <b@example.net>\nX-Rcpt-Args: <c@example.net>\n"
       .. dump_body(data)
     assert.equal(expected, without_received(take_dump(map)))
-    H.cleanup(map)
   end)
 
   it("never forwards a bare CR or LF as such", function()
     if not pid then
       return H.skip("smtp-sink (Debian postfix) is not installed")
     end
-    local map = H.core.map()
+    local map = H.map()
     local refused = smtpd.sendmail({"127.0.0.1", port}, "", {"x@example.net"},
                                    "a\rb\nc\r\n.\n.\r\nd", {map = map})
     assert.same({}, refused)
@@ -101,6 +100,5 @@ describe("PureProxy in front of smtp-sink", function()
       .. "X-Rcpt-Args: <x@example.net>\n"
       .. "a\nb\nc\n.\n.\nd\n\n"
     assert.equal(expected, without_received(take_dump(map)))
-    H.cleanup(map)
   end)
 end)

@@ -61,7 +61,7 @@ local function terminal(cmd)
   -- capture-pane drops trailing blanks: so does what we look for.
   function t.wait_for(text, map, timeout)
     text = text:gsub(" +$", "")
-    map = map or H.core.map()
+    map = map or H.map()
     H.run_until(map, function() return t.screen():find(text, 1, true) end,
                 timeout or 10, ("%q on the screen:\n%s"):format(text,
                                                               t.screen()))
@@ -82,7 +82,7 @@ describe("the live prompt on a terminal", function()
     -- Half a line typed, then a message arrives.
     t.keys("x = 1 + ")
     t.wait_for("smtpd> x = 1 + ")
-    local map = H.core.map()
+    local map = H.map()
     local replies = H.converse(map, "127.0.0.1", port, "HELO a\r\n"
       .. "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: mid-line\r\n"
       .. "\r\nbody\r\n.\r\nQUIT\r\n")

@@ -35,6 +35,23 @@ local function eventually(f, timeout, what)
   end
 end
 
+-- How long process pid has run, in seconds (from /proc; nil elsewhere).
+local TICKS
+do
+  local p = io.popen("getconf CLK_TCK 2>/dev/null")
+  TICKS = tonumber(p:read("a")) or 100
+  p:close()
+end
+local function age(pid)
+  local stat = H.readfile("/proc/" .. pid .. "/stat")
+  local up = H.readfile("/proc/uptime")
+  if not stat or not up then return nil end
+  -- Field 22 (starttime), counted after the command's closing paren.
+  local fields = {}
+  for f in stat:match("%)%s+(.*)"):gmatch("%S+") do fields[#fields + 1] = f end
+  return tonumber(up:match("^%S+")) - tonumber(fields[20]) / TICKS
+end
+
 -- A class file whose process_message records which process took it.
 local function recorder_class(dir)
   local path = dir .. "/count.lua"
@@ -197,7 +214,11 @@ describe("lua-smtpd --workers", function()
   it("replaces a worker that dies", function()
     local port, kids = start_two()
     -- Past the start-up window: a crash now is not a failure to start.
-    os.execute("sleep 1.2")
+    eventually(function()
+      local a = age(kids[1])
+      if a == nil then os.execute("sleep 1.2") end
+      return a == nil or a > 1.2
+    end, 10, "the worker to be past its start-up second")
     os.execute("kill -KILL " .. kids[1])
     local now = eventually(function()
       local k = children(pid)

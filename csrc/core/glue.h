@@ -1,21 +1,27 @@
 /*
- * lua-smtpd: the glue between the protocol (proto.h), libuv and Lua.
+ * lua-smtpd: the glue between the pure layers (base/base.h, smtp/smtp.h,
+ * tls/tls.h, mime/mime.h), libuv and Lua. Every glue file includes this.
  *
- *   util.c     errors, logging, pushing addresses and lists, the FQDN
- *   opts.c     option tables: names, kinds and defaults, and their reader
- *   handle.c   the one lifecycle of every libuv handle we own
- *   map.c      socket maps (one uv_loop_t each) and loop()
- *   server.c   listening sockets, accept, connection limits, shutdown
- *   channel.c  one connection: bytes in and out, back-pressure, timeouts
- *   hook.c     Lua hooks in coroutines, waiting and waking, class lookup
- *   conn.c     the connection as Lua sees it (smtpd.conn), live lists
- *   client.c   the outgoing SMTP/LMTP client of the relays
- *   timer.c    one-shot timers; signal.c: signal handlers
- *   tcp.c      a raw TCP client (specs, the REPL)
- *   stdin.c    standard input on a map's loop (the live prompt)
- *   engine.c   the protocol without sockets (specs)
- *   workers.c  pre-forked workers
- *   core.c     luaopen_smtpd_core
+ *   core/util.c      errors, logging, pushing addresses and lists, the FQDN
+ *   core/opts.c      option tables: names, kinds and defaults, one reader
+ *   core/core.c      luaopen_smtpd_core
+ *   loop/handle.c    the one lifecycle of every libuv handle we own
+ *   loop/map.c       socket maps (one uv_loop_t each) and loop()
+ *   loop/timer.c     one-shot timers; loop/signal.c: signal handlers
+ *   loop/tcp.c       a raw TCP client (specs, the REPL)
+ *   loop/stdin.c     standard input on a map's loop (the live prompt)
+ *   loop/workers.c   pre-forked workers
+ *   smtp/server.c    listening sockets, accept, connection limits, shutdown
+ *   smtp/channel.c   one connection: bytes in and out, back-pressure,
+ *                    timeouts
+ *   smtp/hook.c      Lua hooks in coroutines, waiting and waking
+ *   smtp/conn.c      the connection as Lua sees it (smtpd.conn), live lists
+ *   smtp/client.c    the outgoing SMTP/LMTP client (smtp/relay.c on libuv)
+ *   smtp/upstream.c  a session paired with upstream transactions (relays)
+ *   tls/tlsglue.c    TLS options' readers, TLS facts for Lua
+ *   mime/mimeglue.c  smtpd.message's C half
+ *   mailbox/deliver.c  Maildir and mbox deliveries
+ *   testing/engine.c   the protocol without sockets (test builds only)
  */
 #ifndef SMTPD_GLUE_H
 #define SMTPD_GLUE_H

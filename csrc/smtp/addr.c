@@ -106,7 +106,7 @@ static size_t addr_spec(const char *p, size_t n, smtpd_addr *o) {
   return i;
 }
 
-/* See proto.h. */
+/* See smtp.h. */
 int smtpd_addr_parse(const char *p, size_t n, smtpd_addr *o,
                            const char **rest, size_t *rest_n) {
   size_t i = 0, k;
