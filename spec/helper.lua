@@ -64,7 +64,10 @@ H.root = os.getenv("PWD") or "."
 if os.getenv("LD_PRELOAD") and not rawget(_G, "SMTPD_SHELL_WRAPPED") then
   rawset(_G, "SMTPD_SHELL_WRAPPED", true)
   local function clean(cmd)
-    if cmd and not cmd:find("lua5.4 ", 1, true) then
+    -- Our own programs (lua5.4, and bin/lua-smtpd, which runs under it
+    -- on the same build) keep them.
+    if cmd and not cmd:find("lua5.4 ", 1, true)
+       and not cmd:find("bin/lua-smtpd", 1, true) then
       return "unset LD_PRELOAD; " .. cmd
     end
     return cmd

@@ -58,7 +58,7 @@ static int core_stats(lua_State *L) {
   lua_setfield(L, -2, "lua_calls");
   lua_pushinteger(L, (lua_Integer)smtpd_class_gen);
   lua_setfield(L, -2, "class_gen");
-  lua_pushinteger(L, (lua_Integer)smtpd_mime_iconv_opens);
+  lua_pushinteger(L, (lua_Integer)smtpd_mime_iconv_opens());
   lua_setfield(L, -2, "iconv_opens");
   return 1;
 }

@@ -375,16 +375,30 @@ static int cs_is(const char *cs, size_t n, const char *name) {
  * gconv modules from disk, which must not happen for every value of
  * every message. A few names cover nearly all mail; the least recently
  * used goes when a new one comes. A name iconv does not know is kept too
- * (as (iconv_t)-1), so it is not asked again. Loop thread only. */
+ * (as (iconv_t)-1), so it is not asked again. One cache per thread (a
+ * descriptor holds conversion state), emptied by smtpd_mime_iconv_flush. */
 #define ICONV_CACHE 8
 
-static struct {
+static __thread struct {
   char name[64];
   iconv_t cd;
   unsigned long used;
 } iconv_cache[ICONV_CACHE];
-static unsigned long iconv_clock;
-unsigned long smtpd_mime_iconv_opens;
+static __thread unsigned long iconv_clock;
+static __thread unsigned long iconv_opens;
+
+unsigned long smtpd_mime_iconv_opens(void) {
+  return iconv_opens;
+}
+
+void smtpd_mime_iconv_flush(void) {
+  size_t i;
+  for (i = 0; i < ICONV_CACHE; i++) {
+    if (iconv_cache[i].used && iconv_cache[i].cd != (iconv_t)-1)
+      iconv_close(iconv_cache[i].cd);
+    iconv_cache[i].used = 0;
+  }
+}
 
 static iconv_t iconv_for(const char *name) {
   size_t i, victim = 0;
@@ -399,7 +413,7 @@ static iconv_t iconv_for(const char *name) {
   }
   if (iconv_cache[victim].used && iconv_cache[victim].cd != (iconv_t)-1)
     iconv_close(iconv_cache[victim].cd);
-  smtpd_mime_iconv_opens++;
+  iconv_opens++;
   snprintf(iconv_cache[victim].name, sizeof iconv_cache[victim].name, "%s",
            name);
   iconv_cache[victim].cd = iconv_open("UTF-8", name);

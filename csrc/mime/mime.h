@@ -92,7 +92,9 @@ int smtpd_mime_qp(const char *p, size_t n, smtpd_buf *out);
 int smtpd_mime_to_utf8(const char *cs, size_t cslen, const char *p, size_t n,
                        smtpd_buf *out);
 
-/* iconv descriptors opened so far (they are cached by charset). */
-extern unsigned long smtpd_mime_iconv_opens;
+/* iconv descriptors this thread opened so far (they are cached by
+ * charset, per thread); smtpd_mime_iconv_flush closes this thread's. */
+unsigned long smtpd_mime_iconv_opens(void);
+void smtpd_mime_iconv_flush(void);
 
 #endif
