@@ -9,6 +9,7 @@
  *   loop/map.c       socket maps (one uv_loop_t each) and loop()
  *   loop/timer.c     one-shot timers; loop/signal.c: signal handlers
  *   loop/tcp.c       a raw TCP client (specs, the REPL)
+ *   loop/sock.c      the parked socket's C half (smtpd.socket)
  *   loop/stdin.c     standard input on a map's loop (the live prompt)
  *   loop/workers.c   pre-forked workers
  *   smtp/server.c    listening sockets, accept, connection limits, shutdown
@@ -60,7 +61,8 @@ typedef struct smtpd_relayconf smtpd_relayconf;
 
 enum {
   SMTPD_H_SERVER = 1, SMTPD_H_CHANNEL, SMTPD_H_CLIENT, SMTPD_H_TIMER,
-  SMTPD_H_SIGNAL, SMTPD_H_TCP, SMTPD_H_DELIVERY
+  SMTPD_H_SIGNAL, SMTPD_H_TCP, SMTPD_H_DELIVERY, SMTPD_H_SOCK,
+  SMTPD_H_DNS, SMTPD_H_HTTP
 };
 
 typedef struct smtpd_handle smtpd_handle;
@@ -595,6 +597,8 @@ int smtpd_hook_verdict(smtpd_channel *ch, lua_State *L, int idx,
 void smtpd_push_tls(lua_State *L, smtpd_channel *ch);
 /* Gives up a waiting hook (handler timeout, forced shutdown). */
 void smtpd_hook_abandon(smtpd_channel *ch);
+/* Cancels what a parked hook waits for (wait.lua's "abandon"). */
+void smtpd_hook_cancel_waits(smtpd_channel *ch);
 void smtpd_hook_unref(lua_State *L, int *ref);
 /* conn:wake(co, ...): resumes the hook parked on conn. */
 int smtpd_hook_wake(lua_State *L);
@@ -609,6 +613,7 @@ void smtpd_open_server(lua_State *L);
 void smtpd_open_conn(lua_State *L);
 void smtpd_open_engine(lua_State *L);
 void smtpd_open_tcp(lua_State *L);
+void smtpd_open_sock(lua_State *L);
 void smtpd_open_client(lua_State *L);
 void smtpd_open_timer(lua_State *L);
 void smtpd_open_signal(lua_State *L);

@@ -77,6 +77,7 @@ static void channel_close_handles(smtpd_handle *h) {
   if (h->map->debug) smtpd_channel_log(ch, "debug", "Connection closed");
   smtpd_hook_unref(L, &ch->obj_ref);
   smtpd_hook_unref(L, &ch->class_ref);
+  smtpd_hook_cancel_waits(ch);
   smtpd_hook_unref(L, &ch->server_ref);
   smtpd_hook_unref(L, &ch->thread_ref);
   smtpd_hook_unref(L, &ch->received_ref);

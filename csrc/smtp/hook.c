@@ -548,7 +548,30 @@ void smtpd_hook_message(smtpd_channel *ch) {
   }
 }
 
+/* A parked hook that is given up (handler_timeout, its connection
+ * closing) has what it waits for cancelled: wait.lua registered the
+ * helper's handle for the coroutine, and its "abandon" function cancels
+ * it (a DNS query, a socket call, an HTTP request). Only when the map is
+ * not being collected: then callbacks are dropped anyway. */
+void smtpd_hook_cancel_waits(smtpd_channel *ch) {
+  lua_State *L = ch->h.map->L;
+  if (ch->thread_ref == LUA_NOREF || !ch->parked || ch->h.map->dying)
+    return;
+  if (smtpd_setup_get(L, "abandon") != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ch->thread_ref);
+  smtpd_lua_calls++;
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    smtpd_log(ch->h.map, "error cancelling a hook's wait: %s",
+              lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
 void smtpd_hook_abandon(smtpd_channel *ch) {
+  smtpd_hook_cancel_waits(ch);
   ch->parked = 0;
   ch->awaiting = 0;
   ch->hook = SMTPD_HOOK_NONE;

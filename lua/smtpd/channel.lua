@@ -143,6 +143,7 @@ end
 core.setup {
   base = SMTPChannel, builtins = builtin_funcs, scan = scan,
   command = command, make = make, auth = auth.run,
+  abandon = require("smtpd.wait").abandon,
 }
 
 return SMTPChannel

@@ -192,7 +192,7 @@ function M.interact(opts)
   local function interrupt()
     if running then
       local h = wait.waiting[running]
-      if type(h) == "table" and h.cancel then pcall(h.cancel, h) end
+      if h ~= true then pcall(function() h:cancel() end) end
       wait.parkable[running] = nil
       running = nil
       say("\ninterrupted\n")

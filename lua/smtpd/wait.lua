@@ -25,9 +25,10 @@ function M.wait(map, start, what)
   if not main then conn, server = core.hook(co) end
   if conn then
     local parked, early = false, nil
-    start(server._map, function(...)
+    local handle = start(server._map, function(...)
       if parked then
         parked = false
+        M.waiting[co] = nil
         conn:wake(co, ...)
       elseif not early then
         early = table.pack(...)
@@ -35,6 +36,9 @@ function M.wait(map, start, what)
     end)
     if early then return table.unpack(early, 1, early.n) end
     parked = true
+    -- Cancelled if the hook is given up (handler_timeout, its connection
+    -- closing): the C side calls M.abandon(co).
+    M.waiting[co] = handle or true
     return coroutine.yield(core.WAIT)
   end
   map = map or socket_map
@@ -87,6 +91,26 @@ function M.wait(map, start, what)
     end
   end
   return table.unpack(done, 1, done.n)
+end
+
+-- The map a helper called now works on: the hook's server's, else map,
+-- else the default map.
+function M.current_map(map)
+  local co, main = coroutine.running()
+  if not main then
+    local conn, server = core.hook(co)
+    if conn then return server._map end
+  end
+  return map or socket_map
+end
+
+-- A hook given up while it waited: what it waited for is cancelled.
+function M.abandon(co)
+  local h = M.waiting[co]
+  M.waiting[co] = nil
+  if h ~= nil and h ~= true then
+    pcall(function() h:cancel() end)
+  end
 end
 
 -- smtpd.sleep(seconds): waits without blocking other connections.
