@@ -3,7 +3,8 @@
 # the command). Plain `make` only builds.
 
 LUA      ?= lua5.4
-PKGS      = lua5.4 liblua5.4-dev libuv1-dev libssl-dev lua-busted pkg-config gcc make
+PKGS      = lua5.4 liblua5.4-dev libuv1-dev libssl-dev lua-busted pkg-config gcc make \
+            libc-ares-dev libcurl4-openssl-dev libpsl-dev publicsuffix lua-cjson
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN      = -std=c99 -D_GNU_SOURCE -Icsrc -Wall -Wextra -Wshadow \
@@ -11,11 +12,12 @@ WARN      = -std=c99 -D_GNU_SOURCE -Icsrc -Wall -Wextra -Wshadow \
 # luarocks (build type "make") passes LUA_INCDIR and LIBUV_*DIR; a checkout
 # asks pkg-config.
 ifdef LUA_INCDIR
-PKG_CFLAGS = -I$(LUA_INCDIR) -I$(LIBUV_INCDIR) -I$(OPENSSL_INCDIR)
-PKG_LIBS   = -L$(LIBUV_LIBDIR) -luv -L$(OPENSSL_LIBDIR) -lssl -lcrypto
+PKG_CFLAGS = -I$(LUA_INCDIR) -I$(LIBUV_INCDIR) -I$(OPENSSL_INCDIR) -I$(CARES_INCDIR)
+PKG_LIBS   = -L$(LIBUV_LIBDIR) -luv -L$(OPENSSL_LIBDIR) -lssl -lcrypto \
+             -L$(CARES_LIBDIR) -lcares
 else
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libuv openssl 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs libuv openssl 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libuv openssl libcares 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs libuv openssl libcares 2>/dev/null)
 endif
 # iconv is in glibc; macOS and FreeBSD's ports need -liconv. dlopen (the
 # live prompt's readline) needs -ldl before glibc 2.34. The compiler is
@@ -126,16 +128,16 @@ valgrind: deps test-build
 # libFuzzer targets over the engine (parser + session) and the TLS layer
 # (tls_fuzz: with OpenSSL), ASan + UBSan.
 FUZZ_TARGETS = session_fuzz split_fuzz tls_fuzz mime_fuzz proxy_fuzz \
-               relay_fuzz
+               relay_fuzz dns_fuzz
 # The pure SMTP layer (no Lua, no libuv), as the fuzzers and
 # spec/c/engine_main.c link it.
 SMTP_PURE    = csrc/base/buffer.c csrc/base/text.c csrc/base/codec.c \
                csrc/smtp/parser.c csrc/smtp/addr.c csrc/smtp/session.c \
                csrc/smtp/ext.c csrc/smtp/reply.c csrc/smtp/proxy.c \
                csrc/smtp/relay.c
-FUZZ_SRC     = $(SMTP_PURE) csrc/mime/mime.c
+FUZZ_SRC     = $(SMTP_PURE) csrc/mime/mime.c csrc/dns/dns.c
 PURE_HDR     = csrc/base/base.h csrc/smtp/smtp.h csrc/tls/tls.h \
-               csrc/mime/mime.h
+               csrc/mime/mime.h csrc/dns/dns.h
 FUZZ_SECONDS ?= 600
 FUZZ_CC      = clang -g -O1 -std=c99 -D_GNU_SOURCE -Icsrc \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined

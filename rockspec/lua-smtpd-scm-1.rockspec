@@ -33,6 +33,10 @@ external_dependencies = {
     header = "openssl/ssl.h",
     library = "ssl",
   },
+  CARES = {
+    header = "ares.h",
+    library = "cares",
+  },
 }
 -- The Makefile builds the one module into build/ (nothing else is left in
 -- the tree) and installs it with the Lua modules.
@@ -47,6 +51,8 @@ build = {
     LIBUV_LIBDIR = "$(LIBUV_LIBDIR)",
     OPENSSL_INCDIR = "$(OPENSSL_INCDIR)",
     OPENSSL_LIBDIR = "$(OPENSSL_LIBDIR)",
+    CARES_INCDIR = "$(CARES_INCDIR)",
+    CARES_LIBDIR = "$(CARES_LIBDIR)",
   },
   install_target = "install",
   install_variables = {

@@ -10,6 +10,7 @@
  *   loop/timer.c     one-shot timers; loop/signal.c: signal handlers
  *   loop/tcp.c       a raw TCP client (specs, the REPL)
  *   loop/sock.c      the parked socket's C half (smtpd.socket)
+ *   dns/dnsglue.c    DNS queries through c-ares on a map's loop
  *   loop/stdin.c     standard input on a map's loop (the live prompt)
  *   loop/workers.c   pre-forked workers
  *   smtp/server.c    listening sockets, accept, connection limits, shutdown
@@ -614,6 +615,9 @@ void smtpd_open_conn(lua_State *L);
 void smtpd_open_engine(lua_State *L);
 void smtpd_open_tcp(lua_State *L);
 void smtpd_open_sock(lua_State *L);
+void smtpd_open_dns(lua_State *L);
+/* dns/dnsglue.c: a map being freed forgets its resolver's settings. */
+void smtpd_dns_map_gone(smtpd_map *m);
 void smtpd_open_client(lua_State *L);
 void smtpd_open_timer(lua_State *L);
 void smtpd_open_signal(lua_State *L);

@@ -291,6 +291,7 @@ static int map_gc(lua_State *L) {
   map_close_handles(m);
   uv_walk(&m->loop, map_walk_force, NULL);
   uv_run(&m->loop, UV_RUN_DEFAULT);
+  smtpd_dns_map_gone(m);
   if (uv_loop_close(&m->loop) == 0) {
     /* Every connection of the map is gone: so can their TLS be. */
     smtpd_tls_env_free(m->tls_env);
