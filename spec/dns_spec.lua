@@ -242,6 +242,34 @@ describe("smtpd.dns", function()
     c1:close(); c2:close(); c3:close()
   end)
 
+  it("is what smtpd.sendmail and the relays resolve names with", function()
+    if not need() then return end
+    local srv, map, _, port = H.server(H.Recorder)
+    configure(map)
+    local n0 = asked("mail.test", "A")
+    local refused, err = smtpd.sendmail({"mail.test", port}, "a@x", {"b@y"},
+                                        "Subject: hi\r\n\r\nhello\r\n",
+                                        {map = map, timeout = 5})
+    assert.same({}, refused, err)
+    assert.equal(1, #srv.messages)
+    assert.equal(n0 + 1, asked("mail.test", "A"))
+    local _, e, info = smtpd.sendmail({"nowhere.test", port}, "a@x", {"b@y"},
+                                      "x\r\n", {map = map, timeout = 5})
+    assert.equal("resolve nowhere.test: nxdomain", e)
+    assert.equal("resolve", info.stage)
+    -- a PureProxy relaying to a name, at RCPT time
+    local p = smtpd.PureProxy({"127.0.0.1", 0}, {"mail.test", port}, {map = map})
+    local _, pport = p:getsockname()
+    local c = H.connect(map, "127.0.0.1", pport)
+    c:send("HELO a\r\nMAIL FROM:<c@x>\r\nRCPT TO:<d@y>\r\nDATA\r\nhi\r\n.\r\n")
+    local last
+    for _ = 1, 6 do last = c:reply(5) end
+    assert.matches("^250 ", last[#last])
+    assert.equal(2, #srv.messages)
+    assert.same({"d@y"}, srv.messages[2].rcpttos)
+    c:close()
+  end)
+
   it("raises on misuse", function()
     assert.has_error(function() dns.query(1, "A") end)
     assert.has_error(function() dns.query("x", "BOGUS") end)

@@ -618,6 +618,22 @@ void smtpd_open_sock(lua_State *L);
 void smtpd_open_dns(lua_State *L);
 /* dns/dnsglue.c: a map being freed forgets its resolver's settings. */
 void smtpd_dns_map_gone(smtpd_map *m);
+/* The addresses of host (an IP address, a name in the hosts file, or its
+ * A and AAAA records through the map's resolver): cb(ctx, list, NULL)
+ * with a list the owner frees with smtpd_dns_addrinfo_free, or
+ * cb(ctx, NULL, why). cb may run before smtpd_dns_lookup_start returns
+ * (which then returns NULL; NULL with err set when it cannot start). */
+struct addrinfo;
+typedef struct smtpd_dns_lookup smtpd_dns_lookup;
+typedef void (*smtpd_dns_addr_cb)(void *ctx, struct addrinfo *ai,
+                                  const char *why);
+smtpd_dns_lookup *smtpd_dns_lookup_start(smtpd_map *m, const char *host,
+                                         int port, smtpd_dns_addr_cb cb,
+                                         void *ctx, char *err,
+                                         size_t errlen);
+/* The owner will not hear (it is closing). */
+void smtpd_dns_lookup_cancel(smtpd_dns_lookup *l);
+void smtpd_dns_addrinfo_free(struct addrinfo *ai);
 void smtpd_open_client(lua_State *L);
 void smtpd_open_timer(lua_State *L);
 void smtpd_open_signal(lua_State *L);

@@ -14,6 +14,8 @@
  */
 #define CARES_NO_DEPRECATED 1   /* ares_send: deprecated, kept */
 #include <ares.h>
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -654,4 +656,216 @@ void smtpd_open_dns(lua_State *L) {
   };
   smtpd_new_class(L, QUERY_MT, NULL, methods);
   luaL_setfuncs(L, funcs, 0);
+}
+
+/* ---- addresses for the C core (the relay client) ------------------------ */
+
+typedef struct dns_ai {
+  struct addrinfo ai;
+  struct sockaddr_storage ss;
+} dns_ai;
+
+static struct addrinfo *dns_ai_new(int family, const void *addr, int port) {
+  dns_ai *n = calloc(1, sizeof *n);
+  if (n == NULL) return NULL;
+  n->ai.ai_family = family;
+  n->ai.ai_socktype = SOCK_STREAM;
+  n->ai.ai_protocol = IPPROTO_TCP;
+  n->ai.ai_addr = (struct sockaddr *)&n->ss;
+  if (family == AF_INET) {
+    struct sockaddr_in *s = (struct sockaddr_in *)&n->ss;
+    s->sin_family = AF_INET;
+    s->sin_port = htons((uint16_t)port);
+    memcpy(&s->sin_addr, addr, 4);
+    n->ai.ai_addrlen = sizeof *s;
+  } else {
+    struct sockaddr_in6 *s = (struct sockaddr_in6 *)&n->ss;
+    s->sin6_family = AF_INET6;
+    s->sin6_port = htons((uint16_t)port);
+    memcpy(&s->sin6_addr, addr, 16);
+    n->ai.ai_addrlen = sizeof *s;
+  }
+  return &n->ai;
+}
+
+void smtpd_dns_addrinfo_free(struct addrinfo *ai) {
+  while (ai) {
+    struct addrinfo *next = ai->ai_next;
+    free(ai);
+    ai = next;
+  }
+}
+
+/* Appends src to *list's end. */
+static void dns_ai_append(struct addrinfo **list, struct addrinfo *src) {
+  while (*list) list = &(*list)->ai_next;
+  *list = src;
+}
+
+typedef struct dns_sub {
+  struct smtpd_dns_lookup *l;
+  int family;
+} dns_sub;
+
+struct smtpd_dns_lookup {
+  smtpd_dns_addr_cb cb;    /* NULL once cancelled */
+  void *ctx;
+  int refs;                /* the two queries, and the start's hold */
+  int port;
+  struct addrinfo *found[2];   /* IPv4, IPv6 */
+  char why[2][64];
+  char host[256];
+  dns_sub sub[2];
+};
+
+static void lookup_release(smtpd_dns_lookup *l) {
+  if (--l->refs > 0) return;
+  smtpd_dns_addrinfo_free(l->found[0]);
+  smtpd_dns_addrinfo_free(l->found[1]);
+  free(l);
+}
+
+/* Both answers are in: the owner hears, once. */
+static void lookup_deliver(smtpd_dns_lookup *l) {
+  struct addrinfo *ai = NULL;
+  smtpd_dns_addr_cb cb = l->cb;
+  char why[400];
+  if (cb == NULL) return;
+  l->cb = NULL;
+  dns_ai_append(&ai, l->found[0]);
+  dns_ai_append(&ai, l->found[1]);
+  l->found[0] = l->found[1] = NULL;
+  if (ai) {
+    cb(l->ctx, ai, NULL);
+    return;
+  }
+  /* The IPv4 answer's failure says most (nodata for AAAA is common). */
+  snprintf(why, sizeof why, "resolve %s: %s", l->host,
+           l->why[0][0] ? l->why[0] : l->why[1][0] ? l->why[1] : "no address");
+  cb(l->ctx, NULL, why);
+}
+
+static void lookup_on_answer(void *arg, int status, int timeouts,
+                             unsigned char *abuf, int alen) {
+  dns_sub *s = arg;
+  smtpd_dns_lookup *l = s->l;
+  int slot = s->family == AF_INET ? 0 : 1;
+  (void)timeouts;
+  if (status != ARES_SUCCESS || abuf == NULL) {
+    snprintf(l->why[slot], sizeof l->why[slot], "%s",
+             status == ARES_ETIMEOUT ? "timeout" :
+             status == ARES_EDESTRUCTION ? "cancelled" : ares_strerror(status));
+  } else {
+    smtpd_dns_msg m;
+    smtpd_dns_rr rr;
+    unsigned want = slot ? SMTPD_DNS_AAAA : SMTPD_DNS_A;
+    if (smtpd_dns_parse(&m, abuf, (size_t)alen)) {
+      snprintf(l->why[slot], sizeof l->why[slot], "formerr");
+    } else if (m.rcode) {
+      static const char *const names[] = {"", "formerr", "servfail",
+                                          "nxdomain", "notimp", "refused"};
+      snprintf(l->why[slot], sizeof l->why[slot], "%s",
+               m.rcode <= 5 ? names[m.rcode] : "error");
+    } else {
+      while (smtpd_dns_next(&m, &rr) == 1 && rr.section == SMTPD_DNS_ANSWER) {
+        struct addrinfo *ai;
+        if (rr.type != want || rr.rdlen != (slot ? 16 : 4)) continue;
+        ai = dns_ai_new(s->family, m.p + rr.rdoff, l->port);
+        if (ai) dns_ai_append(&l->found[slot], ai);
+      }
+      if (l->found[slot] == NULL)
+        snprintf(l->why[slot], sizeof l->why[slot], "no address");
+    }
+  }
+  s->l = NULL;
+  if (l->sub[0].l == NULL && l->sub[1].l == NULL) lookup_deliver(l);
+  lookup_release(l);
+}
+
+smtpd_dns_lookup *smtpd_dns_lookup_start(smtpd_map *m, const char *host,
+                                         int port, smtpd_dns_addr_cb cb,
+                                         void *ctx, char *err,
+                                         size_t errlen) {
+  smtpd_dns_lookup *l;
+  unsigned char a[16];
+  dns_res *r;
+  int i;
+  if (strlen(host) >= sizeof l->host) {
+    snprintf(err, errlen, "resolve: the name is too long");
+    return NULL;
+  }
+  r = dns_res_get(m, err, errlen);
+  if (r == NULL) return NULL;
+  l = calloc(1, sizeof *l);
+  if (l == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  l->cb = cb;
+  l->ctx = ctx;
+  l->port = port;
+  snprintf(l->host, sizeof l->host, "%s", host);
+  l->refs = 1;                  /* the start's hold */
+  /* An address, or a name in the hosts file: no query. */
+  if (inet_pton(AF_INET, host, a) == 1) {
+    l->found[0] = dns_ai_new(AF_INET, a, port);
+  } else if (inet_pton(AF_INET6, host, a) == 1) {
+    l->found[1] = dns_ai_new(AF_INET6, a, port);
+  } else {
+    for (i = 0; i < 2; i++) {
+      struct hostent *he = NULL;
+      int fam = i ? AF_INET6 : AF_INET;
+      if (ares_gethostbyname_file(r->ch, host, fam, &he) == ARES_SUCCESS &&
+          he) {
+        char **p;
+        for (p = he->h_addr_list; *p; p++) {
+          struct addrinfo *ai = dns_ai_new(fam, *p, port);
+          if (ai) dns_ai_append(&l->found[i], ai);
+        }
+        ares_free_hostent(he);
+      }
+    }
+  }
+  if (l->found[0] || l->found[1]) {
+    lookup_deliver(l);
+    lookup_release(l);
+    return NULL;              /* done already */
+  }
+  for (i = 0; i < 2; i++) {
+    unsigned char q[512];
+    int qlen = smtpd_dns_build(q, sizeof q, 0, host,
+                               i ? SMTPD_DNS_AAAA : SMTPD_DNS_A,
+                               SMTPD_DNS_Q_EDNS);
+    if (qlen < 0) {
+      snprintf(l->why[0], sizeof l->why[0], "not a host name");
+      break;
+    }
+    l->sub[i].l = l;
+    l->sub[i].family = i ? AF_INET6 : AF_INET;
+    l->refs++;
+  }
+  if (l->sub[0].l == NULL) {
+    lookup_deliver(l);
+    lookup_release(l);
+    return NULL;
+  }
+  dns_enter(r);
+  for (i = 0; i < 2; i++) {
+    unsigned char q[512];
+    int qlen = smtpd_dns_build(q, sizeof q, 0, host,
+                               i ? SMTPD_DNS_AAAA : SMTPD_DNS_A,
+                               SMTPD_DNS_Q_EDNS);
+    ares_send(r->ch, q, qlen, lookup_on_answer, &l->sub[i]);
+  }
+  dns_leave(r);
+  if (l->cb == NULL) {          /* answered while we sent */
+    lookup_release(l);
+    return NULL;
+  }
+  lookup_release(l);
+  return l;
+}
+
+void smtpd_dns_lookup_cancel(smtpd_dns_lookup *l) {
+  if (l) l->cb = NULL;
 }

@@ -202,8 +202,9 @@ struct smtpd_client {
   smtpd_stream sock;       /* .pipe for a unix socket */
   uv_timer_t timer;
   uv_connect_t creq;
-  uv_work_t work;          /* name, FQDN and password on the pool */
+  uv_work_t work;          /* the FQDN and a password file on the pool */
   int working;
+  smtpd_dns_lookup *lookup;    /* the host's addresses, through smtpd.dns */
   struct addrinfo *ai, *cur;
   char work_err[300];
   char *password;          /* had for this connection */
@@ -241,7 +242,7 @@ static void client_free(smtpd_handle *h) {
     free(c->password);
   }
   free(c->helo);
-  if (c->ai) freeaddrinfo(c->ai);
+  smtpd_dns_addrinfo_free(c->ai);
   smtpd_relayconf_unref(c->conf);
   free(c);
 }
@@ -251,6 +252,8 @@ static void client_close_handles(smtpd_handle *h) {
   c->state = C_DONE;
   c->own = NULL;
   if (c->working) uv_cancel((uv_req_t *)&c->work);
+  smtpd_dns_lookup_cancel(c->lookup);
+  c->lookup = NULL;
   smtpd_handle_uv_close(h, (uv_handle_t *)&c->timer);
   smtpd_handle_uv_close(h, (uv_handle_t *)&c->sock);
 }
@@ -550,8 +553,9 @@ static void client_try_connect(smtpd_client *c) {
   client_arm(c);
 }
 
-/* On the thread pool: the upstream's addresses, the FQDN when HELO is
- * not given, a password from its file. Touches nothing of the loop's. */
+/* On the thread pool: the FQDN when HELO is not given, a password from
+ * its file (the upstream's addresses come from smtpd.dns, on the loop).
+ * Touches nothing of the loop's. */
 static void client_work(uv_work_t *req) {
   smtpd_client *c = req->data;
   const smtpd_relayconf *cf = c->conf;
@@ -581,19 +585,6 @@ static void client_work(uv_work_t *req) {
       return;
     }
   }
-  if (cf->host) {
-    struct addrinfo hints;
-    char port[16];
-    int err;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    snprintf(port, sizeof port, "%d", cf->port);
-    err = getaddrinfo(cf->host, port, &hints, &c->ai);
-    if (err)
-      snprintf(c->work_err, sizeof c->work_err, "resolve %s: %s", cf->host,
-               gai_strerror(err));
-  }
 }
 
 static void client_start(smtpd_client *c) {
@@ -618,6 +609,22 @@ static void client_start(smtpd_client *c) {
   client_try_connect(c);
 }
 
+static void client_on_addresses(void *ctx, struct addrinfo *ai,
+                                const char *why) {
+  smtpd_client *c = ctx;
+  c->lookup = NULL;
+  if (c->h.closing) {
+    smtpd_dns_addrinfo_free(ai);
+    return;
+  }
+  if (ai == NULL) {
+    client_fail(c, "resolve", 0, 0, "%s", why);
+    return;
+  }
+  c->ai = ai;
+  client_start(c);
+}
+
 static void client_work_done(uv_work_t *req, int status) {
   smtpd_client *c = req->data;
   c->working = 0;
@@ -634,6 +641,18 @@ static void client_work_done(uv_work_t *req, int status) {
     client_fail(c, strncmp(c->work_err, "auth", 4) == 0 ? "auth"
                                                         : "resolve",
                 0, 0, "%s", c->work_err);
+    return;
+  }
+  if (c->conf->host) {
+    /* Names through the map's resolver (c-ares), never getaddrinfo on
+     * the thread pool; it may answer at once. */
+    char err[200];
+    err[0] = '\0';
+    c->lookup = smtpd_dns_lookup_start(c->h.map, c->conf->host,
+                                       c->conf->port, client_on_addresses,
+                                       c, err, sizeof err);
+    if (c->lookup == NULL && err[0])
+      client_fail(c, "resolve", 0, 0, "%s", err);
     return;
   }
   client_start(c);
