@@ -286,7 +286,7 @@ static void push_record(lua_State *L, const smtpd_dns_rr *rr,
                         const smtpd_dns_rdata *rd) {
   const char *tn = dns_type_name(rr->type);
   lua_createtable(L, 0, 6);
-  set_str(L, "name", rr->name);
+  set_str(L, "owner", rr->name);
   if (tn) set_str(L, "type", tn);
   else set_int(L, "type", rr->type);
   set_int(L, "ttl", rr->ttl);
@@ -295,7 +295,7 @@ static void push_record(lua_State *L, const smtpd_dns_rr *rr,
     set_str(L, "address", rd->addr);
     break;
   case SMTPD_DNS_CNAME: case SMTPD_DNS_NS: case SMTPD_DNS_PTR:
-    set_str(L, "target", rd->name);
+    set_str(L, "name", rd->name);
     break;
   case SMTPD_DNS_MX:
     set_int(L, "preference", rd->n[0]);

@@ -5,7 +5,10 @@
 --
 --   local dns = require "smtpd.dns"
 --   local mx, err, info = dns.query("example.org", "MX")
---   -- mx[1].preference, mx[1].exchange, mx[1].ttl; mx.ad
+--   -- mx[1].preference, mx[1].exchange, mx[1].ttl, mx[1].owner; mx.ad
+--   -- (A/AAAA: address; TXT: text, strings; PTR/CNAME/NS: name; SRV:
+--   -- priority, weight, port, target; SOA: mname, rname, serial, ...;
+--   -- TLSA: usage, selector, mtype, data in hex)
 --   -- or nil, "nxdomain" | "nodata" | "servfail" | "refused" | "timeout"
 --   --        | "formerr" | ..., {temporary = bool, rcode =, ttl =}
 --
@@ -243,7 +246,7 @@ function M.reverse(ip, opts)
   local res, err, info = M.query(name, "PTR", opts)
   if not res then return nil, err, info end
   local out = {}
-  for _, r in ipairs(res) do out[#out + 1] = r.target end
+  for _, r in ipairs(res) do out[#out + 1] = r.name end
   return out
 end
 
