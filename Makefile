@@ -27,7 +27,7 @@ DL_TEST    = printf '\#include <dlfcn.h>\nint main(void){return dlopen("x", 0) =
 SYS_LIBS   = $(shell $(ICONV_TEST) | $(CC) -x c - -o /dev/null >/dev/null \
                2>&1 || echo -liconv) \
              $(shell $(DL_TEST) | $(CC) -x c - -o /dev/null >/dev/null \
-               2>&1 || echo -ldl)
+               2>&1 || echo -ldl) -pthread
 # luarocks passes the flags that make a loadable module here (macOS:
 # -bundle -undefined dynamic_lookup); a checkout uses -shared.
 LIBFLAG  ?= -shared

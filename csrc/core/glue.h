@@ -11,6 +11,7 @@
  *   loop/tcp.c       a raw TCP client (specs, the REPL)
  *   loop/sock.c      the parked socket's C half (smtpd.socket)
  *   dns/dnsglue.c    DNS queries through c-ares on a map's loop
+ *   store/storeglue.c  the shared dictionary (smtpd.store's shm:)
  *   loop/stdin.c     standard input on a map's loop (the live prompt)
  *   loop/workers.c   pre-forked workers
  *   smtp/server.c    listening sockets, accept, connection limits, shutdown
@@ -374,6 +375,7 @@ typedef struct smtpd_shared {
   int upstream_route[SMTPD_MAX_UPSTREAMS];
   char *upstream_name[SMTPD_MAX_UPSTREAMS];   /* "Mailman", or NULL */
   size_t nupstreams;
+  int check_connect;       /* the server has check_connection */
 } smtpd_shared;
 
 void smtpd_shared_unref(smtpd_shared *sh);
@@ -440,7 +442,8 @@ typedef struct smtpd_server {
  *   tls             TLS is on: bytes read are ciphertext for it, replies
  *                   are encrypted into cout (the wire bytes to write) */
 
-enum { SMTPD_HOOK_NONE = 0, SMTPD_HOOK_COMMAND, SMTPD_HOOK_MESSAGE };
+enum { SMTPD_HOOK_NONE = 0, SMTPD_HOOK_COMMAND, SMTPD_HOOK_MESSAGE,
+       SMTPD_HOOK_CONNECT };
 
 typedef struct smtpd_channel {
   smtpd_handle h;
@@ -471,6 +474,7 @@ typedef struct smtpd_channel {
   smtpd_buf cout;          /* wire bytes to write, while TLS is on */
   uint64_t tls_started;    /* uv_now when the handshake began */
   int proxy_wait;          /* reading the PROXY header: no session yet */
+  int connect_checked;     /* check_connection ran (or runs) */
   uint64_t proxy_started;
   int received_ref;        /* received_data (last message) */
   unsigned received_gen;
@@ -486,6 +490,8 @@ typedef struct smtpd_channel {
 smtpd_channel *smtpd_channel_new(smtpd_server *srv);
 /* Greets the client and starts reading. */
 void smtpd_channel_start(smtpd_channel *ch);
+/* The greeting (or the implicit TLS handshake it waits for). */
+void smtpd_channel_greet(smtpd_channel *ch);
 void smtpd_channel_await_proxy(smtpd_channel *ch);
 /* 421 with why, then close (a limit the client went past). */
 void smtpd_channel_cut(smtpd_channel *ch, const char *why);
@@ -580,6 +586,9 @@ void smtpd_relaying_free(smtpd_channel *ch);
 int smtpd_hook_accept(smtpd_channel *ch, smtpd_server *srv);
 /* After the PROXY header: the channel object, with the real address. */
 int smtpd_hook_proxied(smtpd_channel *ch);
+/* Starts server:check_connection(peer) as a hook (it may wait): the
+ * greeting, or its refusal, when it ends. -1 when it could not start. */
+int smtpd_hook_connect(smtpd_channel *ch);
 /* The channel's side of the session's events (smtpd_events): a line
  * (logged; 1 when an AUTH hook takes it), a command (1 when a Lua hook
  * runs it, 0 for the built-in), AUTH, and a complete message
@@ -616,6 +625,9 @@ void smtpd_open_engine(lua_State *L);
 void smtpd_open_tcp(lua_State *L);
 void smtpd_open_sock(lua_State *L);
 void smtpd_open_dns(lua_State *L);
+void smtpd_open_dict(lua_State *L);
+/* loop/workers.c: this process's worker number, 0 outside workers. */
+extern int smtpd_worker_index;
 /* dns/dnsglue.c: a map being freed forgets its resolver's settings. */
 void smtpd_dns_map_gone(smtpd_map *m);
 /* The addresses of host (an IP address, a name in the hosts file, or its

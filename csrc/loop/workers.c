@@ -90,9 +90,14 @@ static pid_t fork_worker(const sigset_t *old) {
 
 /* Starts worker i: 1 in the new worker, 0 in the parent, -1 when fork
  * failed (said on stderr). */
+int smtpd_worker_index = 0;
+
 static int start_worker(worker *w, int i, const sigset_t *old) {
   pid_t pid = fork_worker(old);
-  if (pid == 0) return 1;
+  if (pid == 0) {
+    smtpd_worker_index = i + 1;
+    return 1;
+  }
   if (pid < 0) {
     fprintf(stderr, "lua-smtpd: fork: %s\n", strerror(errno));
     return -1;

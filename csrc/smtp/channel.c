@@ -212,6 +212,29 @@ void smtpd_channel_start(smtpd_channel *ch) {
       smtpd_addr_name((struct sockaddr *)&ss, local, sizeof local);
     smtpd_channel_log(ch, "debug", "Incoming connection (to %s)", local);
   }
+  /* server:check_connection first: it may refuse the client (a rate
+   * limit, a DNS list) or wait for what it asks, before any greeting. */
+  if (ch->shared->check_connect && !ch->connect_checked) {
+    ch->connect_checked = 1;
+    if (smtpd_hook_connect(ch)) {
+      smtpd_sayf(&ch->s, SMTPD_R_CONNECT_TEMPFAIL, ch->s.fqdn.p);
+      ch->close_when_done = 1;
+      smtpd_channel_flush(ch);
+      return;
+    }
+    if (ch->h.closing) return;
+    if (ch->hook == SMTPD_HOOK_CONNECT) {     /* it waits */
+      smtpd_channel_arm(ch);
+      channel_update_reading(ch);
+    } else {
+      smtpd_channel_flush(ch);
+    }
+    return;
+  }
+  smtpd_channel_greet(ch);
+}
+
+void smtpd_channel_greet(smtpd_channel *ch) {
   /* Implicit TLS: the greeting waits in out for the handshake. */
   if (ch->shared->tls_implicit && ch->shared->tls &&
       channel_tls_begin(ch))
@@ -349,6 +372,17 @@ static void channel_on_timer(uv_timer_t *t) {
                       "after %.1f s; answering 451",
                       (double)ch->shared->conf.handler_timeout_ms / 1000.0);
     smtpd_relaying_abandon(ch);
+    return;
+  }
+  if (ch->parked && ch->hook == SMTPD_HOOK_CONNECT) {
+    /* check_connection waited too long: the client is greeted (what it
+     * waited for, a store or a DNS list, is not the client's fault). */
+    smtpd_channel_log(ch, "error", "check_connection still waited after "
+                      "%.1f s; greeting the client",
+                      (double)ch->shared->conf.handler_timeout_ms / 1000.0);
+    smtpd_hook_abandon(ch);
+    smtpd_channel_greet(ch);
+    if (!ch->h.closing) smtpd_channel_process_input(ch);
     return;
   }
   if (ch->parked) {

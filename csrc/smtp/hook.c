@@ -146,6 +146,24 @@ int smtpd_hook_proxied(smtpd_channel *ch) {
   return hook_pcall(ch, hook_lua_proxied, ch, NULL);
 }
 
+static void hook_start(smtpd_channel *ch, int kind, int nargs);
+
+/* connect(server, peer): channel.lua's, which calls
+ * server:check_connection(peer). */
+static int hook_lua_connect(lua_State *L) {
+  smtpd_channel *ch = lua_touserdata(L, 1);
+  if (smtpd_setup_get(L, "connect") != LUA_TFUNCTION)
+    return luaL_error(L, "check_connection: no connect function");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ch->server_ref);
+  smtpd_push_addr(L, (struct sockaddr *)&ch->peer);
+  hook_start(ch, SMTPD_HOOK_CONNECT, 2);
+  return 0;
+}
+
+int smtpd_hook_connect(smtpd_channel *ch) {
+  return hook_pcall(ch, hook_lua_connect, ch, NULL);
+}
+
 /* ---- running hooks --------------------------------------------------------- */
 
 /* The traceback of the error in co, as a string on L (protected: it
@@ -169,9 +187,9 @@ static void hook_error(smtpd_channel *ch, lua_State *co, const char *what,
     smtpd_channel_log(ch, "error", "error in %s (no traceback: %s)", what,
                       lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
   lua_pop(L, 1);
-  if (message)
+  if (message == 1)
     smtpd_say_message(&ch->s, SMTPD_R_LOCAL_ERROR);
-  else
+  else if (message == 0)
     smtpd_say(&ch->s, SMTPD_R_LOCAL_ERROR);
 }
 
@@ -197,10 +215,11 @@ int smtpd_hook_verdict(smtpd_channel *ch, lua_State *L, int idx,
     }
     shown[k] = '\0';
     smtpd_channel_log(ch, "error", "%s returned a malformed reply "
-                      "(%s%s%s%s); answering 451", what,
+                      "(%s%s%s%s); answering %s", what,
                       *reply ? "\"" : luaL_typename(L, idx),
                       *reply ? shown : "", *reply && *n > 80 ? "..." : "",
-                      *reply ? "\"" : "");
+                      *reply ? "\"" : "",
+                      strcmp(what, "check_connection") ? "451" : "421");
   }
   *reply = SMTPD_TEXT(LOCAL_ERROR);
   *n = SMTPD_TEXT_LEN(LOCAL_ERROR);
@@ -255,6 +274,29 @@ static void hook_message_result(smtpd_channel *ch, lua_State *co, int nres) {
   if (code == 421) ch->close_when_done = 1;
 }
 
+/* A finished check_connection: nil (or a 2xx) greets the client; any
+ * other reply refuses it and closes; an error or a bad verdict is our
+ * fault: 421, try later. */
+static void hook_connect_result(smtpd_channel *ch, lua_State *co,
+                                int status, int nres) {
+  const char *r;
+  size_t n;
+  int code = -1;
+  if (status != LUA_OK) {
+    hook_error(ch, co, "check_connection", 2);
+  } else {
+    code = smtpd_hook_verdict(ch, co, nres > 0 ? -nres : lua_gettop(co) + 1,
+                              "check_connection", &r, &n);
+  }
+  if (code == 0 || (code >= 200 && code < 300)) {
+    smtpd_channel_greet(ch);
+    return;
+  }
+  if (code > 0) smtpd_reply(&ch->s, r, n);
+  else smtpd_sayf(&ch->s, SMTPD_R_CONNECT_TEMPFAIL, ch->s.fqdn.p);
+  ch->close_when_done = 1;
+}
+
 /* Resumes the hook coroutine; returns 1 when it finished. */
 static int hook_resume(smtpd_channel *ch, lua_State *co, int nargs) {
   lua_State *L = ch->h.map->L;
@@ -285,7 +327,9 @@ static int hook_resume(smtpd_channel *ch, lua_State *co, int nargs) {
   ch->awaiting = 0;
   ch->hook = SMTPD_HOOK_NONE;
   if (!ch->h.closing) {
-    if (status != LUA_OK) {
+    if (kind == SMTPD_HOOK_CONNECT) {
+      hook_connect_result(ch, co, status, nres);
+    } else if (status != LUA_OK) {
       if (kind == SMTPD_HOOK_MESSAGE) smtpd_session_post_data(&ch->s);
       hook_error(ch, co, kind == SMTPD_HOOK_MESSAGE ? "process_message"
                                                     : "command handler",

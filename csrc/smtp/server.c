@@ -430,6 +430,9 @@ static int server_listen(lua_State *L) {
   s->shared->tls = tls;
   s->shared->tls_implicit = implicit;
   s->shared->tls_handshake_ms = hs_ms;
+  lua_getfield(L, 2, "check_connection");
+  s->shared->check_connect = !lua_isnil(L, -1);
+  lua_pop(L, 1);
   s->obj_ref = s->opts_ref = LUA_NOREF;
   if (conf.max_data_memory != (size_t)-1) m->data_cap = conf.max_data_memory;
   smtpd_handle_init(&s->h, m, SMTPD_H_SERVER, server_close_handles,

@@ -326,7 +326,9 @@ int smtpd_has_keyword(const char *arg, size_t n, const char *kw);
   X(UPSTREAM_REQUIRETLS, \
     "550 5.7.30 REQUIRETLS support required: the upstream does not offer it") \
   X(ACCEPT_NOMEM, \
-    "421 4.3.2 Service not available: out of memory, try again later")
+    "421 4.3.2 Service not available: out of memory, try again later") \
+  X(CONNECT_TEMPFAIL, \
+    "421 4.3.0 %s Service not available, try again later")
 
 #define SMTPD_REPLY_ENUM(name, text) SMTPD_R_##name,
 enum { SMTPD_REPLIES(SMTPD_REPLY_ENUM) SMTPD_NREPLIES };

@@ -144,6 +144,7 @@ core.setup {
   base = SMTPChannel, builtins = builtin_funcs, scan = scan,
   command = command, make = make, auth = auth.run,
   abandon = require("smtpd.wait").abandon,
+  connect = function(server, peer) return server:check_connection(peer) end,
 }
 
 return SMTPChannel

@@ -384,6 +384,9 @@ function M.main(argv, prog)
   if size == nil then size = smtpd.DATA_SIZE_DEFAULT end
   local worker_index
   if opts.workers > 1 then
+    -- The shared store (rate limits) is mapped before the fork, so that
+    -- every worker counts in the same memory.
+    require("smtpd.store").prefork()
     -- The parent stays in core.workers until every worker has ended.
     local worker, status = smtpd.core.workers(opts.workers)
     if not worker then return status end

@@ -32,6 +32,18 @@ local smtpd = {
   message = require "smtpd.message",
 }
 
+-- What reaches the world, loaded when first used: smtpd.dns,
+-- smtpd.http, smtpd.redis, smtpd.socket, smtpd.store(url).
+local LAZY = {dns = "smtpd.dns", http = "smtpd.http", redis = "smtpd.redis",
+              socket = "smtpd.socket", store = "smtpd.store"}
+setmetatable(smtpd, {__index = function(t, k)
+  local mod = LAZY[k]
+  if not mod then return nil end
+  local v = require(mod)
+  rawset(t, k, v)
+  return v
+end})
+
 -- A new, independent socket map (tests use one each).
 function smtpd.new_map()
   return core.map()

@@ -22,6 +22,10 @@ SMTPServer.OPTIONS.map = true
 SMTPServer.OPTIONS.tls = true
 SMTPServer.OPTIONS.proxy_protocol = true
 SMTPServer.OPTIONS.auth_mechanisms = true
+-- Rate limits (smtpd.limits) and the store they count in (smtpd.store:
+-- a URL, or a store object); server.store is that store.
+SMTPServer.OPTIONS.rate_limits = true
+SMTPServer.OPTIONS.store = true
 
 -- A check method set on a server object (not its class) must be noticed
 -- too: the core looks such methods up once per class change.
@@ -89,6 +93,20 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
                                                            "remoteaddr") or nil
   self._opts = opts
   self._map = map
+  if opts.store ~= nil or opts.rate_limits ~= nil then
+    local limits = require "smtpd.limits"
+    if opts.rate_limits ~= nil then limits.check(opts.rate_limits) end
+    local store = opts.store
+    if store == nil or type(store) == "string" then
+      local serr
+      store, serr = require("smtpd.store").open(store or "shm:smtpd")
+      if not store then util.raise("store: " .. tostring(serr)) end
+    elseif type(store) ~= "table" or type(store.incr) ~= "function" then
+      util.raise("store must be a URL or a store (smtpd.store)")
+    end
+    rawset(self, "store", store)
+    if opts.rate_limits then limits.install(self, opts.rate_limits, store) end
+  end
   local ip, err = laddr[1], nil
   if ip:sub(1, 5) ~= "unix:" then
     ip, err = resolve(map, laddr[1])
