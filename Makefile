@@ -12,12 +12,13 @@ WARN      = -std=c99 -D_GNU_SOURCE -Icsrc -Wall -Wextra -Wshadow \
 # luarocks (build type "make") passes LUA_INCDIR and LIBUV_*DIR; a checkout
 # asks pkg-config.
 ifdef LUA_INCDIR
-PKG_CFLAGS = -I$(LUA_INCDIR) -I$(LIBUV_INCDIR) -I$(OPENSSL_INCDIR) -I$(CARES_INCDIR)
+PKG_CFLAGS = -I$(LUA_INCDIR) -I$(LIBUV_INCDIR) -I$(OPENSSL_INCDIR) -I$(CARES_INCDIR) \
+             -I$(CURL_INCDIR)
 PKG_LIBS   = -L$(LIBUV_LIBDIR) -luv -L$(OPENSSL_LIBDIR) -lssl -lcrypto \
-             -L$(CARES_LIBDIR) -lcares
+             -L$(CARES_LIBDIR) -lcares -L$(CURL_LIBDIR) -lcurl
 else
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libuv openssl libcares 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs libuv openssl libcares 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libuv openssl libcares libcurl 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs libuv openssl libcares libcurl 2>/dev/null)
 endif
 # iconv is in glibc; macOS and FreeBSD's ports need -liconv. dlopen (the
 # live prompt's readline) needs -ldl before glibc 2.34. The compiler is

@@ -37,6 +37,10 @@ external_dependencies = {
     header = "ares.h",
     library = "cares",
   },
+  CURL = {
+    header = "curl/curl.h",
+    library = "curl",
+  },
 }
 -- The Makefile builds the one module into build/ (nothing else is left in
 -- the tree) and installs it with the Lua modules.
@@ -52,6 +56,8 @@ build = {
     OPENSSL_LIBDIR = "$(OPENSSL_LIBDIR)",
     CARES_INCDIR = "$(CARES_INCDIR)",
     CARES_LIBDIR = "$(CARES_LIBDIR)",
+    CURL_INCDIR = "$(CURL_INCDIR)",
+    CURL_LIBDIR = "$(CURL_LIBDIR)",
   },
   install_target = "install",
   install_variables = {
