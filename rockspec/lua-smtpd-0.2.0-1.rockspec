@@ -37,8 +37,9 @@ external_dependencies = {
     header = "ares.h",
     library = "cares",
   },
+  -- Debian keeps curl's headers under /usr/include/<multiarch>/, where
+  -- luarocks does not look but the compiler does: the library is enough.
   CURL = {
-    header = "curl/curl.h",
     library = "curl",
   },
 }

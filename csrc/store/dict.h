@@ -2,7 +2,7 @@
  * A dictionary in one block of shared memory (the pure layer: no Lua, no
  * libuv): made before lua-smtpd forks its workers, it is the same memory
  * in all of them, so a counter one worker raises the others see. As
- * OpenResty's lua_shared_dict: fixed-size entries, every operation atomic
+ * OpenResty's shared dictionaries: fixed-size entries, every operation atomic
  * under one process-shared (robust) mutex, an expiry time per key, and
  * the least recently used entry out when the block is full.
  */
