@@ -7,28 +7,9 @@ local smtpd = H.smtpd
 local core = H.core
 local dns = require "smtpd.dns"
 
-local py = H.python_with("dnslib")
-if not py and H.apt_install("python3-dnslib") then py = H.python_with("dnslib") end
-
+local peers = require "peers"
 local server = {}
-
-local function start_server()
-  if server.port then return true end
-  if not py then return false end
-  local pid, out = H.spawn(py .. " -u " .. H.root .. "/spec/peers/dns_server.py")
-  server.pid, server.out = pid, out
-  local t0 = H.now()
-  while H.now() - t0 < 10 do
-    local text = H.readfile(out) or ""
-    local port = text:match("port (%d+)")
-    if port then
-      server.port = tonumber(port)
-      return true
-    end
-    os.execute("sleep 0.05")
-  end
-  error("the DNS server did not start: " .. (H.readfile(out) or ""))
-end
+local why_not
 
 -- How many times the server was asked name/qtype.
 local function asked(name, qtype)
@@ -48,15 +29,16 @@ local function configure(map, extra)
 end
 
 describe("smtpd.dns", function()
-  setup(function() start_server() end)
-  teardown(function()
-    if server.pid then H.kill(server.pid) end
-    if server.out then os.remove(server.out) end
+  setup(function()
+    local peer
+    peer, why_not = peers.dns()
+    server = peer or {}
   end)
+  teardown(peers.stop)
 
   local function need()
     if not server.port then
-      H.skip("python3-dnslib is not installed and cannot be (not root)")
+      H.skip(why_not)
       return false
     end
     return true

@@ -61,8 +61,10 @@ H.root = os.getenv("PWD") or "."
 -- Under `make asan` the sanitizer runtimes are preloaded into lua5.4; keep
 -- them out of every other program the specs run (python, curl, cp, ...),
 -- which would otherwise abort on their own leaks.
-if os.getenv("LD_PRELOAD") and not rawget(_G, "SMTPD_SHELL_WRAPPED") then
-  rawset(_G, "SMTPD_SHELL_WRAPPED", true)
+-- (The mark is on os itself: busted gives each spec file a fresh _G, but
+-- the one os table, so a mark in _G wrapped it once per file.)
+if os.getenv("LD_PRELOAD") and not rawget(os, "smtpd_shell_wrapped") then
+  rawset(os, "smtpd_shell_wrapped", true)
   local function clean(cmd)
     -- Our own programs (lua5.4, and bin/lua-smtpd, which runs under it
     -- on the same build) keep them.
@@ -80,8 +82,8 @@ end
 -- Under a runner that set the module paths inside Lua only (luarocks test:
 -- busted's lpath/cpath from .busted), the programs the specs start
 -- (lua5.4 -i, scripts) get them through the environment too.
-if not os.getenv("LUA_PATH") and not rawget(_G, "SMTPD_PATHS_EXPORTED") then
-  rawset(_G, "SMTPD_PATHS_EXPORTED", true)
+if not os.getenv("LUA_PATH") and not rawget(os, "smtpd_paths_exported") then
+  rawset(os, "smtpd_paths_exported", true)
   local cwd = os.getenv("PWD") or "."
   local function absolute(paths)
     local out = {}

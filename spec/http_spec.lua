@@ -7,38 +7,21 @@ local certs = require "certs"
 local smtpd = H.smtpd
 local http = require "smtpd.http"
 
-local py = H.python_with("http.server")
-local srv = {}
-
-local function start()
-  if srv.port or not py then return end
-  local pid, out = H.spawn(("%s -u %s/spec/peers/http_server.py %s %s")
-    :format(py, H.root, certs.path("ec.pem"), certs.path("ec.key")))
-  srv.pid, srv.out = pid, out
-  local t0 = H.now()
-  while H.now() - t0 < 10 do
-    local text = H.readfile(out) or ""
-    local p, t = text:match("port (%d+)"), text:match("tls (%d+)")
-    if p and t then
-      srv.port, srv.tls = tonumber(p), tonumber(t)
-      return
-    end
-    os.execute("sleep 0.05")
-  end
-  error("the HTTP server did not start: " .. (H.readfile(out) or ""))
-end
+local peers = require "peers"
+local srv, why_not = {}, nil
 
 local function url(path) return ("http://127.0.0.1:%d%s"):format(srv.port, path) end
 
 describe("smtpd.http", function()
-  setup(start)
-  teardown(function()
-    if srv.pid then H.kill(srv.pid) end
-    if srv.out then os.remove(srv.out) end
+  setup(function()
+    local peer
+    peer, why_not = peers.http()
+    srv = peer or {}
   end)
+  teardown(peers.stop)
   local function need()
     if not srv.port then
-      H.skip("no python3 http.server")
+      H.skip(why_not)
       return false
     end
     return true
@@ -172,5 +155,49 @@ describe("smtpd.http", function()
     other:close()
     c:close()
     map:loop(0.1, 1)
+  end)
+
+  it("cancels a request when its hook is given up (handler_timeout) or its "
+     .. "session closes", function()
+    if not need() then return end
+    local Hook = smtpd.SMTPServer:extend("SlowHook")
+    function Hook:process_message()
+      local res, err = http.get(url("/slow"), {timeout = 30})
+      return res and "250 late" or "451 4.3.0 " .. err
+    end
+    local _, map, host, port = H.server(Hook, {handler_timeout = 0.3})
+    local c = H.connect(map, host, port)
+    c:send("HELO a\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n")
+    for _ = 1, 4 do c:reply(5) end
+    -- the loop's curl and its kept-alive connection exist before we count
+    assert.equal(200, assert(http.get(url("/hello"), {map = map})).status)
+    local before = map:count()
+    local t0 = H.now()
+    c:send("DATA\r\nhi\r\n.\r\n")
+    c:reply(5)
+    assert.matches("^451 ", c:reply(5)[1])     -- handler_timeout's 451
+    assert.is_true(H.now() - t0 < 2)
+    -- the abandoned request's socket is gone with it, not after 5 s
+    assert(pcall(H.run_until, map, function() return map:count() <= before end, 2),
+           "handles: " .. map:count() .. ", before: " .. before)
+    -- a session closed while its hook waits (here by its server's close,
+    -- once the grace is over) takes the request along
+    local srv2, map2, host2, port2 = H.server(Hook, {handler_timeout = 30})
+    assert.equal(200, assert(http.get(url("/hello"), {map = map2})).status)
+    local c2 = H.connect(map2, host2, port2)
+    c2:send("HELO a\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nhi\r\n.\r\n")
+    for _ = 1, 5 do c2:reply(5) end          -- greeting to 354
+    map2:loop(0.2, 1)
+    local base = map2:count()
+    t0 = H.now()
+    srv2:close(0.2)
+    assert.matches("^421 ", c2:reply(5)[1])
+    assert.is_false(pcall(c2.reply, c2, 2))    -- and the session closed
+    -- listener, session and the request's socket gone; the client is left
+    assert(pcall(H.run_until, map2, function() return map2:count() <= base - 3 end, 2),
+           "handles: " .. map2:count() .. ", with the session: " .. base)
+    assert.is_true(H.now() - t0 < 2)
+    c2:close()
+    c:close()
   end)
 end)

@@ -189,4 +189,73 @@ print("ticked=" .. tostring(ticks > 0))
     H.cleanup(map)
     uv.run("nowait")
   end)
+
+  it("smtpd.dns, smtpd.http and smtpd.socket park a luv coroutine while "
+     .. "luv timers tick", function()
+    local map = H.map()
+    local handle = require("smtpd.luv").attach(map, uv)
+    -- A DNS server made with luv: every A question answered 192.0.2.7.
+    local udp = uv.new_udp()
+    assert(udp:bind("127.0.0.1", 0))
+    local dns_port = udp:getsockname().port
+    udp:recv_start(function(err, q, addr)
+      assert(not err, err)
+      if not q then return end
+      local pos = 13
+      while q:byte(pos) ~= 0 do pos = pos + q:byte(pos) + 1 end
+      local question = q:sub(13, pos + 4)
+      udp:send(q:sub(1, 2) .. "\129\128\0\1\0\1\0\0\0\0" .. question
+               .. "\192\12\0\1\0\1\0\0\0\60\0\4\192\0\2\7",
+               addr.ip, addr.port, function() end)
+    end)
+    -- An HTTP server made with luv: one answer per connection.
+    local web = uv.new_tcp()
+    assert(web:bind("127.0.0.1", 0))
+    local web_port = web:getsockname().port
+    web:listen(16, function()
+      local client = uv.new_tcp()
+      web:accept(client)
+      local got = ""
+      client:read_start(function(_, chunk)
+        if not chunk then client:close(); return end
+        got = got .. chunk
+        if got:find("\r\n\r\n", 1, true) then
+          client:write("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n"
+                       .. "Connection: close\r\n\r\nfrom uv", function()
+            client:close()
+          end)
+        end
+      end)
+    end)
+    assert(smtpd.dns.configure{servers = {"127.0.0.1:" .. dns_port},
+                               map = map, timeout = 2, tries = 1})
+    local ticks, got, err = 0, nil, nil
+    local ticker = uv.new_timer()
+    ticker:start(5, 5, function() ticks = ticks + 1 end)
+    coroutine.wrap(function()
+      local ok, e = pcall(function()
+        local a = assert(smtpd.dns.query("luv.test", "A", {map = map}))
+        local res = assert(smtpd.http.get(("http://127.0.0.1:%d/"):format(web_port),
+                                          {map = map, timeout = 5}))
+        local s = smtpd.socket.tcp()
+        s:settimeout(5)
+        assert(s:connect("127.0.0.1", web_port, {map = map}))
+        assert(s:send("GET / HTTP/1.0\r\n\r\n"))
+        local raw = assert(s:receive("*a"))
+        s:close()
+        got = {a[1].address, a[1].ttl, res.status, res.body, raw:match("\r\n\r\n(.*)$")}
+      end)
+      if not ok then err = e end
+    end)()
+    assert.is_true(run_until(function() return got or err end))
+    ticker:close()
+    udp:close()
+    web:close()
+    assert.is_nil(err)
+    assert.same({"192.0.2.7", 60, 200, "from uv", "from uv"}, got)
+    assert.is_true(ticks > 0)
+    handle:detach()
+    H.cleanup(map)
+    uv.run("nowait")
+  end)
 end)

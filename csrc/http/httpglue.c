@@ -150,6 +150,9 @@ static void http_req_detach(http_req *r) {
   else r->m->reqs = r->next;
   if (r->next) r->next->prev = r->prev;
   r->prev = r->next = NULL;
+  /* Idle, the multi keeps no loop alive (its kept-alive connections
+   * are not polled by then). */
+  if (r->m->reqs == NULL) uv_unref((uv_handle_t *)&r->m->timer);
 }
 
 static void http_req_close(smtpd_handle *h) {
@@ -426,6 +429,10 @@ static int http_request(lua_State *L) {
   r->next = m->reqs;
   if (m->reqs) m->reqs->prev = r;
   m->reqs = r;
+  /* A transfer in flight keeps the loop alive, its first step included:
+   * curl starts with a timer, and a loop stepped with UV_RUN_NOWAIT (the
+   * luv attachment) runs no timer while nothing it counts is active. */
+  uv_ref((uv_handle_t *)&m->timer);
   if (curl_multi_add_handle(m->multi, e) != CURLM_OK) {
     smtpd_handle_close(&r->h);
     lua_pushnil(L);
