@@ -24,6 +24,10 @@
  * forever). */
 #define HTTP_MAX_HEADERS (256 * 1024)
 
+/* Finished easy handles kept for the next transfers (curl_easy_reset):
+ * a new one costs more than a whole request to a local server. */
+#define HTTP_SPARE 16
+
 typedef struct http_req http_req;
 
 typedef struct http_multi {
@@ -31,6 +35,8 @@ typedef struct http_multi {
   uv_timer_t timer;
   CURLM *multi;
   http_req *reqs;          /* transfers in it */
+  CURL *spare[HTTP_SPARE]; /* finished easy handles, reset for the next */
+  int nspare;
   struct http_multi *next;
 } http_multi;
 
@@ -127,7 +133,7 @@ static int http_on_curl_timer(CURLM *multi, long ms, void *userp) {
   http_multi *m = userp;
   (void)multi;
   if (ms < 0) uv_timer_stop(&m->timer);
-  else uv_timer_start(&m->timer, http_on_timer, ms ? (uint64_t)ms : 1, 0);
+  else uv_timer_start(&m->timer, http_on_timer, (uint64_t)ms, 0);
   return 0;
 }
 
@@ -141,7 +147,12 @@ static void http_multi_free(smtpd_handle *h) {
 static void http_req_detach(http_req *r) {
   if (r->easy == NULL) return;
   curl_multi_remove_handle(r->m->multi, r->easy);
-  curl_easy_cleanup(r->easy);
+  if (!r->m->h.closing && r->m->nspare < HTTP_SPARE) {
+    curl_easy_reset(r->easy);
+    r->m->spare[r->m->nspare++] = r->easy;
+  } else {
+    curl_easy_cleanup(r->easy);
+  }
   r->easy = NULL;
   curl_slist_free_all(r->headers);
   curl_slist_free_all(r->resolve);
@@ -251,6 +262,7 @@ static void http_multi_close(smtpd_handle *h) {
     snprintf(r->err, sizeof r->err, "cancelled");
     http_req_finish(r, CURLE_ABORTED_BY_CALLBACK);
   }
+  while (m->nspare) curl_easy_cleanup(m->spare[--m->nspare]);
   /* Closes the cached connections: their polls get REMOVE. */
   curl_multi_cleanup(m->multi);
   m->multi = NULL;
@@ -378,7 +390,7 @@ static int http_request(lua_State *L) {
   smtpd_handle_init(&r->h, map, SMTPD_H_HTTP, http_req_close, http_req_free);
   r->headers = http_list(L, 2, "headers", &bad);
   if (!bad) r->resolve = http_list(L, 2, "resolve", &bad);
-  e = bad ? NULL : curl_easy_init();
+  e = bad ? NULL : m->nspare ? m->spare[--m->nspare] : curl_easy_init();
   if (e == NULL) {
     smtpd_handle_close(&r->h);
     return luaL_error(L, bad ? "http: headers and resolve are arrays of "
