@@ -5,7 +5,8 @@
 --   webhook   POSTs the message to $BENCH_URL and answers 451 if that fails
 --   redis     $BENCH_TRIPS INCRs on $BENCH_URL, one round trip each
 --   limits    rate_limits on messages and recipients per IP (never reached)
---             counted in $BENCH_STORE (unset: the per-process store)
+--             counted in the store $BENCH_STORE names (unset: the servers'
+--             default, shared memory)
 local smtpd = require "smtpd"
 local Bench = dofile("bench/handler.lua")
 
