@@ -318,10 +318,11 @@ describe("the DNS answer parser", function()
     assert.equal(header(7, 0x0100, 1, 0, 0, 0) .. q, qb)
     local e = assert(core.dns_build("www.test", A, 1 | 2))
     assert.equal(12 + #q + 11, #e)                         -- OPT record
-    for _, n in ipairs({"", ".", "a..b", "a b.test", ("x"):rep(64),
+    for _, n in ipairs({"", ".", "a..b", ("x"):rep(64), "8bit\200.test",
                         ("abcdefghi."):rep(26), "tab\t.test"}) do
       assert.is_nil(core.dns_build(n, A), n)
     end
+    assert(core.dns_build("a b%20c.test", A))  -- a label may hold a space
     assert.equal("4.3.2.1.in-addr.arpa", core.dns_reverse_name("1.2.3.4"))
     assert.equal("4.3.2.1.zen.test", core.dns_reverse_name("1.2.3.4", "zen.test"))
     assert.equal("1." .. ("0."):rep(31) .. "ip6.arpa",

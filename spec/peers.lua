@@ -48,6 +48,19 @@ function M.http()
                {"port", "tls"})
 end
 
+-- spec/peers/zone_server.py: serves the zone in the JSON file at path
+-- (the openspf suite's zonedata shape); M.reload(map) after rewriting it.
+function M.zone(path)
+  return start("zone_server", "dnslib", "python3-dnslib", path, {"port"})
+end
+
+-- Makes the zone server read its file again (a query it answers itself).
+function M.reload(map)
+  local dns = require "smtpd.dns"
+  assert(dns.query("reload.zone.control", "TXT", {cache = false, map = map}))
+  dns.flush(map)
+end
+
 function M.stop()
   for name, peer in pairs(running) do
     H.kill(peer.pid)

@@ -13,6 +13,7 @@
  *   dns/dnsglue.c    DNS queries through c-ares on a map's loop
  *   store/storeglue.c  the shared dictionary (smtpd.store's shm:)
  *   http/httpglue.c  HTTP(S) requests through libcurl's multi interface
+ *   auth/authglue.c  mail authentication's C half (SPF records, macros)
  *   loop/stdin.c     standard input on a map's loop (the live prompt)
  *   loop/workers.c   pre-forked workers
  *   smtp/server.c    listening sockets, accept, connection limits, shutdown
@@ -628,6 +629,7 @@ void smtpd_open_sock(lua_State *L);
 void smtpd_open_dns(lua_State *L);
 void smtpd_open_dict(lua_State *L);
 void smtpd_open_http(lua_State *L);
+void smtpd_open_auth(lua_State *L);
 /* loop/workers.c: this process's worker number, 0 outside workers. */
 extern int smtpd_worker_index;
 /* dns/dnsglue.c: a map being freed forgets its resolver's settings. */

@@ -39,7 +39,9 @@ int smtpd_dns_build(unsigned char *out, size_t cap, uint16_t id,
     size_t start = i, len;
     while (i < n && name[i] != '.') {
       unsigned char c = (unsigned char)name[i];
-      if (c <= 0x20 || c >= 0x7f) return -1;
+      /* Printable ASCII and the space (an SPF macro can make one); no
+       * control bytes, no 8-bit ones. */
+      if (c < 0x20 || c >= 0x7f) return -1;
       i++;
     }
     len = i - start;

@@ -33,9 +33,9 @@ local smtpd = {
 }
 
 -- What reaches the world, loaded when first used: smtpd.dns,
--- smtpd.http, smtpd.redis, smtpd.socket, smtpd.store(url).
+-- smtpd.http, smtpd.redis, smtpd.socket, smtpd.store(url), smtpd.spf.
 local LAZY = {dns = "smtpd.dns", http = "smtpd.http", redis = "smtpd.redis",
-              socket = "smtpd.socket", store = "smtpd.store"}
+              socket = "smtpd.socket", store = "smtpd.store", spf = "smtpd.spf"}
 setmetatable(smtpd, {__index = function(t, k)
   local mod = LAZY[k]
   if not mod then return nil end
