@@ -183,4 +183,129 @@ describe("smtpd.spf.check", function()
     for _, f in ipairs(failures) do io.stdout:write("  ", f, "\n") end
     assert.same({}, failures)
   end)
+
+  -- Our cases, from RFC 7208's sections (the section in each comment).
+  local ZONE = {
+    ["pass.test"] = {{TXT = "v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 -all"}},
+    ["soft.test"] = {{TXT = "v=spf1 ~all"}},
+    ["neutral.test"] = {{TXT = "v=spf1 ?all"}},
+    ["default.test"] = {{TXT = "v=spf1 ip4:10.0.0.1"}},
+    ["nospf.test"] = {{TXT = "hello"}, {TXT = "spf1 but not v="}},
+    ["two.test"] = {{TXT = "v=spf1 -all"}, {TXT = "v=spf1 +all"}},
+    ["syntax.test"] = {{TXT = "v=spf1 ip4:192.0.2.300 -all"}},
+    ["split.test"] = {{TXT = {"v=spf1 ip4:192.0.2.0/24", " -all"}}},
+    ["inc.test"] = {{TXT = "v=spf1 include:pass.test -all"}},
+    ["incnone.test"] = {{TXT = "v=spf1 include:nospf.test -all"}},
+    ["redir.test"] = {{TXT = "v=spf1 redirect=pass.test"}},
+    ["amx.test"] = {{TXT = "v=spf1 a mx/24 -all"}, {A = "198.51.100.10"},
+                    {MX = {10, "mx.amx.test"}}},
+    ["mx.amx.test"] = {{A = "203.0.113.5"}},
+    ["ptr.test"] = {{TXT = "v=spf1 ptr -all"}},
+    ["99.2.0.192.in-addr.arpa"] = {{PTR = "host.ptr.test"}},
+    ["host.ptr.test"] = {{A = "192.0.2.99"}},
+    ["exists.test"] = {{TXT = "v=spf1 exists:%{ir}.list.exists.test -all"}},
+    ["5.2.0.192.list.exists.test"] = {{A = "127.0.0.2"}},
+    ["exp.test"] = {{TXT = "v=spf1 -all exp=why.exp.test"}},
+    ["why.exp.test"] = {{TXT = "%{i} may not send for %{d}"}},
+    ["loop.test"] = {{TXT = "v=spf1 include:loop.test -all"}},
+    ["void.test"] = {{TXT = "v=spf1 a:no1.void.test a:no2.void.test "
+                            .. "a:no3.void.test -all"}},
+    ["slow.test"] = {"TIMEOUT"},
+    ["mail.helo.test"] = {{TXT = "v=spf1 ip4:192.0.2.50 -all"}},
+    ["lp.test"] = {{TXT = "v=spf1 exists:%{l}.users.lp.test -all"}},
+    ["alice.users.lp.test"] = {{A = "127.0.0.1"}},
+  }
+  local many = {}
+  for i = 1, 11 do
+    many[#many + 1] = ("a:x%d.many.test"):format(i)
+    ZONE[("x%d.many.test"):format(i)] = {{A = "10.0.0." .. i}}
+  end
+  ZONE["many.test"] = {{TXT = "v=spf1 " .. table.concat(many, " ") .. " -all"}}
+  local CASES = {
+    {"192.0.2.5", "x@pass.test", "pass"},                 -- 5.6 ip4
+    {"198.51.100.1", "x@pass.test", "fail"},              -- 5.1 all
+    {"2001:db8::1", "x@pass.test", "pass"},               -- 5.6 ip6
+    {"::ffff:192.0.2.1", "x@pass.test", "pass"},          -- 5 mapped
+    {"192.0.2.5", "x@soft.test", "softfail"},             -- 4.6.2
+    {"192.0.2.5", "x@neutral.test", "neutral"},
+    {"192.0.2.5", "x@default.test", "neutral"},           -- 4.7
+    {"192.0.2.5", "x@nospf.test", "none"},                -- 4.5
+    {"192.0.2.5", "x@missing.test", "none"},              -- 4.3
+    {"192.0.2.5", "x@two.test", "permerror"},             -- 4.5
+    {"192.0.2.5", "x@syntax.test", "permerror"},          -- 4.6
+    {"192.0.2.5", "x@split.test", "pass"},                -- 3.3 strings
+    {"192.0.2.5", "x@inc.test", "pass"},                  -- 5.2
+    {"198.51.100.1", "x@inc.test", "fail"},
+    {"192.0.2.5", "x@incnone.test", "permerror"},         -- 5.2 none
+    {"192.0.2.5", "x@redir.test", "pass"},                -- 6.1
+    {"198.51.100.10", "x@amx.test", "pass"},              -- 5.3
+    {"203.0.113.77", "x@amx.test", "pass"},               -- 5.4 /24
+    {"203.0.114.1", "x@amx.test", "fail"},
+    {"192.0.2.99", "x@ptr.test", "pass"},                 -- 5.5
+    {"192.0.2.98", "x@ptr.test", "fail"},
+    {"192.0.2.5", "x@exists.test", "pass"},               -- 5.7
+    {"192.0.2.6", "x@exists.test", "fail"},
+    {"192.0.2.6", "x@exp.test", "fail"},                  -- 6.2
+    {"192.0.2.6", "x@loop.test", "permerror"},            -- 4.6.4
+    {"192.0.2.6", "x@void.test", "permerror"},            -- 4.6.4 void
+    {"192.0.2.6", "x@many.test", "permerror"},            -- 4.6.4 ten
+    {"192.0.2.6", "x@slow.test", "temperror"},            -- 4.4
+    {"192.0.2.50", "", "pass"},                           -- 2.4 postmaster@helo
+    {"192.0.2.51", "", "fail"},
+    {"192.0.2.6", "alice@lp.test", "pass"},               -- 7 %{l}
+    {"192.0.2.6", "bob@lp.test", "fail"},
+  }
+
+  it("gives RFC 7208's results on our cases, and pyspf agrees", function()
+    if not server then H.skip(why_not) return end
+    local map = new_map()
+    use_zone(map, ZONE)
+    local got = {}
+    for _, c in ipairs(CASES) do
+      local result, facts = spf.check{ip = c[1], mailfrom = c[2],
+        helo = "mail.helo.test", map = map, timeout = 3, query_timeout = 0.5}
+      got[#got + 1] = result
+      assert.equal(c[3], result, c[1] .. " " .. c[2] .. ": " .. tostring(facts.problem))
+      if c[2] == "x@exp.test" then
+        assert.equal("192.0.2.6 may not send for exp.test", facts.explanation)
+        assert.equal("-all", facts.mechanism)
+      end
+      if c[2] == "" then assert.equal("postmaster@mail.helo.test", facts.sender) end
+    end
+    local _, facts = spf.check{ip = "192.0.2.5", mailfrom = "x@inc.test",
+                               helo = "h.test", map = map}
+    assert.equal("pass", _)
+    assert.equal(1, facts.lookups)
+    assert.equal("inc.test", facts.domain)
+    -- the HELO identity alone
+    assert.equal("pass", (spf.check{ip = "192.0.2.50", identity = "helo",
+      helo = "mail.helo.test", mailfrom = "x@other.test", map = map}))
+    -- pyspf, on the same zone, agrees case by case
+    local py = H.python_with("spf")
+    if not py and H.apt_install("python3-spf") then py = H.python_with("spf") end
+    if not py then H.skip("python3-spf is not installed") return end
+    local cases = {}
+    for _, c in ipairs(CASES) do
+      cases[#cases + 1] = {ip = c[1], mailfrom = c[2], helo = "mail.helo.test"}
+    end
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write(cjson.encode(cases))
+    f:close()
+    local out = H.capture(("%s %s/spec/peers/pyspf_check.py %d %s 2>&1")
+                          :format(py, H.root, server.port, path))
+    os.remove(path)
+    local theirs = {}
+    for line in out:gmatch("[^\n]+") do theirs[#theirs + 1] = line end
+    assert.equal(#CASES, #theirs, out)
+    for i, c in ipairs(CASES) do
+      assert.equal(theirs[i], got[i], "pyspf on " .. c[1] .. " " .. c[2])
+    end
+  end)
+
+  it("raises on misuse", function()
+    assert.has_error(function() spf.check() end)
+    assert.has_error(function() spf.check{ip = "not an ip"} end)
+    assert.has_error(function() spf.check{ip = "192.0.2.1", timeout = 0} end)
+  end)
 end)
