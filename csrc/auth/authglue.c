@@ -11,11 +11,27 @@
  *   core.ip_in(ip, network, prefix) -> boolean (an IPv4-mapped IPv6
  *     address is its IPv4 address; families that differ never match)
  *   core.ip_text(ip) -> the address as RFC 5952 writes it | nil
+ *
+ * and DKIM's (smtpd.dkim):
+ *
+ *   core.dkim_tags(s) -> {name = value}, {names in order} | nil, err
+ *   core.dkim_fields(data) -> {{name = lower-case, raw = field}, ...},
+ *     body_offset (1-based), extra (fields past the bound)
+ *   core.dkim_canon_header(field, relaxed, crlf) -> string
+ *   core.dkim_body_hash(data, offset, relaxed, alg, limit)
+ *     -> base64 digest, canonical length, bytes hashed
+ *   core.dkim_verify(alg, key_b64, data, sig_b64) -> true, bits |
+ *     false, why, bits | nil, err (the key)
+ *   core.dkim_sign(alg, pem, data) -> base64 signature | nil, err
+ *   alg: "rsa-sha256", "rsa-sha1", "ed25519-sha256"
  */
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/pem.h>
+
+#include "auth/dkim.h"
 #include "auth/spf.h"
 #include "core/glue.h"
 
@@ -170,7 +186,250 @@ static int ip_text_l(lua_State *L) {
   return 1;
 }
 
+/* ---- DKIM --------------------------------------------------------------------- */
+
+static int dkim_tags_l(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  dkim_tag tags[DKIM_MAX_TAGS];
+  char err[96];
+  int n = dkim_tags(s, len, tags, DKIM_MAX_TAGS, err, sizeof err), i;
+  if (n < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_createtable(L, 0, n);
+  lua_createtable(L, n, 0);
+  for (i = 0; i < n; i++) {
+    lua_pushlstring(L, tags[i].name, tags[i].name_len);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, i + 1);
+    lua_pushlstring(L, tags[i].value, tags[i].value_len);
+    lua_rawset(L, -4);
+  }
+  return 2;
+}
+
+static int dkim_fields_l(lua_State *L) {
+  size_t len, body;
+  const char *d = luaL_checklstring(L, 1, &len);
+  int extra, n, i;
+  dkim_field *f = malloc(sizeof *f * DKIM_MAX_FIELDS);
+  if (f == NULL) return luaL_error(L, "out of memory");
+  n = dkim_fields(d, len, f, DKIM_MAX_FIELDS, &extra, &body);
+  lua_createtable(L, n, 0);
+  for (i = 0; i < n; i++) {
+    size_t k;
+    char name[128];
+    size_t nl = f[i].name_len < sizeof name ? f[i].name_len : sizeof name - 1;
+    for (k = 0; k < nl; k++) {
+      char c = d[f[i].start + k];
+      name[k] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+    lua_createtable(L, 0, 2);
+    lua_pushlstring(L, name, nl);
+    lua_setfield(L, -2, "name");
+    lua_pushlstring(L, d + f[i].start, f[i].len);
+    lua_setfield(L, -2, "raw");
+    lua_rawseti(L, -2, i + 1);
+  }
+  free(f);
+  lua_pushinteger(L, (lua_Integer)body + 1);
+  lua_pushinteger(L, extra);
+  return 3;
+}
+
+static int dkim_canon_header_l(lua_State *L) {
+  size_t len;
+  const char *f = luaL_checklstring(L, 1, &len);
+  smtpd_buf out = {0};
+  if (dkim_canon_header(f, len, lua_toboolean(L, 2), lua_toboolean(L, 3),
+                        &out)) {
+    smtpd_buf_free(&out);
+    return luaL_error(L, "out of memory");
+  }
+  lua_pushlstring(L, out.p ? out.p : "", out.len);
+  smtpd_buf_free(&out);
+  return 1;
+}
+
+static dkim_alg check_alg(lua_State *L, int i) {
+  static const char *const names[] = {"rsa-sha256", "rsa-sha1",
+                                      "ed25519-sha256", NULL};
+  return (dkim_alg)(luaL_checkoption(L, i, NULL, names) + 1);
+}
+
+static void push_b64(lua_State *L, const unsigned char *p, size_t n) {
+  char *out = malloc((n + 2) / 3 * 4 + 1);
+  size_t k;
+  if (out == NULL) luaL_error(L, "out of memory");
+  k = smtpd_b64_encode(p, n, out);
+  lua_pushlstring(L, out, k);
+  free(out);
+}
+
+static int dkim_body_hash_l(lua_State *L) {
+  size_t len;
+  const char *d = luaL_checklstring(L, 1, &len);
+  lua_Integer off = luaL_checkinteger(L, 2);
+  int relaxed = lua_toboolean(L, 3);
+  dkim_alg alg = check_alg(L, 4);
+  lua_Integer limit = luaL_optinteger(L, 5, -1);
+  dkim_body b;
+  unsigned char md[EVP_MAX_MD_SIZE];
+  int n;
+  if (off < 1) off = 1;
+  if ((size_t)off > len + 1) off = (lua_Integer)len + 1;
+  if (dkim_body_init(&b, relaxed, alg == DKIM_RSA_SHA1 ? EVP_sha1() :
+                     EVP_sha256(), limit < 0 ? -1 : (long long)limit))
+    return luaL_error(L, "out of memory");
+  dkim_body_update(&b, d + off - 1, len - (size_t)(off - 1));
+  n = dkim_body_final(&b, md);
+  if (n < 0) {
+    dkim_body_free(&b);
+    return luaL_error(L, "dkim: the body hash failed");
+  }
+  push_b64(L, md, (size_t)n);
+  lua_pushinteger(L, (lua_Integer)b.total);
+  lua_pushinteger(L, (lua_Integer)b.hashed);
+  return 3;
+}
+
+/* Decodes base64 with whitespace in it: a malloc'd buffer, or NULL. */
+static unsigned char *b64_ws(const char *s, size_t len, long *out_len) {
+  char *clean = malloc(len + 1);
+  unsigned char *out;
+  size_t n;
+  if (clean == NULL) return NULL;
+  n = dkim_strip_ws(s, len, clean);
+  out = malloc(n / 4 * 3 + 3);
+  if (out == NULL) {
+    free(clean);
+    return NULL;
+  }
+  *out_len = smtpd_b64_decode(clean, n, out);
+  free(clean);
+  if (*out_len < 0) {
+    free(out);
+    return NULL;
+  }
+  return out;
+}
+
+static int dkim_verify_l(lua_State *L) {
+  dkim_alg alg = check_alg(L, 1);
+  size_t klen, dlen, slen;
+  const char *kb = luaL_checklstring(L, 2, &klen);
+  const char *data = luaL_checklstring(L, 3, &dlen);
+  const char *sb = luaL_checklstring(L, 4, &slen);
+  long kn, sn;
+  unsigned char *key, *sig;
+  EVP_PKEY *pk;
+  char err[96];
+  int bits = 0, r;
+  key = b64_ws(kb, klen, &kn);
+  if (key == NULL) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "the key is not base64");
+    return 2;
+  }
+  pk = dkim_public_key(alg, key, (size_t)kn, &bits, err, sizeof err);
+  free(key);
+  if (pk == NULL) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  sig = b64_ws(sb, slen, &sn);
+  if (sig == NULL) {
+    EVP_PKEY_free(pk);
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "the signature is not base64");
+    lua_pushinteger(L, bits);
+    return 3;
+  }
+  r = dkim_verify(alg, pk, (const unsigned char *)data, dlen, sig, (size_t)sn);
+  free(sig);
+  EVP_PKEY_free(pk);
+  if (r == 1) {
+    lua_pushboolean(L, 1);
+    lua_pushinteger(L, bits);
+    return 2;
+  }
+  lua_pushboolean(L, 0);
+  lua_pushstring(L, r == 0 ? "the signature does not verify" :
+                 "the signature could not be checked");
+  lua_pushinteger(L, bits);
+  return 3;
+}
+
+static int dkim_sign_l(lua_State *L) {
+  dkim_alg alg = check_alg(L, 1);
+  size_t plen, dlen;
+  const char *pem = luaL_checklstring(L, 2, &plen);
+  const char *data = luaL_checklstring(L, 3, &dlen);
+  BIO *bio = BIO_new_mem_buf(pem, (int)plen);
+  EVP_PKEY *k = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+  unsigned char sig[1024];
+  int n, id;
+  BIO_free(bio);
+  if (k == NULL) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "the private key does not read (PEM)");
+    return 2;
+  }
+  id = EVP_PKEY_get_base_id(k);
+  if ((alg == DKIM_ED25519_SHA256) != (id == EVP_PKEY_ED25519) ||
+      (alg != DKIM_ED25519_SHA256 && id != EVP_PKEY_RSA)) {
+    EVP_PKEY_free(k);
+    lua_pushnil(L);
+    lua_pushliteral(L, "the key is not of the algorithm's kind");
+    return 2;
+  }
+  n = dkim_sign(alg, k, (const unsigned char *)data, dlen, sig, sizeof sig);
+  EVP_PKEY_free(k);
+  if (n < 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "signing failed");
+    return 2;
+  }
+  push_b64(L, sig, (size_t)n);
+  return 1;
+}
+
+/* The public key of a PEM private key, as a key record's p= wants it. */
+static int dkim_public_l(lua_State *L) {
+  size_t plen;
+  const char *pem = luaL_checklstring(L, 1, &plen);
+  BIO *bio = BIO_new_mem_buf(pem, (int)plen);
+  EVP_PKEY *k = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+  unsigned char buf[2048], *p = buf;
+  size_t n = sizeof buf;
+  int len;
+  BIO_free(bio);
+  if (k == NULL) return luaL_error(L, "dkim: the private key does not read");
+  if (EVP_PKEY_get_base_id(k) == EVP_PKEY_ED25519) {
+    if (EVP_PKEY_get_raw_public_key(k, buf, &n) != 1) n = 0;
+    len = (int)n;
+  } else {
+    len = i2d_PUBKEY(k, NULL) <= (int)sizeof buf ? i2d_PUBKEY(k, &p) : -1;
+  }
+  EVP_PKEY_free(k);
+  if (len <= 0) return luaL_error(L, "dkim: no public key");
+  push_b64(L, buf, (size_t)len);
+  return 1;
+}
+
 void smtpd_open_auth(lua_State *L) {
+  static const luaL_Reg fns[] = {
+    {"dkim_tags", dkim_tags_l}, {"dkim_fields", dkim_fields_l},
+    {"dkim_canon_header", dkim_canon_header_l},
+    {"dkim_body_hash", dkim_body_hash_l}, {"dkim_verify", dkim_verify_l},
+    {"dkim_sign", dkim_sign_l}, {"dkim_public_key", dkim_public_l},
+    {NULL, NULL}
+  };
+  luaL_setfuncs(L, fns, 0);
   lua_pushcfunction(L, ip_text_l);
   lua_setfield(L, -2, "ip_text");
   lua_pushcfunction(L, spf_parse_l);

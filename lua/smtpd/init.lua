@@ -33,9 +33,11 @@ local smtpd = {
 }
 
 -- What reaches the world, loaded when first used: smtpd.dns,
--- smtpd.http, smtpd.redis, smtpd.socket, smtpd.store(url), smtpd.spf.
+-- smtpd.http, smtpd.redis, smtpd.socket, smtpd.store(url), smtpd.spf,
+-- smtpd.dkim.
 local LAZY = {dns = "smtpd.dns", http = "smtpd.http", redis = "smtpd.redis",
-              socket = "smtpd.socket", store = "smtpd.store", spf = "smtpd.spf"}
+              socket = "smtpd.socket", store = "smtpd.store", spf = "smtpd.spf",
+              dkim = "smtpd.dkim"}
 setmetatable(smtpd, {__index = function(t, k)
   local mod = LAZY[k]
   if not mod then return nil end
