@@ -13,12 +13,12 @@ WARN      = -std=c99 -D_GNU_SOURCE -Icsrc -Wall -Wextra -Wshadow \
 # asks pkg-config.
 ifdef LUA_INCDIR
 PKG_CFLAGS = -I$(LUA_INCDIR) -I$(LIBUV_INCDIR) -I$(OPENSSL_INCDIR) -I$(CARES_INCDIR) \
-             -I$(CURL_INCDIR)
+             -I$(CURL_INCDIR) -I$(PSL_INCDIR)
 PKG_LIBS   = -L$(LIBUV_LIBDIR) -luv -L$(OPENSSL_LIBDIR) -lssl -lcrypto \
-             -L$(CARES_LIBDIR) -lcares -L$(CURL_LIBDIR) -lcurl
+             -L$(CARES_LIBDIR) -lcares -L$(CURL_LIBDIR) -lcurl -L$(PSL_LIBDIR) -lpsl
 else
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libuv openssl libcares libcurl 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs libuv openssl libcares libcurl 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libuv openssl libcares libcurl libpsl 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs libuv openssl libcares libcurl libpsl 2>/dev/null)
 endif
 # iconv is in glibc; macOS and FreeBSD's ports need -liconv. dlopen (the
 # live prompt's readline) needs -ldl before glibc 2.34. The compiler is

@@ -42,6 +42,10 @@ external_dependencies = {
   CURL = {
     library = "curl",
   },
+  PSL = {
+    header = "libpsl.h",
+    library = "psl",
+  },
 }
 -- The Makefile builds the one module into build/ (nothing else is left in
 -- the tree) and installs it with the Lua modules.
@@ -60,6 +64,8 @@ build = {
     CARES_LIBDIR = "$(CARES_LIBDIR)",
     CURL_INCDIR = "$(CURL_INCDIR)",
     CURL_LIBDIR = "$(CURL_LIBDIR)",
+    PSL_INCDIR = "$(PSL_INCDIR)",
+    PSL_LIBDIR = "$(PSL_LIBDIR)",
   },
   install_target = "install",
   install_variables = {

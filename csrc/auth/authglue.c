@@ -24,11 +24,19 @@
  *     false, why, bits | nil, err (the key)
  *   core.dkim_sign(alg, pem, data) -> base64 signature | nil, err
  *   alg: "rsa-sha256", "rsa-sha1", "ed25519-sha256"
+ *
+ * and DMARC's:
+ *
+ *   core.psl_org_domain(name [, file]) -> the organizational domain (the
+ *     registrable domain by the public suffix list) | nil (a public
+ *     suffix itself); file: a list to load instead of the system's
+ *   core.psl_info() -> where the list came from
  */
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpsl.h>
 #include <openssl/pem.h>
 
 #include "auth/dkim.h"
@@ -421,12 +429,68 @@ static int dkim_public_l(lua_State *L) {
   return 1;
 }
 
+/* ---- the public suffix list (DMARC's organizational domains) -------------- */
+
+static const psl_ctx_t *psl;
+static psl_ctx_t *psl_loaded;
+static char psl_source[256];
+
+static const psl_ctx_t *psl_get(lua_State *L, const char *file) {
+  if (file) {
+    psl_ctx_t *p = psl_load_file(file);
+    if (p == NULL) luaL_error(L, "psl: cannot load %s", file);
+    psl_free(psl_loaded);
+    psl = psl_loaded = p;
+    snprintf(psl_source, sizeof psl_source, "%s", file);
+    return psl;
+  }
+  if (psl == NULL) {
+    /* Debian's publicsuffix package, else what libpsl was built with */
+    psl = psl_loaded = psl_latest(NULL);
+    if (psl) {
+      snprintf(psl_source, sizeof psl_source, "%s", "the system's list");
+    } else {
+      psl = psl_builtin();
+      snprintf(psl_source, sizeof psl_source, "%s", "libpsl's built-in list");
+    }
+    if (psl == NULL) luaL_error(L, "psl: no public suffix list");
+  }
+  return psl;
+}
+
+static int psl_org_domain_l(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  const char *file = luaL_optstring(L, 2, NULL);
+  const psl_ctx_t *p = psl_get(L, file);
+  const char *r;
+  char buf[256];
+  size_t n = strlen(name), i;
+  if (n == 0 || n >= sizeof buf) return 0;
+  for (i = 0; i < n; i++) {
+    char c = name[i];
+    buf[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+  }
+  if (buf[n - 1] == '.') n--;
+  buf[n] = '\0';
+  r = psl_registrable_domain(p, buf);
+  if (r == NULL) return 0;
+  lua_pushstring(L, r);
+  return 1;
+}
+
+static int psl_info_l(lua_State *L) {
+  psl_get(L, NULL);
+  lua_pushstring(L, psl_source);
+  return 1;
+}
+
 void smtpd_open_auth(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"dkim_tags", dkim_tags_l}, {"dkim_fields", dkim_fields_l},
     {"dkim_canon_header", dkim_canon_header_l},
     {"dkim_body_hash", dkim_body_hash_l}, {"dkim_verify", dkim_verify_l},
     {"dkim_sign", dkim_sign_l}, {"dkim_public_key", dkim_public_l},
+    {"psl_org_domain", psl_org_domain_l}, {"psl_info", psl_info_l},
     {NULL, NULL}
   };
   luaL_setfuncs(L, fns, 0);

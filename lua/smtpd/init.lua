@@ -34,10 +34,10 @@ local smtpd = {
 
 -- What reaches the world, loaded when first used: smtpd.dns,
 -- smtpd.http, smtpd.redis, smtpd.socket, smtpd.store(url), smtpd.spf,
--- smtpd.dkim.
+-- smtpd.dkim, smtpd.dmarc.
 local LAZY = {dns = "smtpd.dns", http = "smtpd.http", redis = "smtpd.redis",
               socket = "smtpd.socket", store = "smtpd.store", spf = "smtpd.spf",
-              dkim = "smtpd.dkim"}
+              dkim = "smtpd.dkim", dmarc = "smtpd.dmarc"}
 setmetatable(smtpd, {__index = function(t, k)
   local mod = LAZY[k]
   if not mod then return nil end
