@@ -31,6 +31,11 @@
  *     registrable domain by the public suffix list) | nil (a public
  *     suffix itself); file: a list to load instead of the system's
  *   core.psl_info() -> where the list came from
+ *
+ * and Authentication-Results':
+ *
+ *   core.authres_value(s [, max]) -> s as a token or a quoted string
+ *   core.authres_id(field_value) -> the authserv-id | nil
  */
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -39,6 +44,7 @@
 #include <libpsl.h>
 #include <openssl/pem.h>
 
+#include "auth/authres.h"
 #include "auth/dkim.h"
 #include "auth/spf.h"
 #include "core/glue.h"
@@ -484,6 +490,31 @@ static int psl_info_l(lua_State *L) {
   return 1;
 }
 
+/* ---- Authentication-Results ------------------------------------------------ */
+
+static int authres_value_l(lua_State *L) {
+  size_t n;
+  const char *v = luaL_checklstring(L, 1, &n);
+  lua_Integer max = luaL_optinteger(L, 2, 256);
+  smtpd_buf out = {0};
+  if (max < 1) max = 1;
+  if (authres_value(&out, v, n, (size_t)max)) {
+    smtpd_buf_free(&out);
+    return luaL_error(L, "out of memory");
+  }
+  lua_pushlstring(L, out.p, out.len);
+  smtpd_buf_free(&out);
+  return 1;
+}
+
+static int authres_id_l(lua_State *L) {
+  size_t n, st, len;
+  const char *v = luaL_checklstring(L, 1, &n);
+  if (authres_id(v, n, &st, &len)) return 0;
+  lua_pushlstring(L, v + st, len);
+  return 1;
+}
+
 void smtpd_open_auth(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"dkim_tags", dkim_tags_l}, {"dkim_fields", dkim_fields_l},
@@ -491,6 +522,7 @@ void smtpd_open_auth(lua_State *L) {
     {"dkim_body_hash", dkim_body_hash_l}, {"dkim_verify", dkim_verify_l},
     {"dkim_sign", dkim_sign_l}, {"dkim_public_key", dkim_public_l},
     {"psl_org_domain", psl_org_domain_l}, {"psl_info", psl_info_l},
+    {"authres_value", authres_value_l}, {"authres_id", authres_id_l},
     {NULL, NULL}
   };
   luaL_setfuncs(L, fns, 0);

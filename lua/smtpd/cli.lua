@@ -91,6 +91,11 @@ Options:
         globals there; Ctrl-C cancels the line or a waiting chunk, Ctrl-D
         closes the server gracefully and exits. Not with --workers.
 
+    --authenticate
+        Check SPF at MAIL FROM, DKIM and DMARC at the end of the data,
+        and add an Authentication-Results field with every result (the
+        server's `authentication' option, all of it).
+
     --workers N
         Run N worker processes that share the listening port
         (SO_REUSEPORT), to use N cores; the first process passes signals
@@ -122,7 +127,7 @@ local LONG = {
   ["relay-ca"] = "relay-ca", ["relay-user"] = "relay-user",
   ["relay-password-env"] = "relay-password-env",
   ["relay-password-file"] = "relay-password-file", repl = "repl",
-  maildir = "maildir", mbox = "mbox",
+  maildir = "maildir", mbox = "mbox", authenticate = "authenticate",
 }
 local TAKES_ARG = {c = true, s = true, L = true, W = true,
                    ["tls-cert"] = true, ["tls-key"] = true,
@@ -401,7 +406,8 @@ function M.main(argv, prog)
                             reuse_port = opts.workers > 1 or nil,
                             tls = tls, relay = relay,
                             require_starttls = opts["require-starttls"],
-                            maildir = opts.maildir, mbox = opts.mbox})
+                            maildir = opts.maildir, mbox = opts.mbox,
+                            authentication = opts.authenticate and true or nil})
   if not ok then
     -- The message, without the Lua position it was raised at.
     local msg = tostring(server):gsub("^[^\n]-%.lua:%d+: ", "")

@@ -89,7 +89,6 @@ end
 -- Installs the checks on server (before it listens): check_connection,
 -- and check_sender / check_recipient around the class's own.
 function M.install(server, spec, store)
-  local cls = getmetatable(server)
   local fqdn = require("smtpd.core").getfqdn()
   local function peer_ip(channel)
     local p = channel and channel.peer
@@ -102,7 +101,7 @@ function M.install(server, spec, store)
     return false
   end
   if any("connect") then
-    local own = cls.check_connection
+    local own = server.check_connection
     rawset(server, "check_connection", function(self, peer)
       local r = count(self, store, spec, "connections_per_ip", peer[1], fqdn)
       if r then return r end
@@ -110,7 +109,7 @@ function M.install(server, spec, store)
     end)
   end
   if any("mail") then
-    local own = cls.check_sender
+    local own = server.check_sender
     server.check_sender = function(self, channel, address, params)
       local r = count(self, store, spec, "messages_per_ip", peer_ip(channel), fqdn)
         or count(self, store, spec, "messages_per_sender",
@@ -120,7 +119,7 @@ function M.install(server, spec, store)
     end
   end
   if any("rcpt") then
-    local own = cls.check_recipient
+    local own = server.check_recipient
     server.check_recipient = function(self, channel, address, params)
       local r = count(self, store, spec, "recipients_per_ip", peer_ip(channel), fqdn)
         or count(self, store, spec, "recipients_per_sender",

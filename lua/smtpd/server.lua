@@ -26,6 +26,8 @@ SMTPServer.OPTIONS.auth_mechanisms = true
 -- a URL, or a store object); server.store is that store.
 SMTPServer.OPTIONS.rate_limits = true
 SMTPServer.OPTIONS.store = true
+-- SPF, DKIM, DMARC and Authentication-Results (smtpd.authenticate).
+SMTPServer.OPTIONS.authentication = true
 
 -- A check method set on a server object (not its class) must be noticed
 -- too: the core looks such methods up once per class change.
@@ -93,6 +95,10 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
                                                            "remoteaddr") or nil
   self._opts = opts
   self._map = map
+  -- Authentication first: the rate limits' checks go around its own.
+  if opts.authentication ~= nil and opts.authentication ~= false then
+    require("smtpd.authenticate").install(self, opts.authentication)
+  end
   if opts.store ~= nil or opts.rate_limits ~= nil then
     local limits = require "smtpd.limits"
     if opts.rate_limits ~= nil then limits.check(opts.rate_limits) end
