@@ -75,7 +75,7 @@ describe("the authentication option", function()
       at_mail[#at_mail + 1] = channel.spf and channel.spf.result
     end
     local srv, map, host, port = H.server(Seen, {authentication = {spf = true,
-      dkim = true, dmarc = true, header = true, authserv_id = "mx.test",
+      dkim = true, dmarc = true, arc = true, header = true, authserv_id = "mx.test",
       dmarc_reject = true}})
     assert(dns.configure{servers = {"127.0.0.1:" .. server.port}, timeout = 0.5,
                          tries = 1, map = map})
@@ -93,11 +93,12 @@ describe("the authentication option", function()
     assert.equal("pass", a.spf)
     assert.equal("pass", a.dkim[1].result, a.dkim[1].reason)
     assert.equal("pass", a.dmarc)
+    assert.equal("none", a.arc)
     assert.same({"pass"}, at_mail)
     -- ours on top, the forged one gone
     assert.matches("^Authentication%-Results: mx%.test;\n\tspf=pass "
                    .. "smtp%.mailfrom=alice@example%.com;\n\tdkim=pass header%.d="
-                   .. "example%.com header%.s=k header%.a=rsa%-sha256;\n\tdmarc=pass "
+                   .. "example%.com header%.s=k header%.a=rsa%-sha256;\n\tarc=none;\n\tdmarc=pass "
                    .. "header%.from=example%.com policy%.dmarc=reject\n", m.data)
     assert.is_nil(m.data:find("(forged)", 1, true))
     -- DMARC failing under p=reject: 550 (SPF fails, no signature)

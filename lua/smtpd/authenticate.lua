@@ -8,7 +8,8 @@
 --     dmarc_reject = false, timeout = 20}})
 --
 -- kwargs.authentication = {spf = result, spf_facts =, dkim = {results},
--- dmarc = result, dmarc_facts =, header = (the field added)}. With
+-- arc = cv, arc_facts =, dmarc = result, dmarc_facts =, header = (the
+-- field added)}. With
 -- dmarc_reject, a message failing DMARC whose policy is reject (after
 -- pct=) gets 550 5.7.1; a temperror is never a 5xx.
 
@@ -25,12 +26,11 @@ local KNOWN = {spf = true, dkim = true, dmarc = true, arc = true, header = true,
 local state = setmetatable({}, {__mode = "k"})
 
 function M.check(spec)
-  if spec == true then spec = {spf = true, dkim = true, dmarc = true, header = true} end
+  if spec == true then
+    spec = {spf = true, dkim = true, dmarc = true, arc = true, header = true}
+  end
   if type(spec) ~= "table" then util.raise("authentication must be a table or true") end
   options.check(spec, KNOWN, "authentication option")
-  if spec.arc then
-    util.raise("authentication.arc: ARC is not built yet in this version")
-  end
   if spec.timeout ~= nil and (type(spec.timeout) ~= "number" or spec.timeout <= 0) then
     util.raise("authentication.timeout must be seconds above 0")
   end
@@ -73,6 +73,12 @@ local function header_for(a, spec, facts)
       props = {{"header.d", d.domain}, {"header.s", d.selector},
                {"header.a", d.algorithm}}}
   end
+  if a.arc then
+    local f = a.arc_facts or {}
+    results[#results + 1] = {method = "arc", result = a.arc, reason = f.reason,
+      props = {{"header.oldest-pass", f.oldest_pass and f.oldest_pass < (f.instances or 0)
+                                      and f.oldest_pass or nil}}}
+  end
   if a.dmarc then
     local f = a.dmarc_facts or {}
     results[#results + 1] = {method = "dmarc", result = a.dmarc, reason = f.problem,
@@ -109,6 +115,9 @@ function M.install(server, spec)
     if st then a.spf, a.spf_facts = st.spf, st.spf_facts end
     if spec.dkim or spec.dmarc then
       a.dkim = require("smtpd.dkim").verify(data, {timeout = timeout})
+    end
+    if spec.arc then
+      a.arc, a.arc_facts = require("smtpd.arc").verify(data, {timeout = timeout})
     end
     if spec.dmarc then
       local domain, why = from_domain(data)

@@ -92,7 +92,7 @@ Options:
         closes the server gracefully and exits. Not with --workers.
 
     --authenticate
-        Check SPF at MAIL FROM, DKIM and DMARC at the end of the data,
+        Check SPF at MAIL FROM, DKIM, ARC and DMARC at the end of the data,
         and add an Authentication-Results field with every result (the
         server's `authentication' option, all of it).
 

@@ -262,6 +262,12 @@ local function verify_one(data, fields, body_at, raw, opts, keys, bodies)
   return r
 end
 
+-- What smtpd.arc shares (the same byte work, keys and header picking).
+M._internal = {strip_ws = strip_ws, field_value = field_value,
+               without_b = without_b, fetch_key = fetch_key,
+               check_key = check_key, header_data = header_data,
+               signed_fields = signed_fields, ALGS = ALGS}
+
 -- verify(data [, opts]) -> {results}, one per DKIM-Signature field.
 function M.verify(data, opts)
   if type(data) ~= "string" then error("dkim.verify: data must be a string", 2) end

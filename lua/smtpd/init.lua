@@ -34,10 +34,11 @@ local smtpd = {
 
 -- What reaches the world, loaded when first used: smtpd.dns,
 -- smtpd.http, smtpd.redis, smtpd.socket, smtpd.store(url), smtpd.spf,
--- smtpd.dkim, smtpd.dmarc.
+-- smtpd.dkim, smtpd.dmarc, smtpd.arc, smtpd.authres.
 local LAZY = {dns = "smtpd.dns", http = "smtpd.http", redis = "smtpd.redis",
               socket = "smtpd.socket", store = "smtpd.store", spf = "smtpd.spf",
-              dkim = "smtpd.dkim", dmarc = "smtpd.dmarc"}
+              dkim = "smtpd.dkim", dmarc = "smtpd.dmarc", arc = "smtpd.arc",
+              authres = "smtpd.authres"}
 setmetatable(smtpd, {__index = function(t, k)
   local mod = LAZY[k]
   if not mod then return nil end

@@ -1,0 +1,99 @@
+-- smtpd.arc: chain validation (RFC 8617) on our own sets, and the ARC
+-- validation suite (draft-18 format) when SMTPD_ARC_SUITE names its
+-- arc-draft-validation-tests.yml; keys from a loopback DNS server.
+local H = require "helper"
+local peers = require "peers"
+local arc = require "smtpd.arc"
+local dns = require "smtpd.dns"
+local cjson = require "cjson"
+
+local zone_path = os.tmpname()
+local server, why_not
+
+local function new_map()
+  local map = H.map()
+  assert(dns.configure{servers = {"127.0.0.1:" .. server.port}, timeout = 0.5,
+                       tries = 1, map = map})
+  return map
+end
+
+local function use_zone(map, zone)
+  local f = assert(io.open(zone_path, "w"))
+  f:write(cjson.encode(zone))
+  f:close()
+  peers.reload(map)
+end
+
+describe("smtpd.arc", function()
+  setup(function()
+    local f = assert(io.open(zone_path, "w"))
+    f:write("{}")
+    f:close()
+    server, why_not = peers.zone(zone_path)
+  end)
+  teardown(function()
+    peers.stop()
+    os.remove(zone_path)
+  end)
+
+  it("says none without sets and fail for a broken structure", function()
+    if not server then H.skip(why_not) return end
+    local map = new_map()
+    use_zone(map, {})
+    local msg = "From: a@b.example\nSubject: x\n\nhi\n"
+    assert.equal("none", (arc.verify(msg, {map = map})))
+    local cv, facts = arc.verify("ARC-Seal: i=1; cv=none; a=rsa-sha256; d=b.example; "
+                                 .. "s=x; b=AAAA\n" .. msg, {map = map})
+    assert.equal("fail", cv)
+    assert.matches("not whole", facts.reason)
+    cv, facts = arc.verify("ARC-Seal: i=77; cv=none; a=rsa-sha256; d=b.example; "
+                           .. "s=x; b=AAAA\n" .. msg, {map = map})
+    assert.equal("fail", cv)
+    assert.has_error(function() arc.verify(nil) end)
+  end)
+
+  it("runs the ARC validation suite (SMTPD_ARC_SUITE)", function()
+    local suite = os.getenv("SMTPD_ARC_SUITE")
+    if not suite or suite == "" then
+      H.skip("SMTPD_ARC_SUITE is not set (the path of arc-draft-validation-tests.yml)")
+      return
+    end
+    if not server then H.skip(why_not) return end
+    local py = H.python_with("yaml")
+    if not py and H.apt_install("python3-yaml") then py = H.python_with("yaml") end
+    if not py then H.skip("python3-yaml is not installed") return end
+    local json = os.tmpname()
+    assert(os.execute(("%s %s/spec/peers/yaml2json.py %s %s")
+                      :format(py, H.root, suite, json)))
+    local scenarios = cjson.decode((assert(H.readfile(json))))
+    os.remove(json)
+    local map = new_map()
+    local total, undefined, failures = 0, 0, {}
+    for _, sc in ipairs(scenarios) do
+      local zone = {}
+      for name, text in pairs(sc["txt-records"] or {}) do zone[name] = {{TXT = text}} end
+      use_zone(map, zone)
+      local names = {}
+      for name in pairs(sc.tests) do names[#names + 1] = name end
+      table.sort(names)
+      for _, name in ipairs(names) do
+        local t = sc.tests[name]
+        local want = tostring(t.cv or ""):lower()
+        if want == "" then
+          undefined = undefined + 1      -- the suite leaves it undefined
+        else
+          total = total + 1
+          local cv, facts = arc.verify(t.message or "", {map = map, timeout = 1})
+          if cv ~= want then
+            failures[#failures + 1] = ("%s: %s, not %s (%s)"):format(name, cv, want,
+                                                                   tostring(facts.reason))
+          end
+        end
+      end
+    end
+    io.stdout:write(("\nARC validation suite: %d of %d passed (%d undefined, not run)\n")
+                    :format(total - #failures, total, undefined))
+    for _, f in ipairs(failures) do io.stdout:write("  ", f, "\n") end
+    assert.same({}, failures)
+  end)
+end)
