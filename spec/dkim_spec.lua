@@ -275,3 +275,67 @@ describe("smtpd.dkim", function()
                                                 key = "-----BEGIN nonsense"}) end)
   end)
 end)
+
+describe("relayed mail signed with relay.dkim", function()
+  local zpath = os.tmpname()
+  local srv_peer, reason
+  setup(function()
+    local f = assert(io.open(zpath, "w"))
+    f:write("{}")
+    f:close()
+    srv_peer, reason = peers.zone(zpath)
+  end)
+  teardown(function()
+    peers.stop()
+    os.remove(zpath)
+  end)
+
+  it("signs what PureProxy and smtpd.sendmail relay", function()
+    if not srv_peer then H.skip(reason) return end
+    local smtpd = H.smtpd
+    local key = os.tmpname()
+    assert(os.execute(("openssl genpkey -algorithm ED25519 -out %s 2>/dev/null"):format(key)))
+    local up, map, uhost, uport = H.server(H.Recorder)
+    assert(dns.configure{servers = {"127.0.0.1:" .. srv_peer.port}, timeout = 1,
+                         tries = 1, map = map})
+    local f = assert(io.open(zpath, "w"))
+    f:write(cjson.encode({["ed._domainkey.example.com"] =
+      {{TXT = dkim.key_record(key, "ed25519-sha256")}}}))
+    f:close()
+    peers.reload(map)
+    local dk = {domain = "example.com", selector = "ed", key = key,
+                algorithm = "ed25519-sha256"}
+    local proxy = smtpd.PureProxy({"127.0.0.1", 0}, {uhost, uport},
+                                  {map = map, relay = {dkim = dk}})
+    assert.equal("message", proxy.relay_mode)
+    local _, pport = proxy:getsockname()
+    local c = H.connect(map, "127.0.0.1", pport)
+    c:send("HELO a\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+           .. "From: a@example.com\r\nSubject: relayed\r\n\r\nsigned on the way\r\n.\r\n")
+    local last
+    for _ = 1, 6 do last = c:reply(10) end
+    assert.equal("250 OK", last[1])
+    c:close()
+    local got = up.messages[1].data
+    assert.matches("^DKIM%-Signature: v=1; a=ed25519%-sha256;", got)
+    local r = dkim.verify(got, {map = map})
+    assert.equal("pass", r[1].result, r[1].reason)
+    -- smtpd.sendmail with dkim =
+    local refused = smtpd.sendmail({uhost, uport}, "a@example.com", {"b@x.test"},
+      "From: a@example.com\nSubject: direct\n\nby sendmail\n", {map = map, dkim = dk})
+    assert.same({}, refused)
+    H.run_until(map, function() return #up.messages == 2 end, 5)
+    assert.equal("pass", dkim.verify(up.messages[2].data, {map = map})[1].result)
+    -- bad options are said at once
+    assert.has_error(function()
+      smtpd.PureProxy({"127.0.0.1", 0}, {uhost, uport},
+                      {map = map, relay = {dkim = {domain = "example.com", selector = "x",
+                                                   key = "/nonexistent"}}})
+    end)
+    assert.has_error(function()
+      smtpd.PureProxy({"127.0.0.1", 0}, {uhost, uport},
+                      {map = map, relay = {at = "rcpt", dkim = dk}})
+    end)
+    os.remove(key)
+  end)
+end)

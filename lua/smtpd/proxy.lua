@@ -50,8 +50,20 @@ function PureProxy:initialize(localaddr, remoteaddr, opts)
   -- Options for the upstream connection (see smtpd.sendmail).
   local r = t.relay or {}
   if type(r) ~= "table" then raise("opts.relay must be a table") end
+  -- relay.dkim: what is relayed is signed first (smtpd.dkim.sign's
+  -- options), so the whole message is needed: the message mode.
+  local dk = r.dkim
+  if dk ~= nil then
+    local copy = {}
+    for k, v in pairs(r) do if k ~= "dkim" then copy[k] = v end end
+    r = copy
+    relay.check_dkim(dk)
+    if r.at == "rcpt" then
+      raise("relay.dkim signs the whole message: it needs relay.at = \"message\"")
+    end
+  end
   relay.check_options(r, "relay option")
-  local mode = r.at or (wants_message(self) and "message" or "rcpt")
+  local mode = r.at or ((dk or wants_message(self)) and "message" or "rcpt")
   if t.enable_SMTPUTF8 and mode == "message" then
     -- smtpd's PureProxy cannot relay SMTPUTF8; at RCPT time the client's
     -- SMTPUTF8 goes on to an upstream that offers it.
@@ -64,6 +76,7 @@ function PureProxy:initialize(localaddr, remoteaddr, opts)
   local conf, why = relay.conf(t.map, remoteaddr, r)
   if not conf then raise("relay " .. why) end
   self._relay_conf = conf
+  self._relay_dkim = dk
   self.relay = r
   self.relay_mode = mode
   PureProxy.super.initialize(self, localaddr, remoteaddr, opts)
@@ -91,6 +104,7 @@ end
 -- is in it (code -1 when the upstream gave none, as smtpd's). A second
 -- value, on failure, says where it failed (see smtpd.sendmail).
 function PureProxy:_deliver(mailfrom, rcpttos, data, dsn)
+  if self._relay_dkim then data = relay.dkim_sign(data, self._relay_dkim) end
   local refused, _, info = relay.send(self._relay_conf, self._map,
                                       mailfrom, rcpttos, data, {dsn = dsn})
   if refused then return refused end

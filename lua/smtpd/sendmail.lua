@@ -18,6 +18,21 @@ local KNOWN = options.set(core.OPTIONS.relay)
 KNOWN.mail_options = true
 KNOWN.map = true
 KNOWN.dsn = true
+KNOWN.dkim = true
+
+-- dkim = smtpd.dkim.sign's options: checked by signing a small message
+-- (a key that does not read fails here, at the user's call).
+function M.check_dkim(dk)
+  if type(dk) ~= "table" then util.raise("dkim must be a table (smtpd.dkim.sign's options)") end
+  local ok, err = pcall(require("smtpd.dkim").sign, "From: check@example.invalid\n\n", dk)
+  if not ok then util.raise("dkim: " .. tostring(err):gsub("^[^\n]-%.lua:%d+: ", "")) end
+end
+
+-- data with its DKIM-Signature field(s) on top.
+function M.dkim_sign(data, dk)
+  local field = require("smtpd.dkim").sign(data, dk)
+  return field:gsub("\r\n", "\n") .. "\n" .. data
+end
 
 -- The relay options of opts (a table that may hold more), read into a
 -- conf for remoteaddr: raises (at the user's call) on a bad option;
@@ -123,6 +138,14 @@ function M.sendmail(remoteaddr, mailfrom, rcpttos, data, opts)
     util.raise("sendmail: data must be a string")
   end
   if mailfrom == nil or mailfrom == "" then mailfrom = "<>" end
+  if opts.dkim ~= nil then
+    if type(opts.dkim) ~= "table" then
+      util.raise("sendmail: dkim must be a table (smtpd.dkim.sign's options)")
+    end
+    local ok, signed = pcall(M.dkim_sign, data, opts.dkim)
+    if not ok then util.raise("sendmail: " .. tostring(signed):gsub("^[^\n]-%.lua:%d+: ", "")) end
+    data = signed
+  end
   local map = opts.map or util.socket_map
   local conf, why = M.conf(map, remoteaddr, opts)
   if not conf then return failure(rcpttos, "tls", why) end
