@@ -4,7 +4,8 @@
  * no tag twice), as a message (its fields inside the input and in order,
  * each canonicalised both ways), and as a body hashed both ways, with and
  * without an l= limit (never more hashed than the limit, the canonical
- * length never less than what was hashed).
+ * length never less than what was hashed); and as a message that grows
+ * while its DKIM-Signature fields' body hashes are made (the stream).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -58,6 +59,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (limit >= 0 && b.hashed > limit) abort();
       if (b.hashed > b.total) abort();
     }
+  }
+  {
+    /* the stream: the message grows in three steps, then is whole */
+    static dkim_stream st;
+    dkim_stream_feed(&st, s, size / 3);
+    dkim_stream_feed(&st, s, size / 3 * 2);
+    if (dkim_stream_finish(&st, s, size)) {
+      for (i = 0; i < st.n; i++)
+        if (st.h[i].dlen != 20 && st.h[i].dlen != 32) abort();
+      if (st.body > size) abort();
+    }
+    dkim_stream_reset(&st);
   }
   return 0;
 }

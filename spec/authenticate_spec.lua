@@ -94,6 +94,9 @@ describe("the authentication option", function()
     assert.equal("pass", a.dkim[1].result, a.dkim[1].reason)
     assert.equal("pass", a.dmarc)
     assert.equal("none", a.arc)
+    assert.is_true(a.dkim_streamed)          -- hashed while the data came
+    assert.is_true(a.dkim[1].body_streamed)  -- and that hash was right
+    assert.is_nil(m.kwargs._dkim_bodies)
     assert.same({"pass"}, at_mail)
     -- ours on top, the forged one gone
     assert.matches("^Authentication%-Results: mx%.test;\n\tspf=pass "
@@ -107,6 +110,29 @@ describe("the authentication option", function()
     for _ = 1, 4 do last = c:reply(10) end
     assert.matches("^550 5%.7%.1 DMARC: strict%.test", last[1])
     assert.equal(1, #srv.messages)
+    -- the same signed message in small pieces, and by BDAT: the body
+    -- hash made across reads and chunks still passes
+    local wire = msg:gsub("\n", "\r\n")
+    c:send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n")
+    for _ = 1, 3 do c:reply(10) end
+    for i = 1, #wire, 7 do
+      c:send(wire:sub(i, i + 6))
+      map:loop(0.001, 1)
+    end
+    c:send(".\r\n")
+    assert.equal("250 OK", c:reply(10)[1])
+    a = srv.messages[2].kwargs.authentication
+    assert.equal("pass", a.dkim[1].result, a.dkim[1].reason)
+    assert.is_true(a.dkim[1].body_streamed)
+    local half = #wire // 2
+    c:send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<b@x.test>\r\n"
+           .. ("BDAT %d\r\n"):format(half) .. wire:sub(1, half)
+           .. ("BDAT %d LAST\r\n"):format(#wire - half) .. wire:sub(half + 1))
+    for _ = 1, 4 do last = c:reply(10) end
+    assert.equal("250 OK", last[1])
+    a = srv.messages[3].kwargs.authentication
+    assert.equal("pass", a.dkim[1].result, a.dkim[1].reason)
+    assert.is_true(a.dkim[1].body_streamed)
     c:close()
   end)
 

@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include <libpsl.h>
+#include <stdio.h>
 #include <openssl/pem.h>
 
 #include "auth/authres.h"
@@ -433,6 +434,72 @@ static int dkim_public_l(lua_State *L) {
   if (len <= 0) return luaL_error(L, "dkim: no public key");
   push_b64(L, buf, (size_t)len);
   return 1;
+}
+
+/* ---- DKIM body hashes while a channel's data arrives ------------------------ */
+
+/* The stream of a channel, made when first needed; NULL without memory. */
+static dkim_stream *channel_stream(smtpd_channel *ch) {
+  if (ch->dkim == NULL) ch->dkim = calloc(1, sizeof *ch->dkim);
+  if (ch->dkim && ch->dkim_gen != ch->s.rset_gen) {
+    dkim_stream_reset(ch->dkim);           /* RSET, HELO, EHLO: a new one */
+    ch->dkim_gen = ch->s.rset_gen;
+  }
+  return ch->dkim;
+}
+
+void smtpd_dkim_stream_feed_channel(smtpd_channel *ch) {
+  const smtpd_buf *d = &ch->s.parser.data;
+  dkim_stream *st;
+  if (d->len == 0 && ch->dkim == NULL) return;
+  st = channel_stream(ch);
+  if (st && !ch->s.parser.data_over) dkim_stream_feed(st, d->p, d->len);
+}
+
+void smtpd_dkim_stream_finish_channel(smtpd_channel *ch) {
+  const smtpd_buf *d = &ch->s.parser.data;
+  dkim_stream *st = channel_stream(ch);
+  if (st == NULL) return;
+  if (!dkim_stream_finish(st, d->p ? d->p : "", d->len)) {
+    dkim_stream_reset(st);
+    st->state = 3;                         /* nothing to give */
+  }
+}
+
+int smtpd_dkim_stream_push(lua_State *L, smtpd_channel *ch) {
+  dkim_stream *st = ch->dkim;
+  int i, pushed = 0;
+  if (st && st->state == 1) {
+    lua_createtable(L, 0, st->n);
+    for (i = 0; i < st->n; i++) {
+      const dkim_stream_hash *h = &st->h[i];
+      char key[64];
+      if (h->limit < 0)
+        snprintf(key, sizeof key, "%s %s nil", h->relaxed ? "relaxed" : "simple",
+                 h->sha1 ? "rsa-sha1" : "rsa-sha256");
+      else
+        snprintf(key, sizeof key, "%s %s %lld", h->relaxed ? "relaxed" : "simple",
+                 h->sha1 ? "rsa-sha1" : "rsa-sha256", h->limit);
+      lua_createtable(L, 0, 3);
+      push_b64(L, h->digest, (size_t)h->dlen);
+      lua_setfield(L, -2, "digest");
+      lua_pushinteger(L, (lua_Integer)h->b.total);
+      lua_setfield(L, -2, "total");
+      lua_pushinteger(L, (lua_Integer)h->b.hashed);
+      lua_setfield(L, -2, "hashed");
+      lua_setfield(L, -2, key);
+    }
+    pushed = 1;
+  }
+  if (st) dkim_stream_reset(st);
+  return pushed;
+}
+
+void smtpd_dkim_stream_free(smtpd_channel *ch) {
+  if (ch->dkim == NULL) return;
+  dkim_stream_reset(ch->dkim);
+  free(ch->dkim);
+  ch->dkim = NULL;
 }
 
 /* ---- the public suffix list (DMARC's organizational domains) -------------- */

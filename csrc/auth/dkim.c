@@ -279,6 +279,126 @@ void dkim_body_free(dkim_body *b) {
   b->md = NULL;
 }
 
+/* ---- the body hashes of a message as it arrives ------------------------------------------ */
+
+void dkim_stream_reset(dkim_stream *st) {
+  int i;
+  for (i = 0; i < st->n; i++) dkim_body_free(&st->h[i].b);
+  memset(st, 0, sizeof *st);
+}
+
+static int ieq_n(const char *a, size_t n, const char *b) {
+  size_t i;
+  if (strlen(b) != n) return 0;
+  for (i = 0; i < n; i++) {
+    char c = a[i];
+    if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
+    if (c != b[i]) return 0;
+  }
+  return 1;
+}
+
+/* One DKIM-Signature field's body hash, added unless it is there. */
+static void stream_add(dkim_stream *st, const char *field, size_t len) {
+  const char *colon = memchr(field, ':', len);
+  dkim_tag tags[DKIM_MAX_TAGS];
+  int n, i, relaxed = 0, sha1 = 0;
+  long long limit = -1;
+  if (colon == NULL) return;
+  n = dkim_tags(colon + 1, len - (size_t)(colon + 1 - field), tags,
+                DKIM_MAX_TAGS, NULL, 0);
+  for (i = 0; i < n; i++) {
+    const dkim_tag *t = &tags[i];
+    if (t->name_len == 1 && t->name[0] == 'c') {
+      const char *slash = memchr(t->value, '/', t->value_len);
+      if (slash) relaxed = ieq_n(slash + 1, t->value_len - (size_t)(slash + 1 - t->value),
+                                 "relaxed");
+    } else if (t->name_len == 1 && t->name[0] == 'a') {
+      sha1 = ieq_n(t->value, t->value_len, "rsa-sha1");
+    } else if (t->name_len == 1 && t->name[0] == 'l') {
+      size_t k;
+      limit = 0;
+      for (k = 0; k < t->value_len && k < 18; k++) {
+        if (!is_digit((unsigned char)t->value[k])) return;   /* malformed */
+        limit = limit * 10 + (t->value[k] - '0');
+      }
+      if (t->value_len == 0 || t->value_len >= 18) return;
+    }
+  }
+  if (n < 0) return;
+  for (i = 0; i < st->n; i++)
+    if (st->h[i].relaxed == relaxed && st->h[i].sha1 == sha1 &&
+        st->h[i].limit == limit)
+      return;
+  if (st->n >= DKIM_STREAM_MAX) return;
+  if (dkim_body_init(&st->h[st->n].b, relaxed, sha1 ? EVP_sha1() : EVP_sha256(),
+                     limit))
+    return;
+  st->h[st->n].relaxed = relaxed;
+  st->h[st->n].sha1 = sha1;
+  st->h[st->n].limit = limit;
+  st->n++;
+}
+
+/* The header is whole at len: read its signatures' hashes. */
+static void stream_header(dkim_stream *st, const char *data, size_t len) {
+  dkim_field f[64];
+  int n, i, extra;
+  size_t body;
+  n = dkim_fields(data, len, f, 64, &extra, &body);
+  st->body = body;
+  for (i = 0; i < n; i++)
+    if (ieq_n(data + f[i].start, f[i].name_len, "dkim-signature"))
+      stream_add(st, data + f[i].start, f[i].len);
+  st->state = st->n ? 1 : 2;
+  st->fed = body;
+}
+
+void dkim_stream_feed(dkim_stream *st, const char *data, size_t len) {
+  int i;
+  if (len < st->fed) dkim_stream_reset(st);        /* a new message */
+  if (st->state == 0) {
+    /* the blank line that ends the header (LF or CRLF line ends) */
+    size_t from = st->fed > 3 ? st->fed - 3 : 0, k, end = 0;
+    if (len && data[0] == '\n') end = 1;
+    else if (len > 1 && data[0] == '\r' && data[1] == '\n') end = 2;
+    for (k = from; !end && k + 1 < len; k++) {
+      if (data[k] != '\n') continue;
+      if (data[k + 1] == '\n') end = k + 2;
+      else if (k + 2 < len && data[k + 1] == '\r' && data[k + 2] == '\n') end = k + 3;
+    }
+    if (!end) {
+      st->fed = len;
+      if (len > DKIM_STREAM_HEADER_MAX) st->state = 2;
+      return;
+    }
+    stream_header(st, data, end);
+  }
+  if (st->state != 1 || len <= st->fed) return;
+  for (i = 0; i < st->n; i++)
+    dkim_body_update(&st->h[i].b, data + st->fed, len - st->fed);
+  st->fed = len;
+}
+
+int dkim_stream_finish(dkim_stream *st, const char *data, size_t len) {
+  int i;
+  if (st->state == 0) {
+    /* a message that is all header: its body is empty */
+    dkim_stream_feed(st, data, len);
+    if (st->state == 0) {
+      stream_header(st, data, len);
+    }
+  } else {
+    dkim_stream_feed(st, data, len);
+  }
+  if (st->state != 1) return 0;
+  for (i = 0; i < st->n; i++) {
+    st->h[i].dlen = dkim_body_final(&st->h[i].b, st->h[i].digest);
+    if (st->h[i].dlen < 0) return 0;
+  }
+  return 1;
+}
+
 /* ---- signatures ----------------------------------------------------------------------------- */
 
 EVP_PKEY *dkim_public_key(dkim_alg alg, const unsigned char *p, size_t n,

@@ -78,6 +78,38 @@ int dkim_body_update(dkim_body *b, const char *p, size_t n);
 int dkim_body_final(dkim_body *b, unsigned char *out);
 void dkim_body_free(dkim_body *b);
 
+/* ---- the body hashes of a message as it arrives ---------------------------------- */
+
+/* The different (canonicalisation, hash, l=) of a message's signatures
+ * hashed while its data streams: once its header is whole, each
+ * DKIM-Signature field's c=, a= and l= are read and every body byte that
+ * arrives is hashed for each. */
+#define DKIM_STREAM_MAX 8
+#define DKIM_STREAM_HEADER_MAX (1024 * 1024)
+
+typedef struct dkim_stream_hash {
+  int relaxed, sha1;
+  long long limit;             /* -1: no l= */
+  dkim_body b;
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  int dlen;                    /* set by dkim_stream_finish */
+} dkim_stream_hash;
+
+typedef struct dkim_stream {
+  int state;        /* 0: the header is not whole; 1: hashing; 2: nothing */
+  size_t fed;       /* bytes of the data looked at */
+  size_t body;      /* where the body starts */
+  int n;
+  dkim_stream_hash h[DKIM_STREAM_MAX];
+} dkim_stream;
+
+/* data is the whole message so far (it only grows; shorter: a new one). */
+void dkim_stream_feed(dkim_stream *st, const char *data, size_t len);
+/* The message is whole: the digests, in h[i].digest. 1 when there are
+ * any, 0 when there was nothing to hash (or no memory). */
+int dkim_stream_finish(dkim_stream *st, const char *data, size_t len);
+void dkim_stream_reset(dkim_stream *st);
+
 /* ---- signatures -------------------------------------------------------------------- */
 
 typedef enum { DKIM_RSA_SHA256 = 1, DKIM_RSA_SHA1, DKIM_ED25519_SHA256 } dkim_alg;

@@ -246,6 +246,7 @@ typedef struct smtpd_server_conf {
   size_t max_per_ip;
   size_t backlog;
   int reuse_port;
+  int dkim_body_hash;      /* hash DKIM bodies as the data arrives */
   size_t unix_mode;        /* permissions of a unix socket (0666) */
   const char *fqdn;
   size_t max_auth_failures;    /* read by the Lua AUTH driver */
@@ -480,6 +481,8 @@ typedef struct smtpd_channel {
   uint64_t proxy_started;
   int received_ref;        /* received_data (last message) */
   unsigned received_gen;
+  struct dkim_stream *dkim;   /* the body hashes (dkim_body_hash), or NULL */
+  unsigned dkim_gen;          /* the rset_gen they are for */
   smtpd_session s;
   smtpd_buf in;            /* input not parsed yet (while parked) */
   smtpd_buf out;           /* replies queued */
@@ -630,6 +633,14 @@ void smtpd_open_dns(lua_State *L);
 void smtpd_open_dict(lua_State *L);
 void smtpd_open_http(lua_State *L);
 void smtpd_open_auth(lua_State *L);
+/* dkim_body_hash: the channel's stream fed with its data so far; made
+ * whole at the end of the message (before its data goes); its digests
+ * pushed as {["relaxed rsa-sha256 nil"] = {digest, total, hashed}, ...}
+ * (1; 0: nothing pushed), and the stream reset for the next message. */
+void smtpd_dkim_stream_feed_channel(smtpd_channel *ch);
+void smtpd_dkim_stream_finish_channel(smtpd_channel *ch);
+int smtpd_dkim_stream_push(lua_State *L, smtpd_channel *ch);
+void smtpd_dkim_stream_free(smtpd_channel *ch);
 /* loop/workers.c: this process's worker number, 0 outside workers. */
 extern int smtpd_worker_index;
 /* dns/dnsglue.c: a map being freed forgets its resolver's settings. */

@@ -85,6 +85,7 @@ const smtpd_optdef smtpd_server_optdefs[] = {
    0},
   {"backlog", SMTPD_OPT_COUNT, 1024, 1, SRV(backlog), NULL, 0},
   {"reuse_port", SMTPD_OPT_BOOL, 0, 0, SRV(reuse_port), NULL, 0},
+  {"dkim_body_hash", SMTPD_OPT_BOOL, 0, 0, SRV(dkim_body_hash), NULL, 0},
   {"unix_mode", SMTPD_OPT_COUNT, 0666, 0, SRV(unix_mode), NULL, 0},
   {"fqdn", SMTPD_OPT_STRING, 0, 0, SRV(fqdn), NULL, SMTPD_OPTF_WORD},
   {"require_starttls", SMTPD_OPT_BOOL, 0, 0, SES(require_starttls), NULL, 0},

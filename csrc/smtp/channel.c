@@ -59,6 +59,7 @@ static void channel_free(smtpd_handle *h) {
     smtpd_shared_leave(ch->shared, (struct sockaddr *)&ch->peer,
                        ch->ip_counted);
   smtpd_relaying_free(ch);
+  smtpd_dkim_stream_free(ch);
   smtpd_shared_unref(ch->shared);
   smtpd_session_free(&ch->s);
   smtpd_buf_free(&ch->in);
@@ -517,6 +518,7 @@ static size_t channel_feed(smtpd_channel *ch, const char *buf, size_t len) {
   size_t off;
   ch->in_process++;
   off = smtpd_session_feed(&ch->s, buf, len, &channel_events, ch);
+  if (ch->shared->conf.dkim_body_hash) smtpd_dkim_stream_feed_channel(ch);
   if (ch->relay) smtpd_relaying_pump(ch);
   if (ch->s.quit) ch->close_when_done = 1;
   channel_account(ch);

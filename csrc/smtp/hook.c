@@ -456,6 +456,9 @@ static int hook_lua_message(lua_State *L) {
   smtpd_push_strlist(L, &s->rcpttos);
   /* The one copy of the message bytes: into the Lua string. */
   lua_pushlstring(L, d->p ? d->p : "", d->len);
+  /* The DKIM body hashes made while it arrived: whole before the data
+   * goes (kwargs gets them below). */
+  if (ch->shared->conf.dkim_body_hash) smtpd_dkim_stream_finish_channel(ch);
   smtpd_parser_end_data(&s->parser);
   if (ch->obj_ref != LUA_NOREF) {
     smtpd_hook_unref(L, &ch->received_ref);
@@ -486,6 +489,8 @@ static int hook_lua_message(lua_State *L) {
                     s->auth_user.len);
     lua_setfield(L, -2, "auth_user");
   }
+  if (ch->shared->conf.dkim_body_hash && smtpd_dkim_stream_push(L, ch))
+    lua_setfield(L, -2, "_dkim_bodies");
   hook_start(ch, SMTPD_HOOK_MESSAGE, 6);
   return 0;
 }

@@ -113,8 +113,12 @@ function M.install(server, spec)
     local a = {}
     local st = conn and state[conn]
     if st then a.spf, a.spf_facts = st.spf, st.spf_facts end
+    -- the body hashes the core made as the data arrived
+    local bodies = kwargs and kwargs._dkim_bodies
+    if kwargs then kwargs._dkim_bodies = nil end
     if spec.dkim or spec.dmarc then
-      a.dkim = require("smtpd.dkim").verify(data, {timeout = timeout})
+      a.dkim = require("smtpd.dkim").verify(data, {timeout = timeout, bodies = bodies})
+      a.dkim_streamed = bodies ~= nil
     end
     if spec.arc then
       a.arc, a.arc_facts = require("smtpd.arc").verify(data, {timeout = timeout})
@@ -145,6 +149,7 @@ function M.install(server, spec)
     end
     return own_pm(self, peer, mailfrom, rcpttos, data, kwargs)
   end)
+  return spec
 end
 
 return M

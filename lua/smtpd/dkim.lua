@@ -4,7 +4,7 @@
 -- verifies parks while every other session goes on.
 --
 --   local results = smtpd.dkim.verify(data [, {timeout =, now =,
---     allow_sha1 =, max_signatures =, map =}])
+--     allow_sha1 =, max_signatures =, map =, bodies =}])
 --   -- one entry per DKIM-Signature, top first: {result = "pass" | "fail"
 --   --   | "policy" | "neutral" | "temperror" | "permerror", reason =,
 --   --   domain =, selector =, algorithm =, identity =, headers = {...},
@@ -231,10 +231,19 @@ local function verify_one(data, fields, body_at, raw, opts, keys, bodies)
     end
     if b.total > sig.l then r.unsigned_body = b.total - sig.l end
   end
+  if strip_ws(sig.tags.bh) ~= b.digest and b.streamed then
+    -- hashed as the data arrived: made again from the message before
+    -- saying fail (the stream only ever saves work)
+    local digest, total, hashed = core.dkim_body_hash(data, body_at,
+      sig.bcanon == "relaxed", hashname, sig.l)
+    b = {digest = digest, total = total, hashed = hashed}
+    bodies[bkey] = b
+  end
   if strip_ws(sig.tags.bh) ~= b.digest then
     r.result, r.reason = "fail", "the body hash does not verify"
     return r
   end
+  r.body_streamed = b.streamed or nil   -- the hash made as the data came
   local sigraw = without_b(raw)
   local hdata, over = header_data(fields, sig.h, sigraw, sig.hcanon == "relaxed")
   r.oversigned = over
@@ -276,6 +285,10 @@ function M.verify(data, opts)
   local fields, body_at = core.dkim_fields(data)
   local max = opts.max_signatures or M.MAX_SIGNATURES
   local out, keys, bodies = {}, {}, {}
+  -- body hashes made while the data arrived (the core's dkim_body_hash)
+  for k, v in pairs(opts.bodies or {}) do
+    bodies[k] = {digest = v.digest, total = v.total, hashed = v.hashed, streamed = true}
+  end
   for _, f in ipairs(fields) do
     if f.name == "dkim-signature" then
       if #out >= max then

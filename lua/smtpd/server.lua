@@ -97,7 +97,14 @@ function SMTPServer:initialize(localaddr, remoteaddr, opts)
   self._map = map
   -- Authentication first: the rate limits' checks go around its own.
   if opts.authentication ~= nil and opts.authentication ~= false then
-    require("smtpd.authenticate").install(self, opts.authentication)
+    local spec = require("smtpd.authenticate").install(self, opts.authentication)
+    if spec.dkim or spec.dmarc then
+      -- DKIM's body hashes are made by the core while the data arrives
+      local copy = {}
+      for k, v in pairs(opts) do copy[k] = v end
+      copy.dkim_body_hash = true
+      opts = copy
+    end
   end
   if opts.store ~= nil or opts.rate_limits ~= nil then
     local limits = require "smtpd.limits"
