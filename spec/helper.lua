@@ -419,8 +419,11 @@ function H.node_module(name)
   end
   if not found() then
     if not H.ensure("npm", "npm") then return nil, "npm is not installed" end
-    os.execute(("mkdir -p %s && cd %s && npm install --no-audit --no-fund "
-                .. "--no-save --loglevel=error %s >/dev/null 2>&1")
+    -- saved in bench/.work/package.json: npm prunes what it does not
+    -- list, so one module installed must not remove the others
+    os.execute(("mkdir -p %s && cd %s && { [ -f package.json ] || echo '{}' "
+                .. ">package.json; } && npm install --no-audit --no-fund "
+                .. "--save --loglevel=error %s >/dev/null 2>&1")
                :format(dir, dir, name))
     if not found() then
       return nil, "npm install " .. name .. " failed (is the registry reachable?)"

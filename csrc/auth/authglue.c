@@ -332,25 +332,73 @@ static unsigned char *b64_ws(const char *s, size_t len, long *out_len) {
   return out;
 }
 
+/* Public keys decoded from their records, kept: OpenSSL 3's decoders
+ * cost more than a verification. A few dozen, the oldest replaced. */
+#define KEY_CACHE 64
+static struct {
+  char *b64;
+  dkim_alg alg;
+  EVP_PKEY *key;
+  int bits;
+} key_cache[KEY_CACHE];
+static int key_next;
+
+static EVP_PKEY *cached_key(dkim_alg alg, const char *kb, size_t klen, int *bits,
+                            char *err, size_t errlen) {
+  int i;
+  long kn;
+  unsigned char *der;
+  EVP_PKEY *pk;
+  for (i = 0; i < KEY_CACHE; i++)
+    if (key_cache[i].key && key_cache[i].alg == alg &&
+        strlen(key_cache[i].b64) == klen && memcmp(key_cache[i].b64, kb, klen) == 0) {
+      *bits = key_cache[i].bits;
+      return key_cache[i].key;
+    }
+  der = b64_ws(kb, klen, &kn);
+  if (der == NULL) {
+    snprintf(err, errlen, "the key is not base64");
+    return NULL;
+  }
+  pk = dkim_public_key(alg, der, (size_t)kn, bits, err, errlen);
+  free(der);
+  if (pk == NULL || klen > 16384) return pk;   /* huge keys: not kept */
+  i = key_next;
+  key_next = (key_next + 1) % KEY_CACHE;
+  EVP_PKEY_free(key_cache[i].key);
+  free(key_cache[i].b64);
+  key_cache[i].b64 = malloc(klen + 1);
+  if (key_cache[i].b64 == NULL) {
+    key_cache[i].key = NULL;
+    return pk;                                  /* the caller frees it */
+  }
+  memcpy(key_cache[i].b64, kb, klen);
+  key_cache[i].b64[klen] = '\0';
+  key_cache[i].alg = alg;
+  key_cache[i].key = pk;
+  key_cache[i].bits = *bits;
+  return pk;
+}
+
+static int is_cached(EVP_PKEY *pk) {
+  int i;
+  for (i = 0; i < KEY_CACHE; i++)
+    if (key_cache[i].key == pk) return 1;
+  return 0;
+}
+
 static int dkim_verify_l(lua_State *L) {
   dkim_alg alg = check_alg(L, 1);
   size_t klen, dlen, slen;
   const char *kb = luaL_checklstring(L, 2, &klen);
   const char *data = luaL_checklstring(L, 3, &dlen);
   const char *sb = luaL_checklstring(L, 4, &slen);
-  long kn, sn;
-  unsigned char *key, *sig;
+  long sn;
+  unsigned char *sig;
   EVP_PKEY *pk;
   char err[96];
   int bits = 0, r;
-  key = b64_ws(kb, klen, &kn);
-  if (key == NULL) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "the key is not base64");
-    return 2;
-  }
-  pk = dkim_public_key(alg, key, (size_t)kn, &bits, err, sizeof err);
-  free(key);
+  pk = cached_key(alg, kb, klen, &bits, err, sizeof err);
   if (pk == NULL) {
     lua_pushnil(L);
     lua_pushstring(L, err);
@@ -358,7 +406,7 @@ static int dkim_verify_l(lua_State *L) {
   }
   sig = b64_ws(sb, slen, &sn);
   if (sig == NULL) {
-    EVP_PKEY_free(pk);
+    if (!is_cached(pk)) EVP_PKEY_free(pk);
     lua_pushboolean(L, 0);
     lua_pushliteral(L, "the signature is not base64");
     lua_pushinteger(L, bits);
@@ -366,7 +414,7 @@ static int dkim_verify_l(lua_State *L) {
   }
   r = dkim_verify(alg, pk, (const unsigned char *)data, dlen, sig, (size_t)sn);
   free(sig);
-  EVP_PKEY_free(pk);
+  if (!is_cached(pk)) EVP_PKEY_free(pk);
   if (r == 1) {
     lua_pushboolean(L, 1);
     lua_pushinteger(L, bits);
@@ -582,6 +630,23 @@ static int authres_id_l(lua_State *L) {
   return 1;
 }
 
+/* The key cache and the public suffix list go with the Lua state (before
+ * the core's code is unloaded): a sentinel in the registry frees them. */
+static int auth_caches_gc(lua_State *L) {
+  int i;
+  (void)L;
+  for (i = 0; i < KEY_CACHE; i++) {
+    EVP_PKEY_free(key_cache[i].key);
+    free(key_cache[i].b64);
+    key_cache[i].key = NULL;
+    key_cache[i].b64 = NULL;
+  }
+  psl_free(psl_loaded);
+  psl_loaded = NULL;
+  psl = NULL;
+  return 0;
+}
+
 void smtpd_open_auth(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"dkim_tags", dkim_tags_l}, {"dkim_fields", dkim_fields_l},
@@ -593,6 +658,15 @@ void smtpd_open_auth(lua_State *L) {
     {NULL, NULL}
   };
   luaL_setfuncs(L, fns, 0);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "smtpd.authcaches") == LUA_TNIL) {
+    lua_newuserdatauv(L, 1, 0);
+    lua_newtable(L);
+    lua_pushcfunction(L, auth_caches_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "smtpd.authcaches");
+  }
+  lua_pop(L, 1);
   lua_pushcfunction(L, ip_text_l);
   lua_setfield(L, -2, "ip_text");
   lua_pushcfunction(L, spf_parse_l);

@@ -52,21 +52,27 @@ end
 -- fields that carry authserv_id (its header only), and how many went.
 function M.strip(data, id)
   id = id:lower()
-  local out, removed, i, n = {}, 0, 1, #data
+  local kept, removed, i, n = {}, 0, 1, #data
   local in_drop = false
+  -- the header's lines kept, up to where the body starts (rest)
+  local rest = n + 1
   while i <= n do
     local e = data:find("\n", i, true) or n
     local line = data:sub(i, e)
     if line == "\n" or line == "\r\n" then
-      out[#out + 1] = data:sub(i)
-      return table.concat(out), removed
+      rest = i
+      break
     end
     if line:find("^[ \t]") then
-      if not in_drop then out[#out + 1] = line end
+      if not in_drop then kept[#kept + 1] = line end
     else
       local name, value = line:match("^([^:%s]+)%s*:(.*)$")
       in_drop = false
-      if name and name:lower() == "authentication-results" then
+      if not name then
+        rest = i            -- not a field: the header ended without its blank line
+        break
+      end
+      if name:lower() == "authentication-results" then
         -- the whole field's value, folded lines too, for the id
         local j, full = e + 1, value
         while j <= n and data:find("^[ \t]", j) do
@@ -80,16 +86,13 @@ function M.strip(data, id)
           removed = removed + 1
         end
       end
-      if not name and not in_drop then
-        -- not a field: the header ended without its blank line
-        out[#out + 1] = data:sub(i)
-        return table.concat(out), removed
-      end
-      if not in_drop then out[#out + 1] = line end
+      if not in_drop then kept[#kept + 1] = line end
     end
     i = e + 1
   end
-  return table.concat(out), removed
+  -- nothing removed: the data itself (a message may be large)
+  if removed == 0 then return data, 0 end
+  return table.concat(kept) .. data:sub(rest), removed
 end
 
 return M
