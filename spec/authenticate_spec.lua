@@ -55,6 +55,7 @@ describe("the authentication option", function()
       ["k._domainkey.example.com"] = {{TXT = dkim.key_record(key_path)}},
       ["strict.test"] = {{TXT = "v=spf1 -all"}},
       ["_dmarc.strict.test"] = {{TXT = "v=DMARC1; p=reject"}},
+      ["_dmarc.slow.test"] = {"TIMEOUT"},
     }
     local f = assert(io.open(zone_path, "w"))
     f:write(cjson.encode(zone))
@@ -110,6 +111,13 @@ describe("the authentication option", function()
     for _ = 1, 4 do last = c:reply(10) end
     assert.matches("^550 5%.7%.1 DMARC: strict%.test", last[1])
     assert.equal(1, #srv.messages)
+    -- a DMARC lookup that times out is a temperror: never a 5xx
+    c:send("MAIL FROM:<x@slow.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+           .. "From: x@slow.test\r\nSubject: x\r\n\r\nhi\r\n.\r\n")
+    for _ = 1, 4 do last = c:reply(10) end
+    assert.equal("250 OK", last[1])
+    assert.equal("temperror", srv.messages[2].kwargs.authentication.dmarc)
+    table.remove(srv.messages, 2)
     -- the same signed message in small pieces, and by BDAT: the body
     -- hash made across reads and chunks still passes
     local wire = msg:gsub("\n", "\r\n")
