@@ -96,4 +96,90 @@ describe("smtpd.arc", function()
     for _, f in ipairs(failures) do io.stdout:write("  ", f, "\n") end
     assert.same({}, failures)
   end)
+
+  -- The suite's fields compared as sets of tags, whitespace made one space.
+  local function tagset(v)
+    local out = {}
+    for t in (v:gsub("%s+", " ")):gmatch("[^;]+") do
+      t = t:gsub("^%s+", ""):gsub("%s+$", "")
+      -- a signature's folding is anywhere in it
+      if t:find("^b%s*=") then t = t:gsub("%s", "") end
+      if t ~= "" then out[#out + 1] = (t:gsub("%s*=%s*", "=", 1)) end
+    end
+    table.sort(out)
+    return out
+  end
+
+  it("runs the ARC signing suite (SMTPD_ARC_SIGN_SUITE): its message signatures and "
+     .. "results are ours, and what we seal validates", function()
+    local suite = os.getenv("SMTPD_ARC_SIGN_SUITE")
+    if not suite or suite == "" then
+      H.skip("SMTPD_ARC_SIGN_SUITE is not set (the path of arc-draft-sign-tests.yml)")
+      return
+    end
+    if not server then H.skip(why_not) return end
+    local py = H.python_with("yaml")
+    if not py then H.skip("python3-yaml is not installed") return end
+    local json = os.tmpname()
+    assert(os.execute(("%s %s/spec/peers/yaml2json.py %s %s")
+                      :format(py, H.root, suite, json)))
+    local scenarios = cjson.decode((assert(H.readfile(json))))
+    os.remove(json)
+    local map = new_map()
+    local total, failures, seals_same = 0, {}, 0
+    for _, sc in ipairs(scenarios) do
+      local zone = {}
+      for name, text in pairs(sc["txt-records"] or {}) do zone[name] = {{TXT = text}} end
+      use_zone(map, zone)
+      local names = {}
+      for name in pairs(sc.tests) do names[#names + 1] = name end
+      table.sort(names)
+      for _, name in ipairs(names) do
+        local t = sc.tests[name]
+        total = total + 1
+        local headers = {}
+        for h in t["sig-headers"]:gmatch("[^:]+") do headers[#headers + 1] = h end
+        local ok, _, list = pcall(arc.seal, t.message, {domain = sc.domain,
+          selector = sc.sel, key = sc.privatekey, authserv_id = t["srv-id"],
+          headers = headers, timestamp = t.t, map = map, timeout = 1})
+        if not ok then
+          failures[#failures + 1] = name .. ": " .. tostring(_)
+        elseif (t.AS or "") == "" then
+          -- the suite wants no set here (a chain that failed already)
+          if _ ~= nil then failures[#failures + 1] = name .. ": sealed, but should not" end
+        elseif _ == nil then
+          failures[#failures + 1] = name .. ": not sealed: " .. tostring(list)
+        else
+          local got = {AS = list[1], AMS = list[2], AAR = list[3]}
+          local function same(k)
+            local value = got[k]:match("^[^:]*:(.*)$")
+            return table.concat(tagset(value), ";") == table.concat(tagset(t[k] or ""), ";"),
+                   value
+          end
+          for _, k in ipairs({"AMS", "AAR"}) do
+            local equal, value = same(k)
+            if not equal then
+              failures[#failures + 1] = ("%s: %s differs:\n    ours   %s\n    theirs %s")
+                :format(name, k, table.concat(tagset(value), "; "),
+                        table.concat(tagset(t[k] or ""), "; "))
+            end
+          end
+          if same("AS") then seals_same = seals_same + 1 end
+          -- what we sealed validates (a chain that failed stays failed)
+          local sealed = table.concat(list, "\n") .. "\n" .. t.message
+          local cv = arc.verify(sealed, {map = map, timeout = 1})
+          local sealed_cv = list[1]:match("cv=(%a+)")
+          local want = sealed_cv == "fail" and "fail" or "pass"
+          if cv ~= want then
+            failures[#failures + 1] = ("%s: sealed with cv=%s, then %s"):format(name, sealed_cv, cv)
+          end
+        end
+      end
+    end
+    io.stdout:write(("\nARC signing suite: %d of %d with the suite's AMS and AAR, and a "
+                     .. "seal that validates; the seal's b= the suite's in %d of %d\n")
+                    :format(total - #failures, total, seals_same, total))
+    for _, f in ipairs(failures) do io.stdout:write("  ", f, "\n") end
+    assert.same({}, failures)
+  end)
 end)

@@ -293,23 +293,27 @@ describe("relayed mail signed with relay.dkim", function()
     os.remove(zpath)
   end)
 
-  it("signs what PureProxy and smtpd.sendmail relay", function()
+  it("signs what PureProxy and smtpd.sendmail relay; PureProxy seals it (ARC)", function()
     if not srv_peer then H.skip(reason) return end
     local smtpd = H.smtpd
-    local key = os.tmpname()
+    local key, rkey = os.tmpname(), os.tmpname()
     assert(os.execute(("openssl genpkey -algorithm ED25519 -out %s 2>/dev/null"):format(key)))
+    assert(os.execute(("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 "
+                       .. "-out %s 2>/dev/null"):format(rkey)))
     local up, map, uhost, uport = H.server(H.Recorder)
     assert(dns.configure{servers = {"127.0.0.1:" .. srv_peer.port}, timeout = 1,
                          tries = 1, map = map})
     local f = assert(io.open(zpath, "w"))
     f:write(cjson.encode({["ed._domainkey.example.com"] =
-      {{TXT = dkim.key_record(key, "ed25519-sha256")}}}))
+      {{TXT = dkim.key_record(key, "ed25519-sha256")}},
+      ["arc._domainkey.example.com"] = {{TXT = dkim.key_record(rkey)}}}))
     f:close()
     peers.reload(map)
     local dk = {domain = "example.com", selector = "ed", key = key,
                 algorithm = "ed25519-sha256"}
     local proxy = smtpd.PureProxy({"127.0.0.1", 0}, {uhost, uport},
-                                  {map = map, relay = {dkim = dk}})
+      {map = map, relay = {dkim = dk, arc = {domain = "example.com", selector = "arc",
+                                             key = rkey, authserv_id = "relay.test"}}})
     assert.equal("message", proxy.relay_mode)
     local _, pport = proxy:getsockname()
     local c = H.connect(map, "127.0.0.1", pport)
@@ -320,9 +324,13 @@ describe("relayed mail signed with relay.dkim", function()
     assert.equal("250 OK", last[1])
     c:close()
     local got = up.messages[1].data
-    assert.matches("^DKIM%-Signature: v=1; a=ed25519%-sha256;", got)
+    assert.matches("^ARC%-Seal: a=rsa%-sha256; b=", got)
+    assert.matches("\nDKIM%-Signature: v=1; a=ed25519%-sha256;", got)
     local r = dkim.verify(got, {map = map})
     assert.equal("pass", r[1].result, r[1].reason)
+    local cv, facts = require("smtpd.arc").verify(got, {map = map})
+    assert.equal("pass", cv, facts.reason)
+    assert.equal(1, facts.instances)
     -- smtpd.sendmail with dkim =
     local refused = smtpd.sendmail({uhost, uport}, "a@example.com", {"b@x.test"},
       "From: a@example.com\nSubject: direct\n\nby sendmail\n", {map = map, dkim = dk})
@@ -340,5 +348,6 @@ describe("relayed mail signed with relay.dkim", function()
                       {map = map, relay = {at = "rcpt", dkim = dk}})
     end)
     os.remove(key)
+    os.remove(rkey)
   end)
 end)

@@ -6,6 +6,10 @@
 --   -- cv: "none" | "pass" | "fail"; facts: {instances = N, reason =
 --   --   (why it failed), sets = {{domain =, selector =, cv =}, ...},
 --   --   oldest_pass = (the lowest instance whose AMS still verifies)}
+--   local fields = smtpd.arc.seal(data, {domain =, selector =, key =,
+--     authserv_id =, headers =, results =, cv =, timestamp =})
+--   -- the new set's ARC-Seal, ARC-Message-Signature and
+--   -- ARC-Authentication-Results fields, to put on top (CRLF between)
 
 local core = require "smtpd.core"
 local dkim = require "smtpd.dkim"
@@ -180,6 +184,130 @@ function M.verify(data, opts)
   end
   local _ = temp
   return "pass", facts
+end
+
+-- ---- sealing (RFC 8617 section 5.1) ---------------------------------------------
+
+M.SEALED_HEADERS = {"from", "to", "cc", "subject", "date", "message-id",
+                    "reply-to", "mime-version", "content-type",
+                    "content-transfer-encoding", "dkim-signature"}
+
+local function read_key(key)
+  if type(key) ~= "string" then error("arc.seal: key must be PEM or a path", 3) end
+  if key:find("-----BEGIN", 1, true) then return key end
+  local f, err = io.open(key)
+  if not f then error("arc.seal: " .. err, 3) end
+  local pem = f:read("a")
+  f:close()
+  return pem
+end
+
+-- The results our Authentication-Results fields hold (their values
+-- after the authserv-id, merged in order), or nil.
+local function our_results(fields, id)
+  local out = {}
+  for _, f in ipairs(fields) do
+    if f.name == "authentication-results" then
+      local value = I.field_value(f.raw)
+      local fid = core.authres_id(value)
+      if fid and fid:lower() == id:lower() then
+        local rest = (value:match("^[^;]*;(.*)$") or ""):gsub("^%s+", ""):gsub("%s+$", "")
+        rest = rest:gsub(";$", "")
+        if rest ~= "" and rest ~= "none" then out[#out + 1] = rest end
+      end
+    end
+  end
+  if #out == 0 then return nil end
+  return table.concat(out, ";\r\n ")
+end
+
+-- A signature folded as the ARC suite's signer does (the seal signs the
+-- message signature's folding too, so it is fixed): 70 bytes after the
+-- "b=", then lines of 72.
+local function fold(s)
+  local parts = {s:sub(1, 70)}
+  for i = 71, #s, 72 do parts[#parts + 1] = s:sub(i, i + 71) end
+  return table.concat(parts, "\r\n ")
+end
+
+-- seal(data, opts) -> the three fields joined by CRLF, and a list of them
+-- (ARC-Seal first, as they go on top); nil, why when the chain is past
+-- 50 sets or its newest seal says cv=fail.
+function M.seal(data, opts)
+  if type(data) ~= "string" then error("arc.seal: data must be a string", 2) end
+  if type(opts) ~= "table" then error("arc.seal: a table of options", 2) end
+  for _, k in ipairs({"domain", "selector", "authserv_id"}) do
+    if type(opts[k]) ~= "string" or not opts[k]:find("^[%w._-]+$") then
+      error("arc.seal: " .. k .. " must be a name", 2)
+    end
+  end
+  local pem = read_key(opts.key)
+  local cv, facts = opts.cv, nil
+  if cv == nil then cv, facts = M.verify(data, opts) else facts = {instances = opts.instances} end
+  local fields, body_at = core.dkim_fields(data)
+  local n = facts.instances
+  if n == nil then
+    n = 0
+    for _, f in ipairs(fields) do
+      if f.name == "arc-seal" then
+        local i = instance("as", f.raw)
+        if i and i > n then n = i end
+      end
+    end
+  end
+  if n >= M.MAX_INSTANCES then return nil, "the chain has 50 sets already" end
+  -- RFC 8617 5.1.1: a chain whose newest seal says cv=fail gets no more
+  local last = facts.sets and facts.sets[n]
+  if last and last.cv == "fail" then
+    return nil, "the chain failed already (cv=fail): no set is added"
+  end
+  local i = n + 1
+  local t = math.floor(opts.timestamp or os.time())
+  local results = opts.results or our_results(fields, opts.authserv_id)
+                  or ("arc=" .. cv)
+  local aar = ("ARC-Authentication-Results: i=%d; %s; %s"):format(i,
+                opts.authserv_id, results)
+  -- the message signature, over the fields named (the new AAR among them)
+  local names = {}
+  for _, h in ipairs(opts.headers or M.SEALED_HEADERS) do names[#names + 1] = h:lower() end
+  local with_aar = {{name = "arc-authentication-results", raw = aar}}
+  for _, f in ipairs(fields) do with_aar[#with_aar + 1] = f end
+  local bh = core.dkim_body_hash(data, body_at, true, "rsa-sha256", nil)
+  local ams_head = ("ARC-Message-Signature: a=rsa-sha256; b=; bh=%s; c=relaxed/relaxed;"
+                    .. " d=%s; h=%s; i=%d; s=%s; t=%d"):format(bh, opts.domain,
+                    table.concat(names, ":"), i, opts.selector, t)
+  local hdata = I.header_data(with_aar, names, ams_head, true)
+  local b, err = core.dkim_sign("rsa-sha256", pem, hdata)
+  if not b then error("arc.seal: " .. err, 2) end
+  local ams = ams_head:gsub("; b=; ", "; b=" .. fold(b) .. "; ", 1)
+  -- the seal, over every set up to this one
+  local sets = {}
+  for _, f in ipairs(fields) do
+    local kind = NAMES[f.name]
+    if kind then
+      local j = instance(kind, f.raw)
+      if j then
+        sets[j] = sets[j] or {}
+        sets[j][kind] = f.raw
+      end
+    end
+  end
+  sets[i] = {aar = aar, ams = ams}
+  local as_head = ("ARC-Seal: a=rsa-sha256; b=; cv=%s; d=%s; i=%d; s=%s; t=%d")
+                  :format(cv, opts.domain, i, opts.selector, t)
+  local parts = {}
+  for j = 1, i do
+    local st = sets[j] or {}
+    if st.aar then parts[#parts + 1] = core.dkim_canon_header(st.aar, true, true) end
+    if st.ams then parts[#parts + 1] = core.dkim_canon_header(st.ams, true, true) end
+    if j < i and st.as then parts[#parts + 1] = core.dkim_canon_header(st.as, true, true) end
+  end
+  parts[#parts + 1] = core.dkim_canon_header(as_head, true, false)
+  b, err = core.dkim_sign("rsa-sha256", pem, table.concat(parts))
+  if not b then error("arc.seal: " .. err, 2) end
+  local as = as_head:gsub("; b=; ", "; b=" .. fold(b) .. "; ", 1)
+  local list = {as, ams, aar}
+  return table.concat(list, "\r\n"), list
 end
 
 return M

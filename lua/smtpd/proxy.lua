@@ -52,18 +52,20 @@ function PureProxy:initialize(localaddr, remoteaddr, opts)
   if type(r) ~= "table" then raise("opts.relay must be a table") end
   -- relay.dkim: what is relayed is signed first (smtpd.dkim.sign's
   -- options), so the whole message is needed: the message mode.
-  local dk = r.dkim
-  if dk ~= nil then
+  -- relay.arc: what is relayed is sealed (smtpd.arc.seal's options) too.
+  local dk, seal = r.dkim, r.arc
+  if dk ~= nil or seal ~= nil then
     local copy = {}
-    for k, v in pairs(r) do if k ~= "dkim" then copy[k] = v end end
+    for k, v in pairs(r) do if k ~= "dkim" and k ~= "arc" then copy[k] = v end end
     r = copy
-    relay.check_dkim(dk)
+    if dk ~= nil then relay.check_dkim(dk) end
+    if seal ~= nil then relay.check_arc(seal) end
     if r.at == "rcpt" then
-      raise("relay.dkim signs the whole message: it needs relay.at = \"message\"")
+      raise("relay.dkim and relay.arc sign the whole message: they need relay.at = \"message\"")
     end
   end
   relay.check_options(r, "relay option")
-  local mode = r.at or ((dk or wants_message(self)) and "message" or "rcpt")
+  local mode = r.at or ((dk or seal or wants_message(self)) and "message" or "rcpt")
   if t.enable_SMTPUTF8 and mode == "message" then
     -- smtpd's PureProxy cannot relay SMTPUTF8; at RCPT time the client's
     -- SMTPUTF8 goes on to an upstream that offers it.
@@ -77,6 +79,7 @@ function PureProxy:initialize(localaddr, remoteaddr, opts)
   if not conf then raise("relay " .. why) end
   self._relay_conf = conf
   self._relay_dkim = dk
+  self._relay_arc = seal
   self.relay = r
   self.relay_mode = mode
   PureProxy.super.initialize(self, localaddr, remoteaddr, opts)
@@ -105,6 +108,7 @@ end
 -- value, on failure, says where it failed (see smtpd.sendmail).
 function PureProxy:_deliver(mailfrom, rcpttos, data, dsn)
   if self._relay_dkim then data = relay.dkim_sign(data, self._relay_dkim) end
+  if self._relay_arc then data = relay.arc_seal(data, self._relay_arc) end
   local refused, _, info = relay.send(self._relay_conf, self._map,
                                       mailfrom, rcpttos, data, {dsn = dsn})
   if refused then return refused end

@@ -28,6 +28,21 @@ function M.check_dkim(dk)
   if not ok then util.raise("dkim: " .. tostring(err):gsub("^[^\n]-%.lua:%d+: ", "")) end
 end
 
+-- arc = smtpd.arc.seal's options, checked the same way.
+function M.check_arc(o)
+  if type(o) ~= "table" then util.raise("arc must be a table (smtpd.arc.seal's options)") end
+  local ok, err = pcall(require("smtpd.arc").seal, "From: check@example.invalid\n\n",
+                        setmetatable({cv = "none", instances = 0}, {__index = o}))
+  if not ok then util.raise("arc: " .. tostring(err):gsub("^[^\n]-%.lua:%d+: ", "")) end
+end
+
+-- data with a new ARC set on top (unchanged when the chain takes no more).
+function M.arc_seal(data, o)
+  local fields = require("smtpd.arc").seal(data, o)
+  if not fields then return data end
+  return fields:gsub("\r\n", "\n") .. "\n" .. data
+end
+
 -- data with its DKIM-Signature field(s) on top.
 function M.dkim_sign(data, dk)
   local field = require("smtpd.dkim").sign(data, dk)
