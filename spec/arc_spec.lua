@@ -5,36 +5,26 @@ local H = require "helper"
 local peers = require "peers"
 local arc = require "smtpd.arc"
 local dns = require "smtpd.dns"
-local cjson = require "cjson"
 
-local zone_path = os.tmpname()
+local z                   -- the zone server (peers.zone_server)
 local server, why_not
 
-local function new_map()
-  local map = H.map()
-  assert(dns.configure{servers = {"127.0.0.1:" .. server.port}, timeout = 0.5,
-                       tries = 1, map = map})
-  return map
-end
+local function new_map() return z.map() end
+local function use_zone(map, zone) z.use(map, zone) end
 
-local function use_zone(map, zone)
-  local f = assert(io.open(zone_path, "w"))
-  f:write(cjson.encode(zone))
-  f:close()
-  peers.reload(map)
+-- The zone of a suite's scenario: its txt-records.
+local function suite_zone(sc)
+  local zone = {}
+  for name, text in pairs(sc["txt-records"] or {}) do zone[name] = {{TXT = text}} end
+  return zone
 end
 
 describe("smtpd.arc", function()
   setup(function()
-    local f = assert(io.open(zone_path, "w"))
-    f:write("{}")
-    f:close()
-    server, why_not = peers.zone(zone_path)
+    z = peers.zone_server()
+    server, why_not = z.peer, z.why
   end)
-  teardown(function()
-    peers.stop()
-    os.remove(zone_path)
-  end)
+  teardown(function() z.stop() end)
 
   it("says none without sets and fail for a broken structure", function()
     if not server then H.skip(why_not) return end
@@ -59,20 +49,12 @@ describe("smtpd.arc", function()
       return
     end
     if not server then H.skip(why_not) return end
-    local py = H.python_with("yaml")
-    if not py and H.apt_install("python3-yaml") then py = H.python_with("yaml") end
-    if not py then H.skip("python3-yaml is not installed") return end
-    local json = os.tmpname()
-    assert(os.execute(("%s %s/spec/peers/yaml2json.py %s %s")
-                      :format(py, H.root, suite, json)))
-    local scenarios = cjson.decode((assert(H.readfile(json))))
-    os.remove(json)
+    local scenarios, why = peers.suite(suite)
+    if not scenarios then H.skip(why) return end
     local map = new_map()
     local total, undefined, failures = 0, 0, {}
     for _, sc in ipairs(scenarios) do
-      local zone = {}
-      for name, text in pairs(sc["txt-records"] or {}) do zone[name] = {{TXT = text}} end
-      use_zone(map, zone)
+      use_zone(map, suite_zone(sc))
       local names = {}
       for name in pairs(sc.tests) do names[#names + 1] = name end
       table.sort(names)
@@ -118,19 +100,12 @@ describe("smtpd.arc", function()
       return
     end
     if not server then H.skip(why_not) return end
-    local py = H.python_with("yaml")
-    if not py then H.skip("python3-yaml is not installed") return end
-    local json = os.tmpname()
-    assert(os.execute(("%s %s/spec/peers/yaml2json.py %s %s")
-                      :format(py, H.root, suite, json)))
-    local scenarios = cjson.decode((assert(H.readfile(json))))
-    os.remove(json)
+    local scenarios, why = peers.suite(suite)
+    if not scenarios then H.skip(why) return end
     local map = new_map()
     local total, failures, seals_same = 0, {}, 0
     for _, sc in ipairs(scenarios) do
-      local zone = {}
-      for name, text in pairs(sc["txt-records"] or {}) do zone[name] = {{TXT = text}} end
-      use_zone(map, zone)
+      use_zone(map, suite_zone(sc))
       local names = {}
       for name in pairs(sc.tests) do names[#names + 1] = name end
       table.sort(names)

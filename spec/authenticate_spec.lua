@@ -8,9 +8,8 @@ local peers = require "peers"
 local dns = require "smtpd.dns"
 local dkim = require "smtpd.dkim"
 local authres = require "smtpd.authres"
-local cjson = require "cjson"
 
-local zone_path = os.tmpname()
+local z                   -- the zone server (peers.zone_server)
 local server, why_not
 local key_path
 
@@ -57,14 +56,11 @@ describe("the authentication option", function()
       ["_dmarc.strict.test"] = {{TXT = "v=DMARC1; p=reject"}},
       ["_dmarc.slow.test"] = {"TIMEOUT"},
     }
-    local f = assert(io.open(zone_path, "w"))
-    f:write(cjson.encode(zone))
-    f:close()
-    server, why_not = peers.zone(zone_path)
+    z = peers.zone_server(zone)
+    server, why_not = z.peer, z.why
   end)
   teardown(function()
-    peers.stop()
-    os.remove(zone_path)
+    z.stop()
     os.remove(key_path)
   end)
 

@@ -7,10 +7,8 @@ local H = require "helper"
 local core = H.core
 local peers = require "peers"
 local dkim = require "smtpd.dkim"
-local dns = require "smtpd.dns"
-local cjson = require "cjson"
 
-local zone_path = os.tmpname()
+local z                   -- the zone server (peers.zone_server)
 local server, why_not
 local keys = {}
 
@@ -21,19 +19,8 @@ local function keygen(name, args)
   return assert(H.readfile(path))
 end
 
-local function use_zone(map, zone)
-  local f = assert(io.open(zone_path, "w"))
-  f:write(cjson.encode(zone))
-  f:close()
-  peers.reload(map)
-end
-
-local function new_map()
-  local map = H.map()
-  assert(dns.configure{servers = {"127.0.0.1:" .. server.port}, timeout = 1,
-                       tries = 1, map = map})
-  return map
-end
+local function use_zone(map, zone) z.use(map, zone) end
+local function new_map() return z.map(1) end
 
 local MSG = "From: Alice <alice@example.com>\nTo: bob@example.net\n"
   .. "Subject: the  plan\nDate: Fri, 04 Dec 2026 10:00:00 +0000\n"
@@ -89,14 +76,11 @@ end)
 
 describe("smtpd.dkim", function()
   setup(function()
-    local f = assert(io.open(zone_path, "w"))
-    f:write("{}")
-    f:close()
-    server, why_not = peers.zone(zone_path)
+    z = peers.zone_server()
+    server, why_not = z.peer, z.why
   end)
   teardown(function()
-    peers.stop()
-    os.remove(zone_path)
+    z.stop()
     for _, p in pairs(keys) do os.remove(p) end
   end)
 
@@ -280,18 +264,12 @@ describe("smtpd.dkim", function()
 end)
 
 describe("relayed mail signed with relay.dkim", function()
-  local zpath = os.tmpname()
-  local srv_peer, reason
+  local zr, srv_peer, reason
   setup(function()
-    local f = assert(io.open(zpath, "w"))
-    f:write("{}")
-    f:close()
-    srv_peer, reason = peers.zone(zpath)
+    zr = peers.zone_server()
+    srv_peer, reason = zr.peer, zr.why
   end)
-  teardown(function()
-    peers.stop()
-    os.remove(zpath)
-  end)
+  teardown(function() zr.stop() end)
 
   it("signs what PureProxy and smtpd.sendmail relay; PureProxy seals it (ARC)", function()
     if not srv_peer then H.skip(reason) return end
@@ -300,15 +278,11 @@ describe("relayed mail signed with relay.dkim", function()
     assert(os.execute(("openssl genpkey -algorithm ED25519 -out %s 2>/dev/null"):format(key)))
     assert(os.execute(("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 "
                        .. "-out %s 2>/dev/null"):format(rkey)))
-    local up, map, uhost, uport = H.server(H.Recorder)
-    assert(dns.configure{servers = {"127.0.0.1:" .. srv_peer.port}, timeout = 1,
-                         tries = 1, map = map})
-    local f = assert(io.open(zpath, "w"))
-    f:write(cjson.encode({["ed._domainkey.example.com"] =
+    local map = zr.map(1)
+    local up, _, uhost, uport = H.server(H.Recorder, nil, map)
+    zr.use(map, {["ed._domainkey.example.com"] =
       {{TXT = dkim.key_record(key, "ed25519-sha256")}},
-      ["arc._domainkey.example.com"] = {{TXT = dkim.key_record(rkey)}}}))
-    f:close()
-    peers.reload(map)
+      ["arc._domainkey.example.com"] = {{TXT = dkim.key_record(rkey)}}})
     local dk = {domain = "example.com", selector = "ed", key = key,
                 algorithm = "ed25519-sha256"}
     local proxy = smtpd.PureProxy({"127.0.0.1", 0}, {uhost, uport},

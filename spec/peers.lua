@@ -61,6 +61,53 @@ function M.reload(map)
   dns.flush(map)
 end
 
+-- A zone server with a zone file of its own (started once per spec
+-- file): z.peer (nil, and z.why, when it cannot run), z.use(map, zone)
+-- serves zone (the zonedata shape) from then on, z.map([timeout]) makes a
+-- map whose resolver asks the server, z.stop() stops it.
+function M.zone_server(zone)
+  local cjson = require "cjson"
+  local dns = require "smtpd.dns"
+  local z = {path = os.tmpname()}
+  local function write(t)
+    local f = assert(io.open(z.path, "w"))
+    f:write(cjson.encode(t or {}))
+    f:close()
+  end
+  write(zone)
+  z.peer, z.why = M.zone(z.path)
+  function z.use(map, t)
+    write(t)
+    M.reload(map)
+  end
+  function z.map(timeout)
+    local map = H.map()
+    assert(dns.configure{servers = {"127.0.0.1:" .. z.peer.port}, tries = 1,
+                         timeout = timeout or 0.5, map = map})
+    return map
+  end
+  function z.stop()
+    M.stop()
+    os.remove(z.path)
+  end
+  return z
+end
+
+-- The documents of the YAML test suite at path (python3-yaml reads it):
+-- a list of tables, or nil and why not.
+function M.suite(path)
+  local py = H.python_with("yaml")
+  if not py and H.apt_install("python3-yaml") then py = H.python_with("yaml") end
+  if not py then return nil, "python3-yaml is not installed" end
+  local json = os.tmpname()
+  local ok = os.execute(("%s %s/spec/peers/yaml2json.py %s %s")
+                        :format(py, H.root, path, json))
+  local text = H.readfile(json)
+  os.remove(json)
+  if not ok or not text then return nil, "cannot read " .. path end
+  return require("cjson").decode(text)
+end
+
 function M.stop()
   for name, peer in pairs(running) do
     H.kill(peer.pid)

@@ -192,15 +192,6 @@ M.SEALED_HEADERS = {"from", "to", "cc", "subject", "date", "message-id",
                     "reply-to", "mime-version", "content-type",
                     "content-transfer-encoding", "dkim-signature"}
 
-local function read_key(key)
-  if type(key) ~= "string" then error("arc.seal: key must be PEM or a path", 3) end
-  if key:find("-----BEGIN", 1, true) then return key end
-  local f, err = io.open(key)
-  if not f then error("arc.seal: " .. err, 3) end
-  local pem = f:read("a")
-  f:close()
-  return pem
-end
 
 -- The results our Authentication-Results fields hold (their values
 -- after the authserv-id, merged in order), or nil.
@@ -241,7 +232,7 @@ function M.seal(data, opts)
       error("arc.seal: " .. k .. " must be a name", 2)
     end
   end
-  local pem = read_key(opts.key)
+  local pem = I.read_key(opts.key)
   local cv, facts = opts.cv, nil
   if cv == nil then cv, facts = M.verify(data, opts) else facts = {instances = opts.instances} end
   local fields, body_at = core.dkim_fields(data)

@@ -386,6 +386,8 @@ function M.sign(data, opts)
   return table.concat(out, "\r\n"), out
 end
 
+M._internal.read_key = read_key
+
 -- The key record to publish for a private key (PEM or a path).
 function M.key_record(key, algorithm)
   local pem = read_key(key)

@@ -17,6 +17,7 @@ import time
 from dnslib import (AAAA, CNAME, MX, NS, PTR, QTYPE, RCODE, RR, SOA, SRV,
                     TXT, A, DNSRecord, TLSA)
 from dnslib.dns import DNSError
+from dnsboth import listen_both
 from dnslib.server import DNSHandler, DNSServer, BaseResolver
 
 SOA_RR = RR("test.", QTYPE.SOA, ttl=600,
@@ -135,20 +136,7 @@ class Quiet:
 
 def main():
     resolver = Resolver()
-    # UDP on a free port, then TCP on the same one: another program may
-    # hold that TCP port, so try again with another
-    for attempt in range(20):
-        udp = DNSServer(resolver, port=0, address="127.0.0.1", handler=Handler,
-                        logger=Quiet())
-        port = udp.server.server_address[1]
-        try:
-            tcp = DNSServer(resolver, port=port, address="127.0.0.1", tcp=True,
-                            handler=Handler, logger=Quiet())
-            break
-        except OSError:
-            udp.server.server_close()
-    else:
-        raise SystemExit("no port free for both UDP and TCP")
+    udp, tcp, port = listen_both(resolver, Handler, Quiet())
     udp.start_thread()
     tcp.start_thread()
     out.write("port %d\n" % port)

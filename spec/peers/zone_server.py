@@ -22,6 +22,7 @@ import time
 from dnslib import (AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSLabel,
                     DNSRecord)
 from dnslib.dns import DNSError
+from dnsboth import listen_both
 from dnslib.server import BaseResolver, DNSHandler, DNSServer
 
 
@@ -131,20 +132,7 @@ class Quiet:
 
 def main():
     resolver = Resolver(Zone(sys.argv[1]))
-    # UDP on a free port, then TCP on the same one: another program may
-    # hold that TCP port, so try again with another
-    for attempt in range(20):
-        udp = DNSServer(resolver, port=0, address="127.0.0.1", handler=Handler,
-                        logger=Quiet())
-        port = udp.server.server_address[1]
-        try:
-            tcp = DNSServer(resolver, port=port, address="127.0.0.1", tcp=True,
-                            handler=Handler, logger=Quiet())
-            break
-        except OSError:
-            udp.server.server_close()
-    else:
-        raise SystemExit("no port free for both UDP and TCP")
+    udp, tcp, port = listen_both(resolver, Handler, Quiet())
     udp.start_thread()
     tcp.start_thread()
     sys.stdout.write("port %d\n" % port)
