@@ -149,3 +149,28 @@ describe("the authentication option", function()
     end)
   end)
 end)
+
+describe("the authentication option on PureProxy", function()
+  it("relays in the message mode, the Authentication-Results field on top", function()
+    local up, map, uhost, uport = H.server(H.Recorder)
+    local proxy = smtpd.PureProxy({"127.0.0.1", 0}, {uhost, uport},
+      {map = map, authentication = {header = true, authserv_id = "relay.test"}})
+    assert.equal("message", proxy.relay_mode)
+    local _, pport = proxy:getsockname()
+    local c = H.connect(map, "127.0.0.1", pport)
+    c:send("HELO a\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+           .. "Authentication-Results: relay.test; spf=pass (forged)\r\nSubject: s\r\n\r\nhi\r\n.\r\n")
+    local last
+    for _ = 1, 6 do last = c:reply(10) end
+    assert.equal("250 OK", last[1])
+    c:close()
+    H.run_until(map, function() return up.messages and #up.messages == 1 end, 5)
+    local got = up.messages[1].data
+    assert.matches("^Authentication%-Results: relay%.test; none\n", got)
+    assert.is_nil(got:find("(forged)", 1, true))
+    assert.has_error(function()
+      smtpd.PureProxy({"127.0.0.1", 0}, {uhost, uport},
+                      {map = map, authentication = true, relay = {at = "rcpt"}})
+    end)
+  end)
+end)

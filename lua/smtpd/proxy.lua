@@ -65,7 +65,12 @@ function PureProxy:initialize(localaddr, remoteaddr, opts)
     end
   end
   relay.check_options(r, "relay option")
-  local mode = r.at or ((dk or seal or wants_message(self)) and "message" or "rcpt")
+  -- authentication checks the whole message before it is relayed
+  local auth = t.authentication ~= nil and t.authentication ~= false
+  if auth and r.at == "rcpt" then
+    raise("authentication checks the whole message: it needs relay.at = \"message\"")
+  end
+  local mode = r.at or ((dk or seal or auth or wants_message(self)) and "message" or "rcpt")
   if t.enable_SMTPUTF8 and mode == "message" then
     -- smtpd's PureProxy cannot relay SMTPUTF8; at RCPT time the client's
     -- SMTPUTF8 goes on to an upstream that offers it.
