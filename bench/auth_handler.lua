@@ -12,7 +12,11 @@ local Auth = Bench:extend("BenchAuth")
 
 function Auth:initialize(localaddr, remoteaddr, opts)
   opts = opts or {}
-  if os.getenv("BENCH_AUTH") then opts.authentication = true end
+  if os.getenv("BENCH_AUTH") == "noheader" then
+    opts.authentication = {spf = true, dkim = true, dmarc = true, arc = true}
+  elseif os.getenv("BENCH_AUTH") then
+    opts.authentication = true
+  end
   Auth.super.initialize(self, localaddr, remoteaddr, opts)
 end
 
