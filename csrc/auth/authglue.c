@@ -60,10 +60,9 @@ static int spf_parse_l(lua_State *L) {
   const char *text = luaL_checklstring(L, 1, &len);
   char err[160];
   int i;
-  spf_record *rec = malloc(sizeof *rec);
-  if (rec == NULL) return luaL_error(L, "out of memory");
+  /* A userdata, not malloc: nothing is lost if a push below raises. */
+  spf_record *rec = lua_newuserdatauv(L, sizeof *rec, 0);
   if (spf_parse(text, len, rec, err, sizeof err)) {
-    free(rec);
     lua_pushnil(L);
     lua_pushstring(L, err);
     return 2;
@@ -102,7 +101,6 @@ static int spf_parse_l(lua_State *L) {
     }
     lua_rawseti(L, -2, i + 1);
   }
-  free(rec);
   return 1;
 }
 
@@ -230,8 +228,7 @@ static int dkim_fields_l(lua_State *L) {
   size_t len, body;
   const char *d = luaL_checklstring(L, 1, &len);
   int extra, n, i;
-  dkim_field *f = malloc(sizeof *f * DKIM_MAX_FIELDS);
-  if (f == NULL) return luaL_error(L, "out of memory");
+  dkim_field *f = lua_newuserdatauv(L, sizeof *f * DKIM_MAX_FIELDS, 0);
   n = dkim_fields(d, len, f, DKIM_MAX_FIELDS, &extra, &body);
   lua_createtable(L, n, 0);
   for (i = 0; i < n; i++) {
@@ -249,7 +246,6 @@ static int dkim_fields_l(lua_State *L) {
     lua_setfield(L, -2, "raw");
     lua_rawseti(L, -2, i + 1);
   }
-  free(f);
   lua_pushinteger(L, (lua_Integer)body + 1);
   lua_pushinteger(L, extra);
   return 3;
@@ -276,12 +272,9 @@ static dkim_alg check_alg(lua_State *L, int i) {
 }
 
 static void push_b64(lua_State *L, const unsigned char *p, size_t n) {
-  char *out = malloc((n + 2) / 3 * 4 + 1);
-  size_t k;
-  if (out == NULL) luaL_error(L, "out of memory");
-  k = smtpd_b64_encode(p, n, out);
-  lua_pushlstring(L, out, k);
-  free(out);
+  luaL_Buffer b;
+  char *out = luaL_buffinitsize(L, &b, (n + 2) / 3 * 4 + 1);
+  luaL_pushresultsize(&b, smtpd_b64_encode(p, n, out));
 }
 
 static int dkim_body_hash_l(lua_State *L) {
