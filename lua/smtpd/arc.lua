@@ -110,7 +110,8 @@ end
 function M.verify(data, opts)
   if type(data) ~= "string" then error("arc.verify: data must be a string", 2) end
   opts = opts or {}
-  local fields, body_at = core.dkim_fields(data)
+  local fields, body_at = opts.fields, opts.body_at   -- read already, or
+  if not fields then fields, body_at = core.dkim_fields(data) end
   local sets, n = {}, 0
   local facts = {sets = {}}
   for _, f in ipairs(fields) do

@@ -41,15 +41,22 @@ function M.check(spec)
   return spec
 end
 
-local function from_domain(data)
+-- The From field's domain (RFC 7489 6.6.1: one From field, its
+-- addresses of one domain), read from the message's fields.
+local function from_domain(fields)
+  local from
+  for _, f in ipairs(fields) do
+    if f.name == "from" then
+      if from then return nil, "several From fields" end
+      from = f.raw
+    end
+  end
+  if not from then return nil, "no From field" end
   local message = require "smtpd.message"
-  local ok, msg = pcall(message.parse, data)
-  if not ok then return nil, "the message does not parse" end
-  local froms = msg:get_all("From") or {}
-  if #froms ~= 1 then return nil, #froms == 0 and "no From field" or "several From fields" end
-  local addrs = msg:addresses("From") or {}
+  local ok, msg = pcall(message.parse, from .. "\n\n")
+  if not ok then return nil, "the From field does not parse" end
   local domain
-  for _, a in ipairs(addrs) do
+  for _, a in ipairs(msg:addresses("From") or {}) do
     local d = (a.address or ""):match("@([^@]+)$")
     if not d then return nil, "a From address without a domain" end
     if domain and d:lower() ~= domain then return nil, "From addresses of several domains" end
@@ -116,15 +123,19 @@ function M.install(server, spec)
     -- the body hashes the core made as the data arrived
     local bodies = kwargs and kwargs._dkim_bodies
     if kwargs then kwargs._dkim_bodies = nil end
+    -- the message's fields, read once for every check
+    local fields, body_at = core.dkim_fields(data)
     if spec.dkim or spec.dmarc then
-      a.dkim = require("smtpd.dkim").verify(data, {timeout = timeout, bodies = bodies})
+      a.dkim = require("smtpd.dkim").verify(data, {timeout = timeout, bodies = bodies,
+                                                   fields = fields, body_at = body_at})
       a.dkim_streamed = bodies ~= nil
     end
     if spec.arc then
-      a.arc, a.arc_facts = require("smtpd.arc").verify(data, {timeout = timeout})
+      a.arc, a.arc_facts = require("smtpd.arc").verify(data, {timeout = timeout,
+                                                              fields = fields, body_at = body_at})
     end
     if spec.dmarc then
-      local domain, why = from_domain(data)
+      local domain, why = from_domain(fields)
       if not domain then
         a.dmarc, a.dmarc_facts = "permerror", {problem = why}
       else

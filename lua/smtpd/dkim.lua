@@ -282,7 +282,9 @@ function M.verify(data, opts)
   if type(data) ~= "string" then error("dkim.verify: data must be a string", 2) end
   opts = opts or {}
   if type(opts) ~= "table" then error("dkim.verify: opts must be a table", 2) end
-  local fields, body_at = core.dkim_fields(data)
+  -- the message's fields, once (opts.fields / opts.body_at: read already)
+  local fields, body_at = opts.fields, opts.body_at
+  if not fields then fields, body_at = core.dkim_fields(data) end
   local max = opts.max_signatures or M.MAX_SIGNATURES
   local out, keys, bodies = {}, {}, {}
   -- body hashes made while the data arrived (the core's dkim_body_hash)
