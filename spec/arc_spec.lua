@@ -39,6 +39,15 @@ describe("smtpd.arc", function()
     cv, facts = arc.verify("ARC-Seal: i=77; cv=none; a=rsa-sha256; d=b.example; "
                            .. "s=x; b=AAAA\n" .. msg, {map = map})
     assert.equal("fail", cv)
+    -- a whole set whose key cannot be had for now: fail, said to be temporary
+    use_zone(map, {["slow._domainkey.b.example"] = {"TIMEOUT"}})
+    local set = "ARC-Seal: i=1; cv=none; a=rsa-sha256; d=b.example; s=slow; b=AAAA\n"
+      .. "ARC-Message-Signature: i=1; a=rsa-sha256; d=b.example; s=slow; h=from; "
+      .. "bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA\n"
+      .. "ARC-Authentication-Results: i=1; b.example; none\n"
+    cv, facts = arc.verify(set .. "From: a@b.example\n\n", {map = map, timeout = 0.5})
+    assert.equal("fail", cv)
+    assert.is_true(facts.temporary, facts.reason)
     assert.has_error(function() arc.verify(nil) end)
   end)
 

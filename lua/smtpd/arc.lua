@@ -4,7 +4,8 @@
 --
 --   local cv, facts = smtpd.arc.verify(data [, {timeout =, map =}])
 --   -- cv: "none" | "pass" | "fail"; facts: {instances = N, reason =
---   --   (why it failed), sets = {{domain =, selector =, cv =}, ...},
+--   --   (why it failed), temporary = (a key lookup failed for now: try
+--   --   again rather than trust the fail), sets = {{domain =, selector =, cv =}, ...},
 --   --   oldest_pass = (the lowest instance whose AMS still verifies)}
 --   local fields = smtpd.arc.seal(data, {domain =, selector =, key =,
 --     authserv_id =, headers =, results =, cv =, timestamp =})
@@ -89,7 +90,7 @@ local function check_ams(data, fields, body_at, raw, tags, opts, keys)
   if not tags.c then canons[2] = "relaxed/relaxed" end
   local hashname = tags.a == "rsa-sha1" and "rsa-sha1" or "rsa-sha256"
   local l = tags.l and tonumber(tags.l)
-  local ok = false
+  local ok, temp = false, nil
   for _, c in ipairs(canons) do
     local hc, bc = c:match("^(%a+)/?(%a*)$")
     if bc == "" then bc = "simple" end
@@ -99,11 +100,11 @@ local function check_ams(data, fields, body_at, raw, tags, opts, keys)
       why = "the AMS body hash does not verify"
     else
       local hdata = I.header_data(fields, h, I.without_b(raw), hc == "relaxed")
-      ok, why = check_sig(tags, hdata, opts, keys)
+      ok, why, temp = check_sig(tags, hdata, opts, keys)
       if ok then return true end
     end
   end
-  return ok, why
+  return ok, why, temp
 end
 
 -- verify(data [, opts]) -> cv, facts
@@ -155,6 +156,7 @@ function M.verify(data, opts)
   local ok, why, temp = check_ams(data, fields, body_at, sets[n].ams.raw,
                                   sets[n].ams.tags, opts, keys)
   if not ok then
+    facts.temporary = temp == "temperror" or nil
     return fail(facts, ("the AMS of i=%d: %s"):format(n, why))
   end
   facts.oldest_pass = n
@@ -180,10 +182,10 @@ function M.verify(data, opts)
     end
     ok, why, temp = check_sig(sets[i].as.tags, table.concat(parts), opts, keys)
     if not ok then
+      facts.temporary = temp == "temperror" or nil
       return fail(facts, ("the seal of i=%d: %s"):format(i, why))
     end
   end
-  local _ = temp
   return "pass", facts
 end
 
