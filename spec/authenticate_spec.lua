@@ -107,6 +107,13 @@ describe("the authentication option", function()
     for _ = 1, 4 do last = c:reply(10) end
     assert.matches("^550 5%.7%.1 DMARC: strict%.test", last[1])
     assert.equal(1, #srv.messages)
+    -- a From domain that is not one: a permerror and a 250, not a 451 forever
+    c:send("MAIL FROM:<x@slow.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+           .. "From: root@localhost\r\nSubject: x\r\n\r\nhi\r\n.\r\n")
+    for _ = 1, 4 do last = c:reply(10) end
+    assert.equal("250 OK", last[1])
+    assert.equal("permerror", srv.messages[2].kwargs.authentication.dmarc)
+    table.remove(srv.messages, 2)
     -- a DMARC lookup that times out is a temperror: never a 5xx
     c:send("MAIL FROM:<x@slow.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
            .. "From: x@slow.test\r\nSubject: x\r\n\r\nhi\r\n.\r\n")

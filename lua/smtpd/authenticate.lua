@@ -63,6 +63,9 @@ local function from_domain(fields)
     domain = d:lower()
   end
   if not domain then return nil, "no From address" end
+  if not domain:find("^[%w%-_]+%.[%w%-_.]+$") then
+    return nil, "the From domain is not a domain name"
+  end
   return domain
 end
 
@@ -140,9 +143,12 @@ function M.install(server, spec)
         a.dmarc, a.dmarc_facts = "permerror", {problem = why}
       else
         local spf_domain = a.spf_facts and a.spf_facts.domain
-        a.dmarc, a.dmarc_facts = require("smtpd.dmarc").check{
+        -- a From the checker refuses is a permerror, not a 451 forever
+        local ok, r, f = pcall(require("smtpd.dmarc").check, {
           from_domain = domain, spf = {result = a.spf, domain = spf_domain},
-          dkim = a.dkim, timeout = timeout}
+          dkim = a.dkim, timeout = timeout})
+        if ok then a.dmarc, a.dmarc_facts = r, f
+        else a.dmarc, a.dmarc_facts = "permerror", {problem = tostring(r)} end
       end
     end
     if spec.header then
