@@ -129,7 +129,7 @@ valgrind: deps test-build
 # libFuzzer targets over the engine (parser + session) and the TLS layer
 # (tls_fuzz: with OpenSSL), ASan + UBSan.
 FUZZ_TARGETS = session_fuzz split_fuzz tls_fuzz mime_fuzz proxy_fuzz \
-               relay_fuzz dns_fuzz spf_fuzz dkim_fuzz authres_fuzz
+               relay_fuzz dns_fuzz spf_fuzz dkim_fuzz authres_fuzz dmarc_fuzz
 # The pure SMTP layer (no Lua, no libuv), as the fuzzers and
 # spec/c/engine_main.c link it.
 SMTP_PURE    = csrc/base/buffer.c csrc/base/text.c csrc/base/codec.c \
@@ -151,6 +151,11 @@ fuzz/build/dkim_fuzz: fuzz/dkim_fuzz.c $(FUZZ_SRC) csrc/auth/dkim.c csrc/auth/dk
 	@mkdir -p fuzz/build
 	$(FUZZ_CC) $$(pkg-config --cflags openssl) -o $@ $< $(FUZZ_SRC) \
 	  csrc/auth/dkim.c $$(pkg-config --libs openssl)
+fuzz/build/dmarc_fuzz: fuzz/dmarc_fuzz.c $(FUZZ_SRC) csrc/auth/dkim.c csrc/auth/dmarc.c \
+                       csrc/auth/dmarc.h csrc/auth/dkim.h $(PURE_HDR)
+	@mkdir -p fuzz/build
+	$(FUZZ_CC) $$(pkg-config --cflags openssl) -o $@ $< $(FUZZ_SRC) \
+	  csrc/auth/dkim.c csrc/auth/dmarc.c $$(pkg-config --libs openssl)
 fuzz/build/%: fuzz/%.c $(FUZZ_SRC) $(PURE_HDR)
 	@mkdir -p fuzz/build
 	$(FUZZ_CC) -o $@ $< $(FUZZ_SRC)

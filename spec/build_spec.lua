@@ -9,7 +9,7 @@ local PURE_HEADERS = {
   ["base/base.h"] = true, ["smtp/smtp.h"] = true, ["tls/tls.h"] = true,
   ["mime/mime.h"] = true, ["testing/testing.h"] = true,
   ["dns/dns.h"] = true, ["store/dict.h"] = true, ["auth/spf.h"] = true,
-  ["auth/dkim.h"] = true, ["auth/authres.h"] = true,
+  ["auth/dkim.h"] = true, ["auth/authres.h"] = true, ["auth/dmarc.h"] = true,
 }
 
 local function files(pattern)

@@ -31,6 +31,8 @@
  *     registrable domain by the public suffix list) | nil (a public
  *     suffix itself); file: a list to load instead of the system's
  *   core.psl_info() -> where the list came from
+ *   core.dmarc_parse(text) -> {p =, sp =, np =, pct =, adkim =, aspf =,
+ *     rua = bool, ruf = bool, psd =} | nil, err
  *
  * and Authentication-Results':
  *
@@ -47,6 +49,7 @@
 
 #include "auth/authres.h"
 #include "auth/dkim.h"
+#include "auth/dmarc.h"
 #include "auth/spf.h"
 #include "core/glue.h"
 
@@ -543,6 +546,52 @@ void smtpd_dkim_stream_free(smtpd_channel *ch) {
   ch->dkim = NULL;
 }
 
+/* ---- DMARC records ------------------------------------------------------------ */
+
+static const char *const POLICY[] = {NULL, "none", "quarantine", "reject"};
+
+static int dmarc_parse_l(lua_State *L) {
+  size_t len;
+  const char *text = luaL_checklstring(L, 1, &len);
+  dmarc_record r;
+  char err[96];
+  char m[2] = {0, 0};
+  if (dmarc_parse(text, len, &r, err, sizeof err)) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_createtable(L, 0, 9);
+  lua_pushstring(L, POLICY[r.p]);
+  lua_setfield(L, -2, "p");
+  if (r.sp) {
+    lua_pushstring(L, POLICY[r.sp]);
+    lua_setfield(L, -2, "sp");
+  }
+  if (r.np) {
+    lua_pushstring(L, POLICY[r.np]);
+    lua_setfield(L, -2, "np");
+  }
+  lua_pushinteger(L, r.pct);
+  lua_setfield(L, -2, "pct");
+  m[0] = r.adkim;
+  lua_pushstring(L, m);
+  lua_setfield(L, -2, "adkim");
+  m[0] = r.aspf;
+  lua_pushstring(L, m);
+  lua_setfield(L, -2, "aspf");
+  lua_pushboolean(L, r.has_rua);
+  lua_setfield(L, -2, "rua");
+  lua_pushboolean(L, r.has_ruf);
+  lua_setfield(L, -2, "ruf");
+  if (r.psd) {
+    m[0] = r.psd;
+    lua_pushstring(L, m);
+    lua_setfield(L, -2, "psd");
+  }
+  return 1;
+}
+
 /* ---- the public suffix list (DMARC's organizational domains) -------------- */
 
 static const psl_ctx_t *psl;
@@ -648,6 +697,7 @@ void smtpd_open_auth(lua_State *L) {
     {"dkim_sign", dkim_sign_l}, {"dkim_public_key", dkim_public_l},
     {"psl_org_domain", psl_org_domain_l}, {"psl_info", psl_info_l},
     {"authres_value", authres_value_l}, {"authres_id", authres_id_l},
+    {"dmarc_parse", dmarc_parse_l},
     {NULL, NULL}
   };
   luaL_setfuncs(L, fns, 0);

@@ -23,8 +23,6 @@ local M = {}
 M.DEFAULT_TIMEOUT = 10
 M.MAX_WALK = 8
 
-local POLICIES = {none = true, quarantine = true, reject = true}
-
 local function lower(s) return s and s:lower():gsub("%.$", "") or nil end
 
 -- The organizational domain of name (RFC 7489 3.2): the registrable
@@ -34,29 +32,16 @@ function M.org_domain(name)
   return core.psl_org_domain(name) or name
 end
 
--- Reads a DMARC record: its tags, or nil and why it is not one.
+-- Reads a DMARC record (the C core's csrc/auth/dmarc.c): {p =, sp =,
+-- np =, pct =, adkim =, aspf =, rua = (the addresses, or nil), ruf =,
+-- psd =}, or nil and why it is not one.
 function M.parse(text)
   if type(text) ~= "string" then return nil, "not a string" end
-  local tags, order = core.dkim_tags(text)
-  if not tags then return nil, "malformed: " .. order end
-  if order[1] ~= "v" or tags.v ~= "DMARC1" then
-    return nil, "v=DMARC1 does not come first"
-  end
-  local rec = {}
-  for k, v in pairs(tags) do rec[k] = v end
-  local p = tags.p and tags.p:lower()
-  if not POLICIES[p] then
-    -- RFC 7489 6.6.3: a record with rua= but no valid p= is p=none
-    if tags.rua then p = "none" else return nil, "no valid p=" end
-  end
-  rec.p = p
-  rec.sp = tags.sp and POLICIES[tags.sp:lower()] and tags.sp:lower() or nil
-  rec.np = tags.np and POLICIES[tags.np:lower()] and tags.np:lower() or nil
-  local pct = tonumber(tags.pct or "100")
-  if not pct or pct < 0 or pct > 100 or pct % 1 ~= 0 then pct = 100 end
-  rec.pct = math.tointeger(pct)
-  rec.adkim = (tags.adkim or "r"):lower() == "s" and "s" or "r"
-  rec.aspf = (tags.aspf or "r"):lower() == "s" and "s" or "r"
+  local rec, err = core.dmarc_parse(text)
+  if not rec then return nil, err end
+  local tags = core.dkim_tags(text)
+  rec.rua = rec.rua and tags.rua or nil
+  rec.ruf = rec.ruf and tags.ruf or nil
   return rec
 end
 
