@@ -109,7 +109,8 @@ function M.check(opts)
     facts.problem = detail
     return why, facts
   end
-  if opts.mode == "bis" and at ~= from and not rec.psd then
+  -- psd=y: a public suffix domain, not an organizational one (DMARCbis)
+  if opts.mode == "bis" and at ~= from and rec.psd ~= "y" then
     facts.org_domain = at
   end
   facts.domain, facts.record = at, rec
