@@ -52,23 +52,14 @@ describe("smtpd.arc", function()
   end)
 
   it("runs the ARC validation suite (SMTPD_ARC_SUITE)", function()
-    local suite = os.getenv("SMTPD_ARC_SUITE")
-    if not suite or suite == "" then
-      H.skip("SMTPD_ARC_SUITE is not set (the path of arc-draft-validation-tests.yml)")
-      return
-    end
-    if not server then H.skip(why_not) return end
-    local scenarios, why = peers.suite(suite)
+    local scenarios, why = peers.env_suite("SMTPD_ARC_SUITE", "arc-draft-validation-tests.yml")
     if not scenarios then H.skip(why) return end
+    if not server then H.skip(why_not) return end
     local map = new_map()
     local total, undefined, failures = 0, 0, {}
     for _, sc in ipairs(scenarios) do
       use_zone(map, suite_zone(sc))
-      local names = {}
-      for name in pairs(sc.tests) do names[#names + 1] = name end
-      table.sort(names)
-      for _, name in ipairs(names) do
-        local t = sc.tests[name]
+      for name, t in peers.tests(sc) do
         local want = tostring(t.cv or ""):lower()
         if want == "" then
           undefined = undefined + 1      -- the suite leaves it undefined
@@ -103,23 +94,14 @@ describe("smtpd.arc", function()
 
   it("runs the ARC signing suite (SMTPD_ARC_SIGN_SUITE): its message signatures and "
      .. "results are ours, and what we seal validates", function()
-    local suite = os.getenv("SMTPD_ARC_SIGN_SUITE")
-    if not suite or suite == "" then
-      H.skip("SMTPD_ARC_SIGN_SUITE is not set (the path of arc-draft-sign-tests.yml)")
-      return
-    end
-    if not server then H.skip(why_not) return end
-    local scenarios, why = peers.suite(suite)
+    local scenarios, why = peers.env_suite("SMTPD_ARC_SIGN_SUITE", "arc-draft-sign-tests.yml")
     if not scenarios then H.skip(why) return end
+    if not server then H.skip(why_not) return end
     local map = new_map()
     local total, failures, seals_same = 0, {}, 0
     for _, sc in ipairs(scenarios) do
       use_zone(map, suite_zone(sc))
-      local names = {}
-      for name in pairs(sc.tests) do names[#names + 1] = name end
-      table.sort(names)
-      for _, name in ipairs(names) do
-        local t = sc.tests[name]
+      for name, t in peers.tests(sc) do
         total = total + 1
         local headers = {}
         for h in t["sig-headers"]:gmatch("[^:]+") do headers[#headers + 1] = h end

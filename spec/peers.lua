@@ -108,6 +108,29 @@ function M.suite(path)
   return require("cjson").decode(text)
 end
 
+-- The scenarios of the suite whose path the environment variable var
+-- names (file: what it is called), or nil and why they cannot run.
+function M.env_suite(var, file)
+  local path = os.getenv(var)
+  if not path or path == "" then
+    return nil, ("%s is not set (the path of %s)"):format(var, file)
+  end
+  return M.suite(path)
+end
+
+-- A scenario's tests, name and test, in the order of their names.
+function M.tests(scenario)
+  local names = {}
+  for name in pairs(scenario.tests or {}) do names[#names + 1] = name end
+  table.sort(names)
+  local i = 0
+  return function()
+    i = i + 1
+    local name = names[i]
+    if name then return name, scenario.tests[name] end
+  end
+end
+
 function M.stop()
   for name, peer in pairs(running) do
     H.kill(peer.pid)

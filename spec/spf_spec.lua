@@ -135,24 +135,16 @@ describe("smtpd.spf.check", function()
   teardown(function() z.stop() end)
 
   it("runs the openspf RFC 7208 test suite (SMTPD_SPF_SUITE)", function()
-    local suite = os.getenv("SMTPD_SPF_SUITE")
-    if not suite or suite == "" then
-      H.skip("SMTPD_SPF_SUITE is not set (the path of rfc7208-tests.yml)")
-      return
-    end
-    if not server then H.skip(why_not) return end
-    local scenarios, why = peers.suite(suite)
+    local scenarios, why = peers.env_suite("SMTPD_SPF_SUITE", "rfc7208-tests.yml")
     if not scenarios then H.skip(why) return end
+    if not server then H.skip(why_not) return end
     local map = new_map()
     local total, failures = 0, {}
     for _, sc in ipairs(scenarios) do
       use_zone(map, sc.zonedata or {})
-      local names = {}
-      for name in pairs(sc.tests) do names[#names + 1] = name end
-      table.sort(names)
-      for _, name in ipairs(names) do
+      for name, t in peers.tests(sc) do
         total = total + 1
-        local why = run_case(map, name, sc.tests[name])
+        local why = run_case(map, name, t)
         if why then failures[#failures + 1] = why end
       end
     end

@@ -673,7 +673,7 @@ static int authres_id_l(lua_State *L) {
 }
 
 /* The key cache and the public suffix list go with the Lua state (before
- * the core's code is unloaded): a sentinel in the registry frees them. */
+ * the core's code is unloaded). */
 static int auth_caches_gc(lua_State *L) {
   int i;
   (void)L;
@@ -691,6 +691,8 @@ static int auth_caches_gc(lua_State *L) {
 
 void smtpd_open_auth(lua_State *L) {
   static const luaL_Reg fns[] = {
+    {"spf_parse", spf_parse_l}, {"spf_expand", spf_expand_l},
+    {"ip_in", ip_in_l}, {"ip_text", ip_text_l},
     {"dkim_tags", dkim_tags_l}, {"dkim_fields", dkim_fields_l},
     {"dkim_canon_header", dkim_canon_header_l},
     {"dkim_body_hash", dkim_body_hash_l}, {"dkim_verify", dkim_verify_l},
@@ -701,21 +703,5 @@ void smtpd_open_auth(lua_State *L) {
     {NULL, NULL}
   };
   luaL_setfuncs(L, fns, 0);
-  if (lua_getfield(L, LUA_REGISTRYINDEX, "smtpd.authcaches") == LUA_TNIL) {
-    lua_newuserdatauv(L, 1, 0);
-    lua_newtable(L);
-    lua_pushcfunction(L, auth_caches_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, "smtpd.authcaches");
-  }
-  lua_pop(L, 1);
-  lua_pushcfunction(L, ip_text_l);
-  lua_setfield(L, -2, "ip_text");
-  lua_pushcfunction(L, spf_parse_l);
-  lua_setfield(L, -2, "spf_parse");
-  lua_pushcfunction(L, spf_expand_l);
-  lua_setfield(L, -2, "spf_expand");
-  lua_pushcfunction(L, ip_in_l);
-  lua_setfield(L, -2, "ip_in");
+  smtpd_on_close(L, "smtpd.authcaches", auth_caches_gc);
 }

@@ -287,16 +287,6 @@ void dkim_stream_reset(dkim_stream *st) {
   memset(st, 0, sizeof *st);
 }
 
-static int ieq_n(const char *a, size_t n, const char *b) {
-  size_t i;
-  if (strlen(b) != n) return 0;
-  for (i = 0; i < n; i++) {
-    char c = a[i];
-    if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
-    if (c != b[i]) return 0;
-  }
-  return 1;
-}
 
 /* One DKIM-Signature field's body hash, added unless it is there. */
 static void stream_add(dkim_stream *st, const char *field, size_t len) {
@@ -311,10 +301,12 @@ static void stream_add(dkim_stream *st, const char *field, size_t len) {
     const dkim_tag *t = &tags[i];
     if (t->name_len == 1 && t->name[0] == 'c') {
       const char *slash = memchr(t->value, '/', t->value_len);
-      if (slash) relaxed = ieq_n(slash + 1, t->value_len - (size_t)(slash + 1 - t->value),
-                                 "relaxed");
+      if (slash)
+        relaxed = smtpd_ieq(slash + 1,
+                            t->value_len - (size_t)(slash + 1 - t->value),
+                            "relaxed");
     } else if (t->name_len == 1 && t->name[0] == 'a') {
-      sha1 = ieq_n(t->value, t->value_len, "rsa-sha1");
+      sha1 = smtpd_ieq(t->value, t->value_len, "rsa-sha1");
     } else if (t->name_len == 1 && t->name[0] == 'l') {
       size_t k;
       limit = 0;
@@ -348,7 +340,7 @@ static void stream_header(dkim_stream *st, const char *data, size_t len) {
   n = dkim_fields(data, len, f, 64, &extra, &body);
   st->body = body;
   for (i = 0; i < n; i++)
-    if (ieq_n(data + f[i].start, f[i].name_len, "dkim-signature"))
+    if (smtpd_ieq(data + f[i].start, f[i].name_len, "dkim-signature"))
       stream_add(st, data + f[i].start, f[i].len);
   st->state = st->n ? 1 : 2;
   st->fed = body;

@@ -9,21 +9,11 @@
 
 #include "auth/dkim.h"
 
-static int ieq(const char *a, size_t n, const char *b) {
-  size_t i;
-  if (strlen(b) != n) return 0;
-  for (i = 0; i < n; i++) {
-    char c = a[i];
-    if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
-    if (c != b[i]) return 0;
-  }
-  return 1;
-}
 
 static dmarc_policy policy(const char *v, size_t n) {
-  if (ieq(v, n, "none")) return DMARC_NONE;
-  if (ieq(v, n, "quarantine")) return DMARC_QUARANTINE;
-  if (ieq(v, n, "reject")) return DMARC_REJECT;
+  if (smtpd_ieq(v, n, "none")) return DMARC_NONE;
+  if (smtpd_ieq(v, n, "quarantine")) return DMARC_QUARANTINE;
+  if (smtpd_ieq(v, n, "reject")) return DMARC_REJECT;
   return 0;
 }
 
@@ -43,13 +33,13 @@ int dmarc_parse(const char *text, size_t len, dmarc_record *r, char *err,
   }
   for (i = 1; i < n; i++) {
     const dkim_tag *t = &tags[i];
-    if (ieq(t->name, t->name_len, "p")) {
+    if (smtpd_ieq(t->name, t->name_len, "p")) {
       r->p = policy(t->value, t->value_len);
-    } else if (ieq(t->name, t->name_len, "sp")) {
+    } else if (smtpd_ieq(t->name, t->name_len, "sp")) {
       r->sp = policy(t->value, t->value_len);
-    } else if (ieq(t->name, t->name_len, "np")) {
+    } else if (smtpd_ieq(t->name, t->name_len, "np")) {
       r->np = policy(t->value, t->value_len);
-    } else if (ieq(t->name, t->name_len, "pct")) {
+    } else if (smtpd_ieq(t->name, t->name_len, "pct")) {
       size_t k;
       int v = 0, ok = t->value_len > 0 && t->value_len <= 3;
       for (k = 0; ok && k < t->value_len; k++) {
@@ -57,15 +47,16 @@ int dmarc_parse(const char *text, size_t len, dmarc_record *r, char *err,
         else v = v * 10 + (t->value[k] - '0');
       }
       r->pct = ok && v <= 100 ? v : 100;
-    } else if (ieq(t->name, t->name_len, "adkim") || ieq(t->name, t->name_len, "aspf")) {
-      char m = ieq(t->value, t->value_len, "s") ? 's' : 'r';
+    } else if (smtpd_ieq(t->name, t->name_len, "adkim") ||
+               smtpd_ieq(t->name, t->name_len, "aspf")) {
+      char m = smtpd_ieq(t->value, t->value_len, "s") ? 's' : 'r';
       if (t->name_len == 5) r->adkim = m;
       else r->aspf = m;
-    } else if (ieq(t->name, t->name_len, "rua")) {
+    } else if (smtpd_ieq(t->name, t->name_len, "rua")) {
       r->has_rua = 1;
-    } else if (ieq(t->name, t->name_len, "ruf")) {
+    } else if (smtpd_ieq(t->name, t->name_len, "ruf")) {
       r->has_ruf = 1;
-    } else if (ieq(t->name, t->name_len, "psd")) {
+    } else if (smtpd_ieq(t->name, t->name_len, "psd")) {
       if (t->value_len == 1 && strchr("ynu", t->value[0])) r->psd = t->value[0];
     }
   }

@@ -22,16 +22,9 @@ static int is_alpha(int c) { c = lower(c); return c >= 'a' && c <= 'z'; }
 static int is_digit(int c) { return c >= '0' && c <= '9'; }
 static int is_alnum(int c) { return is_alpha(c) || is_digit(c); }
 
-static int ieq(const char *a, size_t n, const char *b) {
-  size_t i;
-  if (strlen(b) != n) return 0;
-  for (i = 0; i < n; i++)
-    if (lower((unsigned char)a[i]) != b[i]) return 0;
-  return 1;
-}
 
 int spf_is_record(const char *text, size_t len) {
-  return len >= 6 && ieq(text, 6, "v=spf1") && (len == 6 || text[6] == ' ');
+  return len >= 6 && smtpd_ieq(text, 6, "v=spf1") && (len == 6 || text[6] == ' ');
 }
 
 /* ---- macros ---------------------------------------------------------------- */
@@ -315,8 +308,8 @@ static int parse_term(const char *t, size_t n, spf_term *term, char *err,
     term->name_len = namelen;
     term->spec = v;
     term->spec_len = vlen;
-    if (ieq(name, namelen, "redirect")) term->kind = SPF_REDIRECT;
-    else if (ieq(name, namelen, "exp")) term->kind = SPF_EXP;
+    if (smtpd_ieq(name, namelen, "redirect")) term->kind = SPF_REDIRECT;
+    else if (smtpd_ieq(name, namelen, "exp")) term->kind = SPF_EXP;
     else term->kind = SPF_MODIFIER;
     if (term->kind != SPF_MODIFIER && vlen == 0)
       return fail(err, errlen, "a modifier without its domain: %.*s", t, n);
@@ -326,14 +319,14 @@ static int parse_term(const char *t, size_t n, spf_term *term, char *err,
   {
     const char *name = t + i, *rest = t + nm;
     size_t namelen = nm - i, rlen = n - nm;
-    if (ieq(name, namelen, "all")) term->kind = SPF_ALL;
-    else if (ieq(name, namelen, "include")) term->kind = SPF_INCLUDE;
-    else if (ieq(name, namelen, "a")) term->kind = SPF_A;
-    else if (ieq(name, namelen, "mx")) term->kind = SPF_MX;
-    else if (ieq(name, namelen, "ptr")) term->kind = SPF_PTR;
-    else if (ieq(name, namelen, "ip4")) term->kind = SPF_IP4;
-    else if (ieq(name, namelen, "ip6")) term->kind = SPF_IP6;
-    else if (ieq(name, namelen, "exists")) term->kind = SPF_EXISTS;
+    if (smtpd_ieq(name, namelen, "all")) term->kind = SPF_ALL;
+    else if (smtpd_ieq(name, namelen, "include")) term->kind = SPF_INCLUDE;
+    else if (smtpd_ieq(name, namelen, "a")) term->kind = SPF_A;
+    else if (smtpd_ieq(name, namelen, "mx")) term->kind = SPF_MX;
+    else if (smtpd_ieq(name, namelen, "ptr")) term->kind = SPF_PTR;
+    else if (smtpd_ieq(name, namelen, "ip4")) term->kind = SPF_IP4;
+    else if (smtpd_ieq(name, namelen, "ip6")) term->kind = SPF_IP6;
+    else if (smtpd_ieq(name, namelen, "exists")) term->kind = SPF_EXISTS;
     else return fail(err, errlen, "an unknown mechanism: %.*s", t, n);
     if (rlen && rest[0] != ':' && rest[0] != '/')
       return fail(err, errlen, "a malformed mechanism: %.*s", t, n);

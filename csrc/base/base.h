@@ -68,6 +68,8 @@ int smtpd_reply_text_ok(const char *p, size_t n);
 /* One final line of a class in classes ("245"), not 220 or 221, that we
  * may send as is: its code, or 0. */
 int smtpd_final_reply(const char *p, size_t n, const char *classes);
+/* Whether p (n bytes) is word, ASCII case aside (word in lower case). */
+int smtpd_ieq(const char *p, size_t n, const char *word);
 
 /* ---- codec.c ----------------------------------------------------------- */
 

@@ -1,5 +1,6 @@
 /* Text: UTF-8 validity, Python's notion of whitespace, reply lines. */
 #include <string.h>
+#include <strings.h>
 
 #include "base/base.h"
 
@@ -113,4 +114,8 @@ int smtpd_final_reply(const char *p, size_t n, const char *classes) {
       code == 221 || !smtpd_reply_text_ok(p, n))
     return 0;
   return code;
+}
+
+int smtpd_ieq(const char *p, size_t n, const char *word) {
+  return strlen(word) == n && strncasecmp(p, word, n) == 0;
 }

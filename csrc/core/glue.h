@@ -328,6 +328,9 @@ void smtpd_addr_name(const struct sockaddr *sa, char *buf, size_t size);
 void smtpd_push_strlist(lua_State *L, const smtpd_strlist *l);
 /* Registers metatable mt: the metamethods of meta, and methods as its
  * __index (either may be NULL). The stack is left as it was. */
+/* Runs fn when the Lua state closes (before the core's code is unloaded),
+ * once per key: for caches kept in C statics. */
+void smtpd_on_close(lua_State *L, const char *key, lua_CFunction fn);
 void smtpd_new_class(lua_State *L, const char *mt, const luaL_Reg *meta,
                      const luaL_Reg *methods);
 /* Pushes what the Lua side registered under key with core.setup. */

@@ -158,6 +158,19 @@ void smtpd_push_strlist(lua_State *L, const smtpd_strlist *l) {
   }
 }
 
+void smtpd_on_close(lua_State *L, const char *key, lua_CFunction fn) {
+  /* a sentinel in the registry: collected only when the state closes */
+  if (lua_getfield(L, LUA_REGISTRYINDEX, key) == LUA_TNIL) {
+    lua_newuserdatauv(L, 1, 0);
+    lua_newtable(L);
+    lua_pushcfunction(L, fn);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, key);
+  }
+  lua_pop(L, 1);
+}
+
 void smtpd_new_class(lua_State *L, const char *mt, const luaL_Reg *meta,
                      const luaL_Reg *methods) {
   luaL_newmetatable(L, mt);

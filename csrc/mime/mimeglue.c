@@ -251,7 +251,7 @@ static int mime_decode_header(lua_State *L) {
 }
 
 /* The iconv cache goes with the Lua state (before the core's code is
- * unloaded): a sentinel in the registry closes it when collected. */
+ * unloaded). */
 static int mime_iconv_gc(lua_State *L) {
   (void)L;
   smtpd_mime_iconv_flush();
@@ -272,13 +272,5 @@ void smtpd_open_mime(lua_State *L) {
   lua_setfield(L, -2, "mime_parse");
   lua_pushcfunction(L, mime_decode_header);
   lua_setfield(L, -2, "mime_decode_header");
-  if (lua_getfield(L, LUA_REGISTRYINDEX, "smtpd.iconv") == LUA_TNIL) {
-    lua_newuserdatauv(L, 1, 0);
-    lua_newtable(L);
-    lua_pushcfunction(L, mime_iconv_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, "smtpd.iconv");
-  }
-  lua_pop(L, 1);
+  smtpd_on_close(L, "smtpd.iconv", mime_iconv_gc);
 }
