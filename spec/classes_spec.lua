@@ -526,6 +526,26 @@ describe("channels", function()
     H.cleanup(map)
   end)
 
+  it("lets a hook set received_data, and clear it with nil", function()
+    local Chan = smtpd.SMTPChannel:extend()
+    local seen = {}
+    function Chan:smtp_XSET(arg)
+      if arg == "nil" then self.received_data = nil else self.received_data = arg end
+      self:push("250 set")
+    end
+    function Chan:smtp_XDATA()
+      seen[#seen + 1] = self.received_data
+      self:push("250 ok")
+    end
+    local Srv = H.Recorder:extend()
+    Srv.channel_class = Chan
+    local _, map, host, port = H.server(Srv)
+    H.converse(map, host, port, MSG .. "XDATA\r\nXSET a b\r\nXDATA\r\nXSET nil\r\n"
+                                .. "XDATA\r\nQUIT\r\n")
+    assert.same({"body", "a b", ""}, seen)
+    H.cleanup(map)
+  end)
+
   it("lets a hook change limits and state", function()
     local Chan = smtpd.SMTPChannel:extend()
     function Chan:smtp_XSMALL()

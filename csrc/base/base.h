@@ -37,6 +37,7 @@ int smtpd_buf_reserve(smtpd_buf *b, size_t extra);
 int smtpd_buf_append(smtpd_buf *b, const void *p, size_t n);
 int smtpd_buf_appendc(smtpd_buf *b, char c);
 void smtpd_buf_consume(smtpd_buf *b, size_t n);
+void smtpd_buf_fit(smtpd_buf *b);
 void smtpd_buf_free(smtpd_buf *b);
 
 int smtpd_str_set(smtpd_str *s, const char *p, size_t n);

@@ -47,6 +47,16 @@ void smtpd_buf_consume(smtpd_buf *b, size_t n) {
   if (b->p) b->p[b->len] = '\0';
 }
 
+/* Gives back a capacity well beyond the length (a buffer kept for long). */
+void smtpd_buf_fit(smtpd_buf *b) {
+  char *p;
+  if (b->p == NULL || b->cap - b->len < b->len / 2 + 4096) return;
+  p = realloc(b->p, b->len + 1);
+  if (p == NULL) return;                  /* still the larger one: fine */
+  b->p = p;
+  b->cap = b->len + 1;
+}
+
 void smtpd_buf_free(smtpd_buf *b) {
   free(b->p);
   b->p = NULL;

@@ -482,7 +482,9 @@ typedef struct smtpd_channel {
   int proxy_wait;          /* reading the PROXY header: no session yet */
   int connect_checked;     /* check_connection ran (or runs) */
   uint64_t proxy_started;
-  int received_ref;        /* received_data (last message) */
+  /* received_data: the last message's bytes, kept in C (not a Lua
+   * string, which would live until a GC cycle after the next message) */
+  smtpd_buf received;
   unsigned received_gen;
   struct dkim_stream *dkim;   /* the body hashes (dkim_body_hash), or NULL */
   unsigned dkim_gen;          /* the rset_gen they are for */

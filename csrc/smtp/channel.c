@@ -66,6 +66,7 @@ static void channel_free(smtpd_handle *h) {
   smtpd_buf_free(&ch->out);
   smtpd_buf_free(&ch->wbuf);
   smtpd_buf_free(&ch->cout);
+  smtpd_buf_free(&ch->received);
   smtpd_tls_free(ch->tls);
   free(ch);
 }
@@ -81,7 +82,6 @@ static void channel_close_handles(smtpd_handle *h) {
   smtpd_hook_cancel_waits(ch);
   smtpd_hook_unref(L, &ch->server_ref);
   smtpd_hook_unref(L, &ch->thread_ref);
-  smtpd_hook_unref(L, &ch->received_ref);
   smtpd_relaying_close(ch);
   smtpd_handle_uv_close(h, (uv_handle_t *)&ch->timer);
   smtpd_handle_uv_close(h, (uv_handle_t *)&ch->tcp);
@@ -99,7 +99,7 @@ smtpd_channel *smtpd_channel_new(smtpd_server *srv) {
   smtpd_handle_init(&ch->h, m, SMTPD_H_CHANNEL, channel_close_handles,
                     channel_free);
   ch->server_ref = ch->obj_ref = ch->class_ref = LUA_NOREF;
-  ch->thread_ref = ch->received_ref = LUA_NOREF;
+  ch->thread_ref = LUA_NOREF;
   ch->shared = srv->shared;
   ch->shared->refs++;
   ch->last_read = uv_now(&m->loop);

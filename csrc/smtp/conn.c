@@ -445,8 +445,8 @@ static int conn_get(lua_State *L) {
   case F_mail_options:
   case F_rcpt_options: list_push(L, f); break;
   case F_received_data:
-    if (ch->received_ref != LUA_NOREF && ch->received_gen == s->rset_gen)
-      lua_rawgeti(L, LUA_REGISTRYINDEX, ch->received_ref);
+    if (ch->received.p && ch->received_gen == s->rset_gen)
+      lua_pushlstring(L, ch->received.p, ch->received.len);
     else
       lua_pushliteral(L, "");
     break;
@@ -527,12 +527,19 @@ static int conn_set(lua_State *L) {
   case F_mail_options: list_assign(L, &s->mail_options, 3); break;
   case F_rcpt_options: list_assign(L, &s->rcpt_options, 3); break;
   case F_received_data:
-    smtpd_hook_unref(L, &ch->received_ref);
     if (!lua_isnoneornil(L, 3)) {
+      smtpd_buf b = {0};
       luaL_checktype(L, 3, LUA_TSTRING);
-      lua_pushvalue(L, 3);
-      ch->received_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+      v = lua_tolstring(L, 3, &n);
+      if (smtpd_buf_reserve(&b, n)) return conn_nomem(L);
+      if (n) memcpy(b.p, v, n);
+      b.len = n;
+      b.p[n] = '\0';
+      smtpd_buf_free(&ch->received);
+      ch->received = b;
       ch->received_gen = s->rset_gen;
+    } else {
+      smtpd_buf_free(&ch->received);
     }
     break;
   case F_received_lines: luaL_checktype(L, 3, LUA_TTABLE); break;

@@ -459,13 +459,16 @@ static int hook_lua_message(lua_State *L) {
   /* The DKIM body hashes made while it arrived: whole before the data
    * goes (kwargs gets them below). */
   if (ch->shared->conf.dkim_body_hash) smtpd_dkim_stream_finish_channel(ch);
-  smtpd_parser_end_data(&s->parser);
+  /* received_data, for a channel object to read: the data buffer itself
+   * moves there (no copy); the one it held is freed with the data. */
   if (ch->obj_ref != LUA_NOREF) {
-    smtpd_hook_unref(L, &ch->received_ref);
-    lua_pushvalue(L, -1);
-    ch->received_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    smtpd_buf old = ch->received;
+    ch->received = *d;
+    *d = old;
     ch->received_gen = s->rset_gen;
+    smtpd_buf_fit(&ch->received);
   }
+  smtpd_parser_end_data(&s->parser);
   if (s->decode_data) {
     lua_createtable(L, 0, 0);
   } else {

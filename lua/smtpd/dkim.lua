@@ -103,7 +103,7 @@ local function fetch_key(sig, opts, keys)
   if cached then return table.unpack(cached, 1, 3) end
   local dns = require "smtpd.dns"
   local res, err, info = dns.query(name, "TXT",
-    {timeout = opts.timeout or M.DEFAULT_TIMEOUT, map = opts.map})
+    {timeout = opts.timeout or M.DEFAULT_TIMEOUT, map = opts.map, _shared = true})
   local out
   if not res then
     if info and info.temporary then

@@ -49,7 +49,7 @@ end
 -- "temperror" (with why).
 local function lookup(domain, opts)
   local res, err, info = dns.query("_dmarc." .. domain, "TXT",
-    {timeout = opts.timeout or M.DEFAULT_TIMEOUT, map = opts.map})
+    {timeout = opts.timeout or M.DEFAULT_TIMEOUT, map = opts.map, _shared = true})
   if not res then
     if info and info.temporary then return nil, "temperror", err end
     return nil, "none", err

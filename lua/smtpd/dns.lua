@@ -59,7 +59,9 @@ local function copy_records(res, age)
   return out
 end
 
-local function cache_get(map, key)
+-- shared: the cache's own records (smtpd's own readers, which only read
+-- them), not a copy with its ttls aged.
+local function cache_get(map, key, shared)
   local c = caches[map]
   local e = c and c.entries[key]
   if not e then
@@ -74,6 +76,7 @@ local function cache_get(map, key)
     return nil
   end
   c.hits = c.hits + 1
+  if shared and e.records then return e.records end
   local age = math.floor(t - e.stored)
   if e.records then return copy_records(e.records, age) end
   local info = {}
@@ -172,7 +175,7 @@ function M.query(name, qtype, opts)
   local key = tname .. " " .. name:lower():gsub("%.$", "")
   local use_cache = opts.cache ~= false
   if use_cache then
-    local r, err, info = cache_get(map, key)
+    local r, err, info = cache_get(map, key, opts._shared)
     if r or err then return r, err, info end
   end
   local timeout = opts.timeout or M.DEFAULT_TIMEOUT

@@ -61,7 +61,7 @@ end
 -- name was void (nxdomain or nodata); temporary errors stop it.
 local function ask(st, name, qtype)
   local res, err, info = dns.query(name, qtype,
-    {timeout = math.min(remaining(st), st.query_timeout), map = st.map})
+    {timeout = math.min(remaining(st), st.query_timeout), map = st.map, _shared = true})
   if res then return res end
   if info and info.temporary then
     stop("temperror", ("DNS %s %s: %s"):format(qtype, name, err))
@@ -108,11 +108,11 @@ local function validated_names(st)
   local out = {}
   local rname = core.dns_reverse_name(st.ip)
   local ptrs = rname and dns.query(rname, "PTR",
-    {timeout = math.min(remaining(st), st.query_timeout), map = st.map})
+    {timeout = math.min(remaining(st), st.query_timeout), map = st.map, _shared = true})
   for i, r in ipairs(ptrs or {}) do
     if i > M.MAX_NAMES then break end
     local addrs = dns.query(r.name, addr_type(st),
-      {timeout = math.min(remaining(st), st.query_timeout), map = st.map})
+      {timeout = math.min(remaining(st), st.query_timeout), map = st.map, _shared = true})
     if matches_any(st, addrs) then out[#out + 1] = r.name:gsub("%.$", "") end
   end
   st.validated = out
@@ -135,6 +135,10 @@ end
 -- an explanation's text (nil when it is).
 local function expand(st, spec, domain, exp)
   local ctx = st.ctx
+  if not ctx then
+    ctx = st.make_ctx()
+    st.ctx = ctx
+  end
   ctx.d = domain
   if spec:find("%%{[pP]") then ctx.p = p_macro(st, domain) end
   local out, err = core.spf_expand(spec, ctx, exp, not exp)
@@ -152,7 +156,7 @@ local function explain(st, rec, domain)
   local ok, text = pcall(function()
     local name = expand(st, term.spec, domain, false)
     local res = dns.query(name, "TXT",
-      {timeout = math.min(remaining(st), st.query_timeout), map = st.map})
+      {timeout = math.min(remaining(st), st.query_timeout), map = st.map, _shared = true})
     if not res or #res ~= 1 then return nil end
     local out = expand(st, res[1].text, domain, true)
     if out and out:find("^[\32-\126]*$") then return out end
@@ -216,6 +220,20 @@ local function mechanism(st, t, domain, depth)
 end
 
 -- check_host() of section 4: the result for domain.
+-- Records read, by their text (a busy server sees the same few again and
+-- again); bounded, and read-only to their users.
+local parsed, parsed_n = {}, 0
+local PARSED_MAX = 512
+local function parse(text)
+  local hit = parsed[text]
+  if hit then return hit[1], hit[2] end
+  local rec, err = core.spf_parse(text)
+  if parsed_n >= PARSED_MAX then parsed, parsed_n = {}, 0 end
+  parsed[text] = {rec, err}
+  parsed_n = parsed_n + 1
+  return rec, err
+end
+
 function check_host(st, domain, depth)
   if depth > 20 then stop("permerror", "includes and redirects nest too deep") end
   domain = domain:gsub("%.$", "")
@@ -231,7 +249,7 @@ function check_host(st, domain, depth)
     end
   end
   if not found then return "none" end
-  local rec, err = core.spf_parse(found)
+  local rec, err = parse(found)
   if not rec then stop("permerror", err .. " (" .. domain .. ")") end
   local redirect
   for _, t in ipairs(rec) do
@@ -334,11 +352,14 @@ function M.check(opts)
     query_timeout = opts.query_timeout or math.min(timeout, dns.DEFAULT_TIMEOUT),
     facts = {identity = identity, domain = dom, sender = sender},
   }
-  st.ctx = {s = sender, l = lp, o = dom, h = helo ~= "" and helo or "unknown",
+  -- the macros' values, made when a macro is first expanded
+  st.make_ctx = function()
+    return {s = sender, l = lp, o = dom, h = helo ~= "" and helo or "unknown",
             i = i_macro(ip, v4), v = v4 and "in-addr" or "ip6",
             c = v4 and ip or core.ip_text(ip),
             r = opts.receiver or core.getfqdn() or "unknown",
             t = tostring(os.time())}
+  end
   local ok, result = pcall(check_host, st, dom, 0)
   if not ok then
     if getmetatable(result) ~= Stop then error(result, 0) end
