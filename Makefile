@@ -129,7 +129,8 @@ valgrind: deps test-build
 # libFuzzer targets over the engine (parser + session) and the TLS layer
 # (tls_fuzz: with OpenSSL), ASan + UBSan.
 FUZZ_TARGETS = session_fuzz split_fuzz tls_fuzz mime_fuzz proxy_fuzz \
-               relay_fuzz dns_fuzz spf_fuzz dkim_fuzz authres_fuzz dmarc_fuzz
+               relay_fuzz dns_fuzz spf_fuzz dkim_fuzz authres_fuzz dmarc_fuzz \
+               http_fuzz
 # The pure SMTP layer (no Lua, no libuv), as the fuzzers and
 # spec/c/engine_main.c link it.
 SMTP_PURE    = csrc/base/buffer.c csrc/base/text.c csrc/base/codec.c \
@@ -137,9 +138,10 @@ SMTP_PURE    = csrc/base/buffer.c csrc/base/text.c csrc/base/codec.c \
                csrc/smtp/ext.c csrc/smtp/reply.c csrc/smtp/proxy.c \
                csrc/smtp/relay.c
 FUZZ_SRC     = $(SMTP_PURE) csrc/mime/mime.c csrc/dns/dns.c csrc/auth/spf.c \
-               csrc/auth/authres.c
+               csrc/auth/authres.c csrc/web/httpd.c
 PURE_HDR     = csrc/base/base.h csrc/smtp/smtp.h csrc/tls/tls.h \
-               csrc/mime/mime.h csrc/dns/dns.h csrc/auth/spf.h csrc/auth/authres.h
+               csrc/mime/mime.h csrc/dns/dns.h csrc/auth/spf.h csrc/auth/authres.h \
+               csrc/web/httpd.h
 FUZZ_SECONDS ?= 600
 FUZZ_CC      = clang -g -O1 -std=c99 -D_GNU_SOURCE -Icsrc \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined

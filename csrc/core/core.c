@@ -266,6 +266,7 @@ SMTPD_API int luaopen_smtpd_core(lua_State *L) {
   smtpd_open_dns(L);
   smtpd_open_dict(L);
   smtpd_open_http(L);
+  smtpd_open_web(L);
   smtpd_open_auth(L);
   smtpd_open_client(L);
   smtpd_open_timer(L);

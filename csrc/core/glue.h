@@ -66,7 +66,7 @@ typedef struct smtpd_relayconf smtpd_relayconf;
 enum {
   SMTPD_H_SERVER = 1, SMTPD_H_CHANNEL, SMTPD_H_CLIENT, SMTPD_H_TIMER,
   SMTPD_H_SIGNAL, SMTPD_H_TCP, SMTPD_H_DELIVERY, SMTPD_H_SOCK,
-  SMTPD_H_DNS, SMTPD_H_HTTP
+  SMTPD_H_DNS, SMTPD_H_HTTP, SMTPD_H_WEB
 };
 
 typedef struct smtpd_handle smtpd_handle;
@@ -637,6 +637,7 @@ void smtpd_open_sock(lua_State *L);
 void smtpd_open_dns(lua_State *L);
 void smtpd_open_dict(lua_State *L);
 void smtpd_open_http(lua_State *L);
+void smtpd_open_web(lua_State *L);
 void smtpd_open_auth(lua_State *L);
 /* dkim_body_hash: the channel's stream fed with its data so far; made
  * whole at the end of the message (before its data goes); its digests

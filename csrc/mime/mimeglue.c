@@ -250,6 +250,16 @@ static int mime_decode_header(lua_State *L) {
   return push_buf(L, &b, smtpd_mime_decode_header(s, n, &b));
 }
 
+/* to_utf8(bytes [, charset]) -> UTF-8 (bytes that do not convert become
+ * U+FFFD; no charset or an unknown one reads the bytes as UTF-8) */
+static int mime_to_utf8_l(lua_State *L) {
+  size_t n, cn = 0;
+  const char *s = luaL_checklstring(L, 1, &n);
+  const char *cs = luaL_optlstring(L, 2, "utf-8", &cn);
+  smtpd_buf b = {NULL, 0, 0};
+  return push_buf(L, &b, smtpd_mime_to_utf8(cs, cn, s, n, &b));
+}
+
 /* The iconv cache goes with the Lua state (before the core's code is
  * unloaded). */
 static int mime_iconv_gc(lua_State *L) {
@@ -272,5 +282,7 @@ void smtpd_open_mime(lua_State *L) {
   lua_setfield(L, -2, "mime_parse");
   lua_pushcfunction(L, mime_decode_header);
   lua_setfield(L, -2, "mime_decode_header");
+  lua_pushcfunction(L, mime_to_utf8_l);
+  lua_setfield(L, -2, "mime_to_utf8");
   smtpd_on_close(L, "smtpd.iconv", mime_iconv_gc);
 }
