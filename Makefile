@@ -215,9 +215,10 @@ golden: deps $(SO)
 lib: $(SO)
 
 install: $(SO)
-	install -d $(INST_LIBDIR)/smtpd $(INST_LUADIR)/smtpd
+	install -d $(INST_LIBDIR)/smtpd $(INST_LUADIR)/smtpd $(INST_LUADIR)/smtpd/web
 	install -m 755 $(SO) $(INST_LIBDIR)/smtpd/core.so
 	install -m 644 lua/smtpd/*.lua $(INST_LUADIR)/smtpd/
+	install -m 644 lua/smtpd/web/* $(INST_LUADIR)/smtpd/web/
 
 # The source rock of this version, from this checkout (its files as they
 # are now), for `luarocks install lua-smtpd-X.Y.Z-1.src.rock`: the

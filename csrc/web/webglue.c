@@ -27,6 +27,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/glue.h"
 #include "web/httpd.h"
@@ -777,6 +778,32 @@ static int web_unescape(lua_State *L) {
   return 1;
 }
 
+/* web_ifind(haystack, needle) -> whether needle (ASCII, any case) is in
+ * haystack: the catcher's free-text search, without a lower-cased copy. */
+static int web_ifind(lua_State *L) {
+  size_t hn, nn, i;
+  const char *h = luaL_checklstring(L, 1, &hn);
+  const char *n = luaL_checklstring(L, 2, &nn);
+  int found = nn == 0;
+  if (!found && nn <= hn) {
+    int c0 = n[0] >= 'A' && n[0] <= 'Z' ? n[0] + 32 : (unsigned char)n[0];
+    for (i = 0; i + nn <= hn && !found; i++) {
+      int c = h[i] >= 'A' && h[i] <= 'Z' ? h[i] + 32 : (unsigned char)h[i];
+      if (c == c0 && strncasecmp(h + i, n, nn) == 0) found = 1;
+    }
+  }
+  lua_pushboolean(L, found);
+  return 1;
+}
+
+/* web_now() -> the wall clock in seconds, with milliseconds */
+static int web_now(lua_State *L) {
+  uv_timeval64_t tv;
+  if (uv_gettimeofday(&tv)) return 0;
+  lua_pushnumber(L, (double)tv.tv_sec + (double)(tv.tv_usec / 1000) / 1000.0);
+  return 1;
+}
+
 void smtpd_open_web(lua_State *L) {
   static const luaL_Reg server_methods[] = {
     {"address", server_address}, {"stats", server_stats},
@@ -794,4 +821,8 @@ void smtpd_open_web(lua_State *L) {
   lua_setfield(L, -2, "web_listen");
   lua_pushcfunction(L, web_unescape);
   lua_setfield(L, -2, "web_unescape");
+  lua_pushcfunction(L, web_ifind);
+  lua_setfield(L, -2, "web_ifind");
+  lua_pushcfunction(L, web_now);
+  lua_setfield(L, -2, "web_now");
 }

@@ -11,7 +11,16 @@
 -- envelope: Bcc recipients too), data, mail_options, rcpt_options, tls
 -- and auth_user (when there were any), received (os.time()) and size.
 -- Memory is bounded: past max_messages (1000) or max_bytes (64 MiB) of
--- data, the oldest messages are dropped; `received_count` counts them all.
+-- data, or older than max_age seconds (none), the oldest messages are
+-- dropped; `received_count` counts them all. Each message has an id (a
+-- string) and a seq (1, 2, ... in arrival order).
+--
+-- With web = "127.0.0.1:8026" it also serves a page to read them in a
+-- browser and Mailpit's JSON API (smtpd.web): web_auth = {user =,
+-- password =} asks for Basic auth, web_hosts names more Host names to
+-- answer to, web_release = "host:port" lets the API relay a message;
+-- mailboxes = {name = function(message) return true end} files messages
+-- into named mailboxes (a message may be in several).
 
 local SMTPServer = require "smtpd.server"
 local core = require "smtpd.core"
@@ -19,7 +28,9 @@ local wait = require "smtpd.wait"
 local util = require "smtpd.util"
 
 local CatchingServer = SMTPServer:extend("CatchingServer")
-CatchingServer.OPTIONS = {max_messages = true, max_bytes = true}
+CatchingServer.OPTIONS = {max_messages = true, max_bytes = true, max_age = true,
+                          web = true, web_auth = true, web_hosts = true,
+                          web_release = true, web_public = true, mailboxes = true}
 
 local DEFAULT_MAX_MESSAGES = 1000
 local DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -50,11 +61,77 @@ function CatchingServer:initialize(localaddr, remoteaddr, opts)
   self.max_messages = positive(t.max_messages, "max_messages",
                                DEFAULT_MAX_MESSAGES)
   self.max_bytes = positive(t.max_bytes, "max_bytes", DEFAULT_MAX_BYTES)
+  self.max_age = t.max_age ~= nil and positive(t.max_age, "max_age") or nil
+  if t.mailboxes ~= nil then
+    if type(t.mailboxes) ~= "table" then
+      util.raise("mailboxes must be a table of name = function(message)")
+    end
+    for name, fn in pairs(t.mailboxes) do
+      if type(name) ~= "string" or not name:find("^[%w._%-]+$") or type(fn) ~= "function" then
+        util.raise("mailboxes: each is name = function(message), the name "
+                   .. "of letters, digits, '.', '_' and '-'")
+      end
+    end
+  end
+  self.mailboxes = t.mailboxes
   self.messages = {}
   self.received_count = 0
   self._bytes = 0
+  self._seq = 0
+  self._by_id = {}
   self._waiters = {}
   CatchingServer.super.initialize(self, localaddr, remoteaddr, opts)
+  if t.web then
+    local ok, app = pcall(require("smtpd.web").start, self, t.web,
+      {auth = t.web_auth, hosts = t.web_hosts, release = t.web_release,
+       public = t.web_public})
+    if not ok then
+      self:close()
+      util.raise(tostring(app):gsub("^[^\n]-%.lua:%d+: ", ""))
+    end
+    self.web = app
+  end
+end
+
+-- The message with this id (a string), or nil.
+function CatchingServer:get_message(id)
+  return self._by_id[tostring(id)]
+end
+
+local function forget(self, m)
+  self._bytes = self._bytes - m.size
+  self._by_id[m.id] = nil
+end
+
+-- Deletes the messages with these ids (all of them when ids is nil).
+function CatchingServer:delete_messages(ids)
+  if ids == nil then
+    self.messages = {}
+    self._by_id = {}
+    self._bytes = 0
+    if self.web then self.web:emit("truncate") end
+    return
+  end
+  local drop, gone = {}, {}
+  for _, id in ipairs(ids) do drop[tostring(id)] = true end
+  local kept = {}
+  for _, m in ipairs(self.messages) do
+    if drop[m.id] then
+      forget(self, m)
+      gone[#gone + 1] = m.id
+    else
+      kept[#kept + 1] = m
+    end
+  end
+  self.messages = kept
+  if self.web and #gone > 0 then
+    self.web:emit("delete", {IDs = require("smtpd.json").array(gone)})
+  end
+end
+
+function CatchingServer:close(...)
+  if self.web then self.web:close() end
+  return CatchingServer.super.close(self, ...)
 end
 
 local function copy(list)
@@ -64,19 +141,47 @@ local function copy(list)
 end
 
 function CatchingServer:process_message(peer, mailfrom, rcpttos, data, kwargs)
+  self._seq = self._seq + 1
+  local conn = core.hook(coroutine.running())
   local m = setmetatable({
+    id = tostring(self._seq), seq = self._seq,
     peer = peer, mailfrom = mailfrom, rcpttos = copy(rcpttos), data = data,
     mail_options = copy(kwargs and kwargs.mail_options),
     rcpt_options = copy(kwargs and kwargs.rcpt_options),
     tls = kwargs and kwargs.tls, auth_user = kwargs and kwargs.auth_user,
-    received = os.time(), size = #data,
+    received = os.time(), received_at = core.web_now(), size = #data,
+    helo = conn and conn.seen_greeting or nil,
   }, Message)
+  if self.mailboxes then
+    m.mailboxes, m._mb = {}, {}
+    for name, fn in pairs(self.mailboxes) do
+      local ok, yes = pcall(fn, m)
+      if not ok then
+        self:log("error", ("mailbox %s: %s"):format(name, tostring(yes)))
+      elseif yes then
+        m.mailboxes[#m.mailboxes + 1] = name
+        m._mb[name] = true
+      end
+    end
+    table.sort(m.mailboxes)
+  end
   local list = self.messages
   list[#list + 1] = m
+  self._by_id[m.id] = m
   self._bytes = self._bytes + m.size
-  while #list > 1 and (#list > self.max_messages
-                       or self._bytes > self.max_bytes) do
-    self._bytes = self._bytes - table.remove(list, 1).size
+  local dropped = {}
+  local too_old = self.max_age and os.time() - self.max_age
+  while #list > 1 and (#list > self.max_messages or self._bytes > self.max_bytes
+                       or (too_old and list[1].received < too_old)) do
+    local old = table.remove(list, 1)
+    forget(self, old)
+    dropped[#dropped + 1] = old.id
+  end
+  if self.web then
+    if #dropped > 0 then
+      self.web:emit("delete", {IDs = require("smtpd.json").array(dropped)})
+    end
+    self.web:emit("new", require("smtpd.web").summary(m))
   end
   self.received_count = self.received_count + 1
   -- Wake those waiting for this many.
@@ -117,9 +222,8 @@ end
 
 -- Forgets every message caught so far (and the count).
 function CatchingServer:clear()
-  self.messages = {}
+  self:delete_messages(nil)
   self.received_count = 0
-  self._bytes = 0
 end
 
 return CatchingServer
