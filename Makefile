@@ -103,11 +103,13 @@ TSO       = $(TBUILD)/smtpd/core.so
 test-build:
 	@$(MAKE) --no-print-directory BUILD=$(TBUILD) TESTING=1 $(TSO)
 
-# make run PORT=2525, or SMTPD_ADDR=0.0.0.0:2525 (host:port).
+# make run PORT=2525, or SMTPD_ADDR=0.0.0.0:2525 (host:port); the page
+# that shows the mail caught is on WEB_ADDR.
 PORT       ?= 8025
 SMTPD_ADDR ?= localhost:$(PORT)
+WEB_ADDR   ?= 127.0.0.1:8026
 run: deps $(SO)
-	$(LUAENV) $(LUA) bin/lua-smtpd -n -c DebuggingServer $(SMTPD_ADDR)
+	$(LUAENV) $(LUA) bin/lua-smtpd -n -c DebuggingServer --web=$(WEB_ADDR) $(SMTPD_ADDR)
 
 test: deps test-build
 	$(call luaenv,$(TBUILD)) $(WATCHDOG) $(LUA) spec/run.lua $(SPEC)

@@ -10,6 +10,7 @@ local PURE_HEADERS = {
   ["mime/mime.h"] = true, ["testing/testing.h"] = true,
   ["dns/dns.h"] = true, ["store/dict.h"] = true, ["auth/spf.h"] = true,
   ["auth/dkim.h"] = true, ["auth/authres.h"] = true, ["auth/dmarc.h"] = true,
+  ["web/httpd.h"] = true,
 }
 
 local function files(pattern)

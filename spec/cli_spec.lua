@@ -128,12 +128,12 @@ describe("lua-smtpd", function()
 
   -- make run is a newcomer's first command: it says where it listens,
   -- PORT= (or SMTPD_ADDR=) moves it, and it shows each envelope.
-  it("make run: a DebuggingServer that says where it listens; PORT= moves "
-     .. "it", function()
-    local port = free_port()
+  it("make run: a DebuggingServer that says where it listens and where its "
+     .. "page is; PORT= moves it", function()
+    local port, wport = free_port(), free_port()
     -- Its own process group: make and the server it starts end together.
-    local pid, out = H.spawn(("exec setsid make -s run PORT=%d </dev/null")
-                             :format(port))
+    local pid, out = H.spawn(("exec setsid make -s run PORT=%d WEB_ADDR=127.0.0.1:%d "
+                              .. "</dev/null"):format(port, wport))
     finally(function()
       os.execute("kill -TERM -" .. pid .. " 2>/dev/null")
       H.kill(pid)
@@ -149,15 +149,20 @@ describe("lua-smtpd", function()
     end, 5, "the printed message")
     local text = H.readfile(out)
     assert.matches(("DebuggingServer listening on 127%%.0%%.0%%.1:%d "
-                    .. "%%(localhost%%); Ctrl%%-C stops it"):format(port), text)
+                    .. "%%(localhost%%), its mail in a browser at "
+                    .. "http://127%%.0%%.0%%.1:%d/; Ctrl%%-C stops it"):format(port, wport), text)
+    -- the page's API has the message
+    local list = H.capture(("curl -s --max-time 5 http://127.0.0.1:%d/api/v1/messages"):format(wport))
+    assert.matches('"Subject":"s"', list, 1, true)
+    assert.matches('"Address":"bcc@e"', list, 1, true)
     assert.matches("MAIL FROM: <a@b>\nRCPT TO: <c@d>, <bcc@e>\n%-+ MESSAGE "
                    .. "FOLLOWS", text)
     -- SMTPD_ADDR= names the whole address (the dry run shows the command).
     local p = io.popen("make -n run SMTPD_ADDR=127.0.0.1:2626 2>&1")
     local dry = p:read("a")
     p:close()
-    assert.matches("bin/lua-smtpd -n -c DebuggingServer 127.0.0.1:2626", dry,
-                   1, true)
+    assert.matches("bin/lua-smtpd -n -c DebuggingServer --web=127.0.0.1:8026 127.0.0.1:2626",
+                   dry, 1, true)
   end)
 
   it("runs from a checkout without installing, from any directory",

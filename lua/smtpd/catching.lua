@@ -26,6 +26,7 @@ local SMTPServer = require "smtpd.server"
 local core = require "smtpd.core"
 local wait = require "smtpd.wait"
 local util = require "smtpd.util"
+local options = require "smtpd.options"
 
 local CatchingServer = SMTPServer:extend("CatchingServer")
 CatchingServer.OPTIONS = {max_messages = true, max_bytes = true, max_age = true,
@@ -56,7 +57,8 @@ local function positive(v, name, default)
   return v
 end
 
-function CatchingServer:initialize(localaddr, remoteaddr, opts)
+-- The catcher's state and options (before the server's initialize).
+local function setup(self, opts)
   local t = type(opts) == "table" and opts or {}
   self.max_messages = positive(t.max_messages, "max_messages",
                                DEFAULT_MAX_MESSAGES)
@@ -80,7 +82,12 @@ function CatchingServer:initialize(localaddr, remoteaddr, opts)
   self._seq = 0
   self._by_id = {}
   self._waiters = {}
-  CatchingServer.super.initialize(self, localaddr, remoteaddr, opts)
+end
+
+-- The web page and API, when asked for (after the server's initialize:
+-- they serve on its map).
+local function start_web(self, opts)
+  local t = type(opts) == "table" and opts or {}
   if t.web then
     local ok, app = pcall(require("smtpd.web").start, self, t.web,
       {auth = t.web_auth, hosts = t.web_hosts, release = t.web_release,
@@ -91,6 +98,12 @@ function CatchingServer:initialize(localaddr, remoteaddr, opts)
     end
     self.web = app
   end
+end
+
+function CatchingServer:initialize(localaddr, remoteaddr, opts)
+  setup(self, opts)
+  CatchingServer.super.initialize(self, localaddr, remoteaddr, opts)
+  start_web(self, opts)
 end
 
 -- The message with this id (a string), or nil.
@@ -224,6 +237,35 @@ end
 function CatchingServer:clear()
   self:delete_messages(nil)
   self.received_count = 0
+end
+
+
+-- keeping(cls) -> a subclass of the server class cls that also keeps
+-- every message it handles, as a CatchingServer does (its options, its
+-- methods, its web page), after cls's own process_message ran: the
+-- command line's --web for DebuggingServer (make run) and the others.
+function CatchingServer.keeping(cls)
+  if options.known(cls).web then return cls end
+  local K = cls:extend(rawget(cls, "__name") or "Server")
+  K.OPTIONS = CatchingServer.OPTIONS
+  function K:initialize(localaddr, remoteaddr, opts)
+    setup(self, opts)
+    cls.initialize(self, localaddr, remoteaddr, opts)
+    start_web(self, opts)
+  end
+  function K:process_message(peer, mailfrom, rcpttos, data, kwargs)
+    local r = cls.process_message(self, peer, mailfrom, rcpttos, data, kwargs)
+    CatchingServer.process_message(self, peer, mailfrom, rcpttos, data, kwargs)
+    return r
+  end
+  function K:close(...)
+    if self.web then self.web:close() end
+    return cls.close(self, ...)
+  end
+  for _, name in ipairs{"get_message", "delete_messages", "wait_for", "clear"} do
+    K[name] = CatchingServer[name]
+  end
+  return K
 end
 
 return CatchingServer

@@ -96,6 +96,14 @@ Options:
         and add an Authentication-Results field with every result (the
         server's `authentication' option, all of it).
 
+    --web[=ADDR]
+        Keep every message (as -c CatchingServer does, after the class's
+        own work: DebuggingServer still prints them) and serve a page to
+        read them in a browser, with Mailpit's JSON API, on ADDR
+        (default 127.0.0.1:8026; a non-loopback address needs
+        LUA_SMTPD_WEB_USER and LUA_SMTPD_WEB_PASSWORD, Basic auth).
+        Not with --workers.
+
     --workers N
         Run N worker processes that share the listening port
         (SO_REUSEPORT), to use N cores; the first process passes signals
@@ -128,7 +136,10 @@ local LONG = {
   ["relay-password-env"] = "relay-password-env",
   ["relay-password-file"] = "relay-password-file", repl = "repl",
   maildir = "maildir", mbox = "mbox", authenticate = "authenticate",
+  web = "web",
 }
+-- Options whose argument is optional (--web or --web=ADDR).
+local OPTIONAL_ARG = {web = true}
 local TAKES_ARG = {c = true, s = true, L = true, W = true,
                    ["tls-cert"] = true, ["tls-key"] = true,
                    ["relay-ca"] = true, ["relay-user"] = true,
@@ -189,7 +200,7 @@ function M._parse(argv)
         i = i + 1
         val = argv[i]
         if val == nil then fail("option --" .. name .. " requires argument") end
-      elseif not TAKES_ARG[o] and val ~= nil then
+      elseif not TAKES_ARG[o] and not OPTIONAL_ARG[o] and val ~= nil then
         fail("option --" .. name .. " must not have an argument")
       end
       apply(o, val)
@@ -253,6 +264,9 @@ function M._parse(argv)
   end
   if opts["relay-password-env"] and opts["relay-password-file"] then
     fail("--relay-password-env and --relay-password-file exclude each other")
+  end
+  if opts.web and opts.workers > 1 then
+    fail("--web and --workers exclude each other (one process keeps the mail)")
   end
   if opts.repl and opts.workers > 1 then
     fail("--repl and --workers exclude each other (one prompt, one process)")
@@ -320,6 +334,9 @@ function M.describe(server, opts)
   end
   if opts.workers > 1 then
     text = text .. (", %d workers"):format(opts.workers)
+  end
+  if rawget(server, "web") then
+    text = text .. ", its mail in a browser at " .. server.web:url()
   end
   if opts.repl then return text .. "; Ctrl-D at the prompt stops it" end
   return text .. "; Ctrl-C stops it"
@@ -397,6 +414,13 @@ function M.main(argv, prog)
     if not worker then return status end
     worker_index = worker
   end
+  local web
+  if opts.web then
+    cls = require("smtpd.catching").keeping(cls)
+    web = {web = opts.web == true and "127.0.0.1:8026" or opts.web}
+    local user, password = os.getenv("LUA_SMTPD_WEB_USER"), os.getenv("LUA_SMTPD_WEB_PASSWORD")
+    if user and password then web.web_auth = {user = user, password = password} end
+  end
   local ok, server = pcall(cls, {opts.localhost, opts.localport},
                            {opts.remotehost, opts.remoteport},
                            {data_size_limit = size,
@@ -407,7 +431,8 @@ function M.main(argv, prog)
                             tls = tls, relay = relay,
                             require_starttls = opts["require-starttls"],
                             maildir = opts.maildir, mbox = opts.mbox,
-                            authentication = opts.authenticate and true or nil})
+                            authentication = opts.authenticate and true or nil,
+                            web = web and web.web, web_auth = web and web.web_auth})
   if not ok then
     -- The message, without the Lua position it was raised at.
     local msg = tostring(server):gsub("^[^\n]-%.lua:%d+: ", "")
