@@ -121,7 +121,20 @@ int httpd_parse(const char *p, size_t n, size_t max_body, httpd_request *r) {
                                              ? look : HTTPD_LINE_MAX + 2);
     if (lf == NULL && look > HTTPD_LINE_MAX + 1) return -414;
     end = head_end(p + start, look);
-    if (end < 0) return look >= HTTPD_HEAD_MAX ? -431 : 0;
+    if (end < 0) {
+      /* a line end other than CRLF is refused now, not after a timeout */
+      const char *q = p + start, *lim = p + start + look;
+      while ((q = memchr(q, '\n', (size_t)(lim - q))) != NULL) {
+        if (q == p + start || q[-1] != '\r') return -400;
+        q++;
+      }
+      q = p + start;
+      while ((q = memchr(q, '\r', (size_t)(lim - q))) != NULL) {
+        if (q + 1 < lim && q[1] != '\n') return -400;
+        q++;
+      }
+      return look >= HTTPD_HEAD_MAX ? -431 : 0;
+    }
   }
   /* p[start .. start+end) is the request line and the fields, CRLF apart */
   line_end = start;

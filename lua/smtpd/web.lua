@@ -672,6 +672,9 @@ end
 -- GET /api/v1/events?since=&timeout=: the long-poll beside the event
 -- stream: the events after since (JSON), at once or when one comes.
 ROUTES["GET /api/v1/events"] = function(app, x, req, args)
+  if args.since == nil then
+    return send_json(x, 200, {events = array(), last = app.event_seq, resync = false})
+  end
   local since = int_arg(args.since, app.event_seq, 0, math.maxinteger)
   local timeout = tonumber(args.timeout or "") or 25
   if timeout <= 0 or timeout > M.MAX_WAIT then timeout = 25 end
