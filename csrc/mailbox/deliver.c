@@ -31,6 +31,7 @@
  * it. A delivery closed before it finished (its map closed, or cancel())
  * finishes its pass on the pool, and its callback is not called.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -571,6 +572,39 @@ static int deliver_cancel(lua_State *L) {
   return 0;
 }
 
+/* maildir_list(dir) -> {"new/NAME", "cur/NAME", ...} (the messages of a
+ * Maildir, in no order; dot files left out) | nil, why. Read at start,
+ * before the loop serves anything. */
+static int maildir_list(lua_State *L) {
+  size_t n;
+  const char *dir = luaL_checklstring(L, 1, &n);
+  static const char *const subs[] = {"new", "cur"};
+  char path[PATH_MAX_OURS + 8];
+  int i, k = 0;
+  if (n == 0 || n > PATH_MAX_OURS || memchr(dir, '\0', n))
+    return luaL_error(L, "maildir_list: bad directory name");
+  lua_newtable(L);
+  for (i = 0; i < 2; i++) {
+    DIR *d;
+    struct dirent *e;
+    snprintf(path, sizeof path, "%s/%s", dir, subs[i]);
+    d = opendir(path);
+    if (d == NULL) {
+      if (errno == ENOENT) continue;
+      lua_pushnil(L);
+      lua_pushfstring(L, "%s: %s", path, strerror(errno));
+      return 2;
+    }
+    while ((e = readdir(d)) != NULL) {
+      if (e->d_name[0] == '.') continue;
+      lua_pushfstring(L, "%s/%s", subs[i], e->d_name);
+      lua_rawseti(L, -2, ++k);
+    }
+    closedir(d);
+  }
+  return 1;
+}
+
 /* maildir_make(dir) -> true | nil, why, ENAME: dir (with its parents)
  * and its tmp, new and cur (mode 0700), where missing. */
 static int maildir_make(lua_State *L) {
@@ -598,4 +632,6 @@ void smtpd_open_deliver(lua_State *L) {
   lua_setfield(L, -2, "deliver");
   lua_pushcfunction(L, maildir_make);
   lua_setfield(L, -2, "maildir_make");
+  lua_pushcfunction(L, maildir_list);
+  lua_setfield(L, -2, "maildir_list");
 }

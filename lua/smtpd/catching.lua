@@ -20,7 +20,10 @@
 -- password =} asks for Basic auth, web_hosts names more Host names to
 -- answer to, web_release = "host:port" lets the API relay a message;
 -- mailboxes = {name = function(message) return true end} files messages
--- into named mailboxes (a message may be in several).
+-- into named mailboxes (a message may be in several). persist = "/dir"
+-- keeps them in a Maildir too (each message's bytes as they came, its
+-- envelope beside it in /dir/.smtpd), so that they outlive a restart and
+-- can be grepped; the messages found there are read back at start.
 
 local SMTPServer = require "smtpd.server"
 local core = require "smtpd.core"
@@ -30,6 +33,7 @@ local options = require "smtpd.options"
 
 local CatchingServer = SMTPServer:extend("CatchingServer")
 CatchingServer.OPTIONS = {max_messages = true, max_bytes = true, max_age = true,
+                          persist = true,
                           web = true, web_auth = true, web_hosts = true,
                           web_release = true, web_public = true, mailboxes = true}
 
@@ -47,6 +51,12 @@ function Message:__tostring()
   return ("Message(from %s to %s, %d bytes%s)"):format(
     self.mailfrom or "?", table.concat(self.rcpttos, ", "), self.size,
     subject and (", Subject: " .. subject) or "")
+end
+
+local function copy(list)
+  local out = {}
+  for i = 1, #(list or {}) do out[i] = list[i] end
+  return out
 end
 
 local function positive(v, name, default)
@@ -82,6 +92,75 @@ local function setup(self, opts)
   self._seq = 0
   self._by_id = {}
   self._waiters = {}
+  if t.persist ~= nil then
+    if type(t.persist) ~= "string" or t.persist == "" then
+      util.raise("persist must be a directory (a Maildir)")
+    end
+    self.persist = t.persist
+    for _, dir in ipairs{t.persist, t.persist .. "/.smtpd"} do
+      local ok, err = core.maildir_make(dir)
+      if not ok then util.raise("persist: " .. tostring(err)) end
+    end
+    self:_load()
+  end
+end
+
+local function readall(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- The Maildir's messages, read back at start (with their envelopes when
+-- their records are there), oldest first, within the bounds.
+function CatchingServer:_load()
+  local json = require "smtpd.json"
+  local dir = self.persist
+  local envs = {}
+  for _, name in ipairs(assert(core.maildir_list(dir .. "/.smtpd"))) do
+    local path = dir .. "/.smtpd/" .. name
+    local rec = json.decode(readall(path) or "")
+    if type(rec) == "table" and type(rec.file) == "string" then
+      envs[rec.file] = {rec = rec, path = path}
+    else
+      os.remove(path)                    -- a record of nothing
+    end
+  end
+  local found = {}
+  for _, name in ipairs(assert(core.maildir_list(dir))) do
+    local base = name:match("^%a+/([^:]+)")
+    local data = base and readall(dir .. "/" .. name)
+    if data then
+      local e = envs[base]
+      local rec = e and e.rec or {}
+      envs[base] = nil
+      local when = tonumber(rec.received_at) or tonumber(base:match("^(%d+)")) or os.time()
+      found[#found + 1] = setmetatable({
+        peer = {rec.peer or "", math.tointeger(rec.port) or 0},
+        mailfrom = type(rec.mailfrom) == "string" and rec.mailfrom or nil,
+        rcpttos = type(rec.rcpttos) == "table" and copy(rec.rcpttos) or {},
+        mail_options = {}, rcpt_options = {}, data = data, size = #data,
+        auth_user = type(rec.auth_user) == "string" and rec.auth_user or nil,
+        helo = type(rec.helo) == "string" and rec.helo or nil,
+        received = math.floor(when), received_at = when,
+        _file = dir .. "/" .. name, _env_file = e and e.path,
+      }, Message)
+    end
+  end
+  for _, e in pairs(envs) do os.remove(e.path) end   -- records of removed mail
+  table.sort(found, function(a, b) return a.received_at < b.received_at end)
+  for _, m in ipairs(found) do
+    self._seq = self._seq + 1
+    m.id, m.seq = tostring(self._seq), self._seq
+    self:_file_into_mailboxes(m)
+    self.messages[#self.messages + 1] = m
+    self._by_id[m.id] = m
+    self._bytes = self._bytes + m.size
+  end
+  self:_trim()
+  self.received_count = #self.messages
 end
 
 -- The web page and API, when asked for (after the server's initialize:
@@ -114,11 +193,14 @@ end
 local function forget(self, m)
   self._bytes = self._bytes - m.size
   self._by_id[m.id] = nil
+  if m._file then os.remove(m._file) end
+  if m._env_file then os.remove(m._env_file) end
 end
 
 -- Deletes the messages with these ids (all of them when ids is nil).
 function CatchingServer:delete_messages(ids)
   if ids == nil then
+    for _, m in ipairs(self.messages) do forget(self, m) end
     self.messages = {}
     self._by_id = {}
     self._bytes = 0
@@ -147,12 +229,6 @@ function CatchingServer:close(...)
   return CatchingServer.super.close(self, ...)
 end
 
-local function copy(list)
-  local out = {}
-  for i = 1, #(list or {}) do out[i] = list[i] end
-  return out
-end
-
 function CatchingServer:process_message(peer, mailfrom, rcpttos, data, kwargs)
   self._seq = self._seq + 1
   local conn = core.hook(coroutine.running())
@@ -165,31 +241,20 @@ function CatchingServer:process_message(peer, mailfrom, rcpttos, data, kwargs)
     received = os.time(), received_at = core.web_now(), size = #data,
     helo = conn and conn.seen_greeting or nil,
   }, Message)
-  if self.mailboxes then
-    m.mailboxes, m._mb = {}, {}
-    for name, fn in pairs(self.mailboxes) do
-      local ok, yes = pcall(fn, m)
-      if not ok then
-        self:log("error", ("mailbox %s: %s"):format(name, tostring(yes)))
-      elseif yes then
-        m.mailboxes[#m.mailboxes + 1] = name
-        m._mb[name] = true
-      end
+  if self.persist then
+    local ok, why = self:_persist(m)
+    if not ok then
+      self._seq = self._seq - 1
+      self:log("error", "CatchingServer: persist: %s; answering 451", tostring(why))
+      return core.REPLIES.LOCAL_ERROR
     end
-    table.sort(m.mailboxes)
   end
+  self:_file_into_mailboxes(m)
   local list = self.messages
   list[#list + 1] = m
   self._by_id[m.id] = m
   self._bytes = self._bytes + m.size
-  local dropped = {}
-  local too_old = self.max_age and os.time() - self.max_age
-  while #list > 1 and (#list > self.max_messages or self._bytes > self.max_bytes
-                       or (too_old and list[1].received < too_old)) do
-    local old = table.remove(list, 1)
-    forget(self, old)
-    dropped[#dropped + 1] = old.id
-  end
+  local dropped = self:_trim()
   if self.web then
     if #dropped > 0 then
       self.web:emit("delete", {IDs = require("smtpd.json").array(dropped)})
@@ -201,6 +266,67 @@ function CatchingServer:process_message(peer, mailfrom, rcpttos, data, kwargs)
   for w in pairs(self._waiters) do
     if self.received_count >= w.n then w.done(true) end
   end
+end
+
+-- The mailboxes whose predicates take m.
+function CatchingServer:_file_into_mailboxes(m)
+  if not self.mailboxes then return end
+  m.mailboxes, m._mb = {}, {}
+  for name, fn in pairs(self.mailboxes) do
+    local ok, yes = pcall(fn, m)
+    if not ok then
+      self:log("error", ("mailbox %s: %s"):format(name, tostring(yes)))
+    elseif yes then
+      m.mailboxes[#m.mailboxes + 1] = name
+      m._mb[name] = true
+    end
+  end
+  table.sort(m.mailboxes)
+end
+
+-- Drops the oldest past the bounds (count, bytes, age); their ids.
+function CatchingServer:_trim()
+  local list, dropped = self.messages, {}
+  local too_old = self.max_age and os.time() - self.max_age
+  local n = 0
+  while #list - n > 1 and (#list - n > self.max_messages or self._bytes > self.max_bytes
+                           or (too_old and list[n + 1].received < too_old)) do
+    n = n + 1
+    forget(self, list[n])
+    dropped[#dropped + 1] = list[n].id
+  end
+  if n > 0 then
+    local len = #list
+    table.move(list, n + 1, len, 1)
+    for i = len - n + 1, len do list[i] = nil end
+  end
+  return dropped
+end
+
+-- The message and its envelope into the Maildir, synced, from the
+-- thread pool (the hook waits): true, or nil and why.
+function CatchingServer:_persist(m)
+  local json = require "smtpd.json"
+  local function store(dir, data)
+    return wait.wait(self._map, function(map, done)
+      return core.deliver(map, {maildir = dir, data = data}, done)
+    end, "persist")
+  end
+  local ok, err, name = store(self.persist, m.data)
+  if not ok then return nil, err end
+  m._file = self.persist .. "/new/" .. name
+  local rec = json.encode({file = name, mailfrom = m.mailfrom or json.null,
+    rcpttos = json.array(copy(m.rcpttos)), peer = type(m.peer) == "table" and m.peer[1] or "",
+    port = type(m.peer) == "table" and m.peer[2] or 0, received_at = m.received_at,
+    helo = m.helo or json.null, auth_user = m.auth_user or json.null})
+  local eok, eerr, ename = store(self.persist .. "/.smtpd", rec)
+  if not eok then
+    os.remove(m._file)
+    m._file = nil
+    return nil, eerr
+  end
+  m._env_file = self.persist .. "/.smtpd/new/" .. ename
+  return true
 end
 
 -- server:wait_for(n, timeout) -> true once n messages arrived in all (the
@@ -255,14 +381,15 @@ function CatchingServer.keeping(cls)
   end
   function K:process_message(peer, mailfrom, rcpttos, data, kwargs)
     local r = cls.process_message(self, peer, mailfrom, rcpttos, data, kwargs)
-    CatchingServer.process_message(self, peer, mailfrom, rcpttos, data, kwargs)
-    return r
+    local kept = CatchingServer.process_message(self, peer, mailfrom, rcpttos, data, kwargs)
+    return kept or r
   end
   function K:close(...)
     if self.web then self.web:close() end
     return cls.close(self, ...)
   end
-  for _, name in ipairs{"get_message", "delete_messages", "wait_for", "clear"} do
+  for _, name in ipairs{"get_message", "delete_messages", "wait_for", "clear", "_load",
+                        "_trim", "_persist", "_file_into_mailboxes"} do
     K[name] = CatchingServer[name]
   end
   return K
