@@ -414,8 +414,10 @@ function H.node_module(name)
   if not H.ensure("node", "nodejs") then return nil, "node is not installed" end
   local dir = H.root .. "/bench/.work"
   local function found()
-    return os.execute(("cd %s 2>/dev/null && node -e \"require.resolve('%s')\" "
-                       .. ">/dev/null 2>&1"):format(dir, name)) == true
+    -- an ES module only package has no require.resolve: its package.json
+    return os.execute(("cd %s 2>/dev/null && { node -e \"require.resolve('%s')\" "
+                       .. ">/dev/null 2>&1 || [ -f node_modules/%s/package.json ]; }")
+                      :format(dir, name, name)) == true
   end
   if not found() then
     if not H.ensure("npm", "npm") then return nil, "npm is not installed" end

@@ -25,6 +25,7 @@
  * idle 60 s between requests, max_pending 8 MiB of a stream the client
  * has not read (past it the connection is closed).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -796,6 +797,75 @@ static int web_ifind(lua_State *L) {
   return 1;
 }
 
+/* The length of the UTF-8 character at p[0..n) (1-4), or 0 when the
+ * bytes there are not one (overlong, surrogate, past U+10FFFF, cut). */
+static size_t utf8_char(const unsigned char *p, size_t n) {
+  size_t len, i;
+  unsigned cp;
+  if (p[0] < 0x80) return 1;
+  if (p[0] >= 0xc2 && p[0] <= 0xdf) { len = 2; cp = p[0] & 0x1f; }
+  else if (p[0] >= 0xe0 && p[0] <= 0xef) { len = 3; cp = p[0] & 0x0f; }
+  else if (p[0] >= 0xf0 && p[0] <= 0xf4) { len = 4; cp = p[0] & 0x07; }
+  else return 0;
+  if (n < len) return 0;
+  for (i = 1; i < len; i++) {
+    if ((p[i] & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (p[i] & 0x3f);
+  }
+  if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+      (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+    return 0;
+  return len;
+}
+
+/* web_json_string(s) -> s as a JSON string, quoted: control characters,
+ * '"' and '\' escaped, U+2028 and U+2029 too (the text may end up in a
+ * script), each byte that is not part of a UTF-8 character as U+FFFD. */
+static int web_json_string(lua_State *L) {
+  size_t n, i = 0;
+  const unsigned char *p = (const unsigned char *)luaL_checklstring(L, 1, &n);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addchar(&b, '"');
+  while (i < n) {
+    size_t run = i, len;
+    while (run < n && p[run] >= 0x20 && p[run] < 0x7f && p[run] != '"' && p[run] != '\\')
+      run++;
+    if (run > i) luaL_addlstring(&b, (const char *)p + i, run - i);
+    i = run;
+    if (i >= n) break;
+    if (p[i] < 0x80) {
+      char esc[8];
+      switch (p[i]) {
+      case '"': luaL_addstring(&b, "\\\""); break;
+      case '\\': luaL_addstring(&b, "\\\\"); break;
+      case '\n': luaL_addstring(&b, "\\n"); break;
+      case '\r': luaL_addstring(&b, "\\r"); break;
+      case '\t': luaL_addstring(&b, "\\t"); break;
+      default:
+        snprintf(esc, sizeof esc, "\\u%04x", p[i]);
+        luaL_addstring(&b, esc);
+      }
+      i++;
+      continue;
+    }
+    len = utf8_char(p + i, n - i);
+    if (len == 0) {
+      luaL_addstring(&b, "\xef\xbf\xbd");
+      i++;
+    } else if (len == 3 && p[i] == 0xe2 && p[i + 1] == 0x80 && (p[i + 2] == 0xa8 || p[i + 2] == 0xa9)) {
+      luaL_addstring(&b, p[i + 2] == 0xa8 ? "\\u2028" : "\\u2029");
+      i += 3;
+    } else {
+      luaL_addlstring(&b, (const char *)p + i, len);
+      i += len;
+    }
+  }
+  luaL_addchar(&b, '"');
+  luaL_pushresult(&b);
+  return 1;
+}
+
 /* web_now() -> the wall clock in seconds, with milliseconds */
 static int web_now(lua_State *L) {
   uv_timeval64_t tv;
@@ -825,4 +895,6 @@ void smtpd_open_web(lua_State *L) {
   lua_setfield(L, -2, "web_ifind");
   lua_pushcfunction(L, web_now);
   lua_setfield(L, -2, "web_now");
+  lua_pushcfunction(L, web_json_string);
+  lua_setfield(L, -2, "web_json_string");
 }

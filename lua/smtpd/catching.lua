@@ -89,6 +89,7 @@ local function setup(self, opts)
   self.messages = {}
   self.received_count = 0
   self._bytes = 0
+  self._unread = 0
   self._seq = 0
   self._by_id = {}
   self._waiters = {}
@@ -158,6 +159,7 @@ function CatchingServer:_load()
     self.messages[#self.messages + 1] = m
     self._by_id[m.id] = m
     self._bytes = self._bytes + m.size
+    self._unread = self._unread + 1
   end
   self:_trim()
   self.received_count = #self.messages
@@ -192,6 +194,7 @@ end
 
 local function forget(self, m)
   self._bytes = self._bytes - m.size
+  if not m.read then self._unread = self._unread - 1 end
   self._by_id[m.id] = nil
   if m._file then os.remove(m._file) end
   if m._env_file then os.remove(m._env_file) end
@@ -204,6 +207,7 @@ function CatchingServer:delete_messages(ids)
     self.messages = {}
     self._by_id = {}
     self._bytes = 0
+    self._unread = 0
     if self.web then self.web:emit("truncate") end
     return
   end
@@ -254,12 +258,13 @@ function CatchingServer:process_message(peer, mailfrom, rcpttos, data, kwargs)
   list[#list + 1] = m
   self._by_id[m.id] = m
   self._bytes = self._bytes + m.size
+  self._unread = self._unread + 1
   local dropped = self:_trim()
   if self.web then
     if #dropped > 0 then
       self.web:emit("delete", {IDs = require("smtpd.json").array(dropped)})
     end
-    self.web:emit("new", require("smtpd.web").summary(m))
+    self.web:emit("new", require("smtpd.web").summary_json(m))
   end
   self.received_count = self.received_count + 1
   -- Wake those waiting for this many.

@@ -15,38 +15,22 @@ local ARRAY = {__name = "json.array"}
 -- t (or a new table) marked as an array: encoded [] even when empty.
 function M.array(t) return setmetatable(t or {}, ARRAY) end
 
-local ESC = {['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
-             ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t"}
-for i = 0, 31 do
-  local c = string.char(i)
-  ESC[c] = ESC[c] or ("\\u%04x"):format(i)
-end
-ESC["\127"] = "\\u007f"
-
--- s with each byte that is not part of a UTF-8 character as U+FFFD.
-local function valid_utf8(s)
-  if utf8.len(s) then return s end
-  local out, i, n = {}, 1, #s
-  while i <= n do
-    local len = utf8.len(s, i)
-    if len then
-      out[#out + 1] = s:sub(i)
-      break
-    end
-    local _, bad = utf8.len(s, i)
-    out[#out + 1] = s:sub(i, bad - 1)
-    out[#out + 1] = "\239\191\189"
-    i = bad + 1
+-- Strings are escaped in C (core.web_json_string: control characters,
+-- quotes, U+2028/U+2029, bad UTF-8 bytes as U+FFFD); object keys, which
+-- repeat, once each.
+local json_string = require("smtpd.core").web_json_string
+local key_cache, key_count = {}, 0
+local function encode_key(k)
+  local e = key_cache[k]
+  if e then return e end
+  e = json_string(k)
+  if key_count < 4096 then
+    key_cache[k] = e
+    key_count = key_count + 1
   end
-  return table.concat(out)
+  return e
 end
-
-local function encode_string(s)
-  s = valid_utf8(s)
-  -- U+2028 and U+2029 escaped too: the text may end up inside a script
-  return '"' .. s:gsub('[%c"\\\127]', ESC):gsub("\226\128\168", "\\u2028")
-                 :gsub("\226\128\169", "\\u2029") .. '"'
-end
+local encode_string = json_string
 
 local encode_value
 
@@ -93,7 +77,7 @@ encode_value = function(v, out, depth)
       out[#out + 1] = "{"
       for i, k in ipairs(keys) do
         if i > 1 then out[#out + 1] = "," end
-        out[#out + 1] = encode_string(k)
+        out[#out + 1] = encode_key(k)
         out[#out + 1] = ":"
         encode_value(v[k], out, depth + 1)
       end

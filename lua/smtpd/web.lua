@@ -114,9 +114,8 @@ local function snippet(text, html)
 end
 
 -- The list entry of a message (Mailpit's MessageSummary, and ours:
--- Mailboxes, Envelope), made once when it arrives.
+-- Mailboxes), a new table each time.
 function M.summary(m)
-  if m._summary then return m._summary end
   local ok, msg, text, html, attachments = pcall(readings, m)
   if not ok then msg, text, html, attachments = message.parse(""), "", "", array() end
   local from = addr_list(msg:addresses("From"))[1]
@@ -139,22 +138,35 @@ function M.summary(m)
     Attachments = #attachments, Snippet = snippet(text, html),
     Mailboxes = array(m.mailboxes or {}),
   }
-  -- what the search terms look in, lower case
-  local function join(list)
-    local out = {}
-    for _, a in ipairs(list) do out[#out + 1] = (a.Name .. " <" .. a.Address .. ">"):lower() end
-    return table.concat(out, ", ")
-  end
-  m._find = {from = join({s.From}), to = join(to), cc = join(cc), bcc = join(bcc),
-             subject = s.Subject:lower(), id = s.MessageID:lower(), text = text}
-  m._summary = s
+  s.Read = m.read and true or false
   return s
 end
 
-local function summary_now(m)
+local function join(list)
+  local out = {}
+  for _, a in ipairs(list) do out[#out + 1] = a.Name .. " <" .. a.Address .. ">" end
+  return table.concat(out, ", ")
+end
+
+-- What a message keeps for the list and the search, made once when it
+-- arrives: its summary as JSON text (without Read, which changes), and
+-- the fields the search terms look in. A table per message would cost
+-- several times the memory.
+local function index(m)
+  if m._sj then return end
   local s = M.summary(m)
-  s.Read = m.read and true or false
-  return s
+  s.Read = nil
+  m._sj = json.encode(s):sub(2, -2)
+  m._find = {from = join({s.From}), to = join(s.To), cc = join(s.Cc), bcc = join(s.Bcc),
+             subject = s.Subject, id = s.MessageID}
+  m._att = s.Attachments
+end
+M.index = index
+
+-- The summary as JSON text, Read as it is now.
+function M.summary_json(m)
+  index(m)
+  return '{"Read":' .. (m.read and "true" or "false") .. "," .. m._sj .. "}"
 end
 
 -- ---- search (Mailpit's syntax) -----------------------------------------------------
@@ -210,7 +222,7 @@ local function term_matches(m, t)
   if key == nil then
     return core.web_ifind(f.subject, v) or core.web_ifind(f.from, v) or
            core.web_ifind(f.to, v) or core.web_ifind(f.cc, v) or
-           core.web_ifind(f.text, v) or core.web_ifind(m.data, v)
+           core.web_ifind(m.data, v)
   elseif key == "to" then
     if core.web_ifind(f.to, v) then return true end
     for _, r in ipairs(m.rcpttos or {}) do
@@ -228,7 +240,7 @@ local function term_matches(m, t)
     if v == "unread" then return not m.read end
     return false
   elseif key == "has" then
-    if v == "attachment" or v == "attachments" then return M.summary(m).Attachments > 0 end
+    if v == "attachment" or v == "attachments" then return m._att > 0 end
     return false
   elseif key == "mailbox" then
     for _, b in ipairs(m.mailboxes or {}) do
@@ -247,7 +259,7 @@ end
 
 -- Whether message m matches every term.
 function M.matches(m, terms)
-  M.summary(m)
+  index(m)
   for _, t in ipairs(terms) do
     if term_matches(m, t) == t.neg then return false end
   end
@@ -382,46 +394,58 @@ function App:allowed_host(host)
   return self.hosts[name] == true
 end
 
--- The messages a request means, newest first: all, or a mailbox's.
+-- The messages a request means, newest first: all (a view of the
+-- catcher's list, not a copy), or a mailbox's.
+local Newest = {}
+function Newest.__index(t, i)
+  local list = rawget(t, "list")
+  return list[#list - i + 1]
+end
+function Newest.__len(t) return #rawget(t, "list") end
+
 function App:listing(mailbox)
   local list = self.catcher.messages
+  if not mailbox then return setmetatable({list = list}, Newest) end
   local out = {}
   for i = #list, 1, -1 do
     local m = list[i]
-    if not mailbox or (m.mailboxes and m._mb and m._mb[mailbox]) then out[#out + 1] = m end
+    if m._mb and m._mb[mailbox] then out[#out + 1] = m end
   end
   return out
 end
 
 function App:counts()
-  local unread = 0
-  for _, m in ipairs(self.catcher.messages) do
-    if not m.read then unread = unread + 1 end
-  end
-  return #self.catcher.messages, unread
+  return #self.catcher.messages, self.catcher._unread or 0
 end
 
-function App:page(list, args, total_list)
+-- A page of a listing, as Mailpit's list answer (JSON text).
+function App:page(list, args, all)
   local start = int_arg(args.start, 0, 0, math.maxinteger)
   local limit = int_arg(args.limit, 50, 1, 1000)
-  local out = array()
+  local items = {}
   for i = start + 1, math.min(#list, start + limit) do
-    out[#out + 1] = summary_now(list[i])
+    items[#items + 1] = M.summary_json(list[i])
   end
   local total, unread = self:counts()
-  return {total = total, unread = unread, count = #out, messages_count = #list,
-          messages_unread = (function()
-            local u = 0
-            for _, m in ipairs(list) do if not m.read then u = u + 1 end end
-            return u
-          end)(), start = start, tags = array(), messages = out,
-          total_list = total_list}
+  local list_unread = unread
+  if not all then
+    list_unread = 0
+    for i = 1, #list do if not list[i].read then list_unread = list_unread + 1 end end
+  end
+  return ('{"total":%d,"unread":%d,"count":%d,"messages_count":%d,"messages_unread":%d,'
+          .. '"start":%d,"tags":[],"messages":[%s]}'):format(total, unread, #items, #list,
+          list_unread, start, table.concat(items, ","))
+end
+
+local function send_raw_json(x, status, text)
+  x:respond(status, headers({["Content-Type"] = "application/json"}), text)
 end
 
 function App:search(args)
   local terms = M.parse_query(args.query or "")
-  local out = {}
-  for _, m in ipairs(self:listing(args.mailbox)) do
+  local out, list = {}, self:listing(args.mailbox)
+  for i = 1, #list do
+    local m = list[i]
     if M.matches(m, terms) then out[#out + 1] = m end
   end
   return out
@@ -437,10 +461,12 @@ end
 
 -- ---- events ---------------------------------------------------------------------------
 
+-- An event for the page: data a table, or its JSON text already.
 function App:emit(kind, data)
   self.event_seq = self.event_seq + 1
+  local body = type(data) == "string" and data or json.encode(data or json.null)
   local ev = {id = self.event_seq, kind = kind,
-              text = json.encode({Type = kind, Data = data or json.null})}
+              text = '{"Type":"' .. kind .. '","Data":' .. body .. "}"}
   local ring = self.events
   ring[#ring + 1] = ev
   if #ring > M.MAX_EVENTS then table.remove(ring, 1) end
@@ -482,13 +508,11 @@ end
 
 local function message_json(app, m)
   local msg, text, html, attachments, inline = readings(m)
-  local s = summary_now(m)
-  local out = {}
-  for k, v in pairs(s) do out[k] = v end
+  local out = M.summary(m)
   out.Text, out.HTML = text, html
   out.Attachments, out.Inline = attachments, inline
   out.ReturnPath = m.mailfrom or ""
-  out.Date = s.Created
+  out.Date = out.Created
   local date = msg:get("Date")
   out.DateHeader = date or ""
   out.Snippet = nil
@@ -496,7 +520,7 @@ local function message_json(app, m)
   out.Envelope = {MailFrom = m.mailfrom or "", RcptTo = array(m.rcpttos or {}),
                   Peer = m.peer and m.peer[1] or "", Helo = m.helo or "",
                   TLS = m.tls and (m.tls.version or true) or false,
-                  Auth = m.auth_user or json.null, Received = s.Created}
+                  Auth = m.auth_user or json.null, Received = out.Created}
   local lu = msg:get("List-Unsubscribe")
   out.ListUnsubscribe = {Header = lu or "", Links = array(), Errors = "", HeaderPost = msg:get("List-Unsubscribe-Post") or ""}
   for l in (lu or ""):gmatch("<([^>]+)>") do out.ListUnsubscribe.Links[#out.ListUnsubscribe.Links + 1] = l end
@@ -507,6 +531,8 @@ end
 function App:mark(m, read)
   if (m.read and true or false) ~= read then
     m.read = read
+    local c = self.catcher
+    c._unread = (c._unread or 0) + (read and -1 or 1)
     self:emit("update", {ID = m.id, Read = read})
   end
 end
@@ -550,11 +576,11 @@ end
 local ROUTES = {}
 
 ROUTES["GET /api/v1/messages"] = function(app, x, req, args)
-  send_json(x, 200, app:page(app:listing(args.mailbox), args))
+  send_raw_json(x, 200, app:page(app:listing(args.mailbox), args, not args.mailbox))
 end
 
 ROUTES["GET /api/v1/search"] = function(app, x, req, args)
-  send_json(x, 200, app:page(app:search(args), args))
+  send_raw_json(x, 200, app:page(app:search(args), args))
 end
 
 ROUTES["DELETE /api/v1/search"] = function(app, x, req, args)
@@ -637,17 +663,20 @@ ROUTES["GET /api/v1/wait"] = function(app, x, req, args)
     return send_text(x, 400, "timeout must be seconds above 0, at most " .. M.MAX_WAIT)
   end
   local function look()
-    for _, m in ipairs(app:listing(args.mailbox)) do
-      if m.seq > since and M.matches(m, terms) then return m end
+    local list = app:listing(args.mailbox)
+    for i = 1, #list do
+      local m = list[i]
+      if m.seq <= since then return nil end           -- older ones follow
+      if M.matches(m, terms) then return m end
     end
   end
   local found = look()
-  if found then return send_json(x, 200, summary_now(found)) end
+  if found then return send_raw_json(x, 200, M.summary_json(found)) end
   local timer
   local function finish(m)
     if timer then timer:cancel() end
     if not x:open() then return end
-    if m then send_json(x, 200, summary_now(m))
+    if m then send_raw_json(x, 200, M.summary_json(m))
     else send_json(x, 408, {error = "no matching message within the timeout"}) end
   end
   local waiter
