@@ -452,10 +452,10 @@ describe("the catcher's security", function()
     -- the page's own policy: scripts from itself only
     local page = curl(map, "-i '" .. url .. "'")
     assert.matches("Content%-Security%-Policy: default%-src 'none'; script%-src 'self'", page)
-    -- a message with bytes that are not UTF-8, broken MIME and a 4 MiB line
+    -- a message with bytes that are not UTF-8, broken MIME and a 10 MiB line
     local bad = "From: \255\254 <a@b>\r\nSubject: =?utf-8?B?////?=\r\nContent-Type: multipart/mixed; "
                 .. "boundary=\"zz\"\r\n\r\n--zz\r\nContent-Type: text/plain; charset=x-nonsense\r\n\r\n\255"
-                .. ("x"):rep(4 * 1024 * 1024) .. "\r\n--zz"
+                .. ("x"):rep(10 * 1024 * 1024) .. "\r\n--zz"
     local c = H.connect(map, "127.0.0.1", port)
     c:lines(1)
     c:send("HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
@@ -466,7 +466,7 @@ describe("the catcher's security", function()
     local out = os.tmpname()
     curl(map, ("-o %s '%sapi/v1/message/latest'"):format(out, url))
     local py = H.run_client(map, ("%s -c 'import json,sys; m=json.load(open(sys.argv[1])); "
-                                  .. "print(len(m[\"Text\"]) > 4000000)' %s"):format(PY, out))
+                                  .. "print(len(m[\"Text\"]) > 10000000)' %s"):format(PY, out))
     os.remove(out)
     assert.equal("True\n", py)
   end)
