@@ -36,6 +36,7 @@ t = json.loads(sys.argv[1])
 m = EmailMessage()
 m["From"] = t["from"]; m["To"] = t["to"]; m["Subject"] = t["subject"]
 if t.get("cc"): m["Cc"] = t["cc"]
+if t.get("date"): m["Date"] = t["date"]
 m.set_content(t.get("text", "hello"))
 if t.get("html"): m.add_alternative(t["html"], subtype="html")
 if t.get("attach"): m.add_attachment(t["attach"].encode(), maintype="application",
@@ -182,10 +183,23 @@ describe("the web server", function()
 end)
 
 describe("the catcher's API", function()
+  it("reads RFC 5322 dates, old forms included, and nothing else", function()
+    local web = require("smtpd.web")
+    assert.equal(1796374800, web.parse_date("Fri, 04 Dec 2026 10:00:00 +0100"))
+    assert.equal(1796374800, web.parse_date("4 Dec 2026 09:00 GMT"))
+    assert.equal(1796374800, web.parse_date("Fri, 4 Dec 2026 04:00:00 EST"))
+    assert.equal(0, web.parse_date("Thu, 1 Jan 70 00:00:00 +0000"))      -- two-digit year
+    assert.equal(951782400, web.parse_date("Tue, 29 Feb 2000 00:00:00 -0000"))
+    assert.is_nil(web.parse_date("yesterday"))
+    assert.is_nil(web.parse_date("Fri, 04 Foo 2026 10:00:00 +0100"))
+    assert.is_nil(web.parse_date(nil))
+  end)
+
   it("lists, searches, reads and deletes what smtplib sent, as Mailpit's clients expect", function()
     local srv, map, port, url = catcher()
     send(map, port, {from = "Alice <alice@example.com>", to = "bob@example.net",
-                     subject = "Reset your password", text = "Your code is 482913.\nGo to https://app.test/reset?t=1 now.",
+                     subject = "Reset your password", date = "Fri, 04 Dec 2026 10:00:00 +0100",
+                     text = "Your code is 482913.\nGo to https://app.test/reset?t=1 now.",
                      html = "<p>Code <b>482913</b> <a href='https://app.test/reset?t=1'>reset</a></p>",
                      envelope_to = {"bob@example.net", "hidden@example.org"}})
     send(map, port, {from = "carol@example.com", to = "dave@example.net", subject = "Report",
@@ -227,6 +241,10 @@ describe("the catcher's API", function()
     assert.same({"bob@example.net", "hidden@example.org"}, m.Envelope.RcptTo)
     assert.equal("alice@example.com", m.Envelope.MailFrom)
     assert.equal("127.0.0.1", m.Envelope.Peer)
+    -- Date is the message's own (in UTC), Created when it came
+    assert.equal("2026-12-04T09:00:00.000Z", m.Date)
+    assert.equal("Fri, 04 Dec 2026 10:00:00 +0100", m.DateHeader)
+    assert.not_equal(m.Date, m.Created)
     assert.equal(1, get_json(map, url .. "api/v1/messages").unread)
     assert.same({"Report"}, ids("is:unread"))
     -- latest, and latest of a search
@@ -415,6 +433,11 @@ describe("the catcher's security", function()
     assert.equal(200, status(map, "-H 'Origin: http://" .. host .. "' " .. del))
     assert.equal(200, status(map, del))                       -- curl, test suites
     assert.equal(403, status(map, "--max-time 2 -H 'Origin: http://evil.test' '" .. url .. "api/events'"))
+    -- HTTP/1.0 without a Host is its own address: the Origin still checked
+    local wport = srv.web.port
+    assert.matches("^HTTP/1.1 403 ", raw(map, wport, "DELETE /api/v1/messages HTTP/1.0\r\n"
+                                       .. "Origin: http://evil.test\r\n\r\n"))
+    assert.matches("^HTTP/1.1 200 ", raw(map, wport, "GET /api/v1/messages HTTP/1.0\r\n\r\n"))
     -- reads carry no CORS grant
     local head = curl(map, "-i -H 'Origin: http://evil.test' '" .. url .. "api/v1/messages'")
     assert.is_nil(head:lower():find("access-control-allow-origin", 1, true))

@@ -43,6 +43,45 @@ function M.parse_addr(addr, default_port)
   return h, math.tointeger(p)
 end
 
+-- Days since 1970-01-01 of a civil date (proleptic Gregorian).
+local function days_from_civil(y, m, d)
+  y = m <= 2 and y - 1 or y
+  local era = (y >= 0 and y or y - 399) // 400
+  local yoe = y - era * 400
+  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  return era * 146097 + doe - 719468
+end
+
+local MONTHS = {jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6, jul = 7, aug = 8,
+                sep = 9, oct = 10, nov = 11, dec = 12}
+local ZONES = {ut = 0, gmt = 0, z = 0, est = -5, edt = -4, cst = -6, cdt = -5, mst = -7,
+               mdt = -6, pst = -8, pdt = -7}
+
+-- An RFC 5322 date ("Fri, 04 Dec 2026 10:00:00 +0100") as seconds since
+-- the epoch, or nil.
+function M.parse_date(v)
+  if type(v) ~= "string" then return nil end
+  local d, mon, y, hh, mm, rest = v:match("(%d%d?)%s+(%a%a%a)%a*%s+(%d%d%d?%d?)%s+(%d%d?):(%d%d)(.*)$")
+  if not d then return nil end
+  local month = MONTHS[mon:lower()]
+  if not month then return nil end
+  y = tonumber(y)
+  if y < 50 then y = y + 2000 elseif y < 1000 then y = y + 1900 end
+  local ss = rest:match("^:(%d%d)") or "0"
+  local zone = rest:match("([%+%-]%d%d%d%d)") or rest:match("%s(%a+)")
+  local offset = 0
+  if zone and zone:find("^[%+%-]") then
+    local sign = zone:sub(1, 1) == "-" and -1 or 1
+    offset = sign * (tonumber(zone:sub(2, 3)) * 3600 + tonumber(zone:sub(4, 5)) * 60)
+  elseif zone and ZONES[zone:lower()] then
+    offset = ZONES[zone:lower()] * 3600
+  end
+  local t = days_from_civil(y, month, tonumber(d)) * 86400 + tonumber(hh) * 3600
+            + tonumber(mm) * 60 + tonumber(ss)
+  return t - offset
+end
+
 local function iso(t)
   local s = math.floor(t)
   return os.date("!%Y-%m-%dT%H:%M:%S", s) .. (".%03dZ"):format(math.floor((t - s) * 1000 + 0.5) % 1000)
@@ -512,8 +551,10 @@ local function message_json(app, m)
   out.Text, out.HTML = text, html
   out.Attachments, out.Inline = attachments, inline
   out.ReturnPath = m.mailfrom or ""
-  out.Date = out.Created
+  -- as Mailpit: the message's own date when it has one, else when it came
   local date = msg:get("Date")
+  local t = M.parse_date(date)
+  out.Date = t and iso(t) or out.Created
   out.DateHeader = date or ""
   out.Snippet = nil
   out.Read = nil
@@ -870,7 +911,8 @@ local STATE_CHANGING = {POST = true, PUT = true, DELETE = true, PATCH = true}
 
 function App:handle(req, x)
   -- 1. the Host: names this server answers to (DNS rebinding)
-  if not self:allowed_host(req.headers.host or (req.version == "1.0" and self.own_host)) then
+  local host = req.headers.host or (req.version == "1.0" and self.own_host) or nil
+  if not self:allowed_host(host) then
     return send_text(x, 403, "this host name is not served here")
   end
   -- 2. Basic auth, when asked for
@@ -890,7 +932,7 @@ function App:handle(req, x)
   -- from our own page
   local origin = req.headers.origin
   if origin and (STATE_CHANGING[req.method] or req.path == "/api/events") then
-    if origin ~= "http://" .. req.headers.host then
+    if origin ~= "http://" .. host then
       return send_text(x, 403, "cross-origin requests are refused")
     end
   end
