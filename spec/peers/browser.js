@@ -2,14 +2,17 @@
 // playwright-core against the catcher's page. Mail is sent with Python's
 // smtplib (spec/peers/send_mail.py) while the page is open; what the page
 // showed is printed as one JSON line for the spec to check.
-//   node browser.js PAGE_URL SMTP_PORT PYTHON
+//   node browser.js PAGE_URL SMTP_PORT PYTHON LEAK_URL
+// LEAK_URL is a server of the spec's that counts what reaches it: a
+// hostile message's remote image and CSS point there.
 const { chromium } = require("playwright-core");
 const { execFileSync } = require("child_process");
 const path = require("path");
 
-const [url, smtpPort, python] = process.argv.slice(2);
-const send = (fields) => execFileSync(python, [path.join(__dirname, "send_mail.py"), smtpPort,
-                                               JSON.stringify(fields)], { timeout: 20000 });
+const [url, smtpPort, python, leak] = process.argv.slice(2);
+// the message goes on stdin: a 10 MiB one is too long for argv
+const send = (fields) => execFileSync(python, [path.join(__dirname, "send_mail.py"), smtpPort],
+                                      { input: JSON.stringify(fields), timeout: 30000 });
 const out = {};
 
 (async () => {
@@ -62,7 +65,8 @@ const out = {};
                  "<img src=x onerror=\"parent.postMessage('onerror ran','*')\">" +
                  "<a id='js' href=\"javascript:parent.postMessage('link ran','*')\">click me</a>" +
                  "<svg onload=\"parent.postMessage('svg ran','*')\"></svg>" +
-                 "<style>body{background:url(http://127.0.0.1:9/leak)}</style><p id='hostile'>hostile body</p>" });
+                 `<style>body{background:url(${leak}css)}</style><img src="${leak}img">` +
+                 "<p id='hostile'>hostile body</p>" });
     await page.waitForSelector("#messages li >> text=Hostile");
     await page.click("#messages li >> text=Hostile");
     await page.click("#tabs button[data-tab=html]");
@@ -72,9 +76,28 @@ const out = {};
     await page.waitForTimeout(700);
     out.pwned = await page.evaluate(() => window.__pwned);
     out.subject_shown = await page.textContent("#subject");
+    out.leaks_before = await (await fetch(`${leak}count`)).text();
+    // remote images only when asked for
+    await page.click("#remote");
+    for (let i = 0; i < 50 && (await (await fetch(`${leak}count`)).text()) === "0"; i++)
+      await page.waitForTimeout(100);
+    out.leaks_after = await (await fetch(`${leak}count`)).text();
     out.subject_img = await page.$$eval("#subject img, #messages img", (els) => els.length);
 
-    // 5. delete removes it
+    // 5. a 10 MiB line neither hangs the page nor the reader
+    send({ from: "big@example.com", to: "alice@example.net", subject: "One long line",
+           text: "y".repeat(10 * 1024 * 1024) });
+    await page.waitForSelector("#messages li >> text=One long line", { timeout: 30000 });
+    await page.click("#messages li >> text=One long line", { timeout: 30000 });
+    await page.click("#tabs button[data-tab=text]", { timeout: 30000 });
+    await page.waitForFunction(() => (document.querySelector("#pane pre") || {}).textContent?.length > 10000000,
+                               null, { timeout: 30000 });
+    const t0 = Date.now();
+    out.responsive = await page.evaluate(() => 1 + 1) === 2;
+    out.responsive_ms = Date.now() - t0;
+    await page.click("#messages li >> text=Hostile");
+
+    // 6. delete removes it
     await page.click("#delete");
     await page.waitForFunction(() => ![...document.querySelectorAll("#messages li .subj")]
                                       .some((e) => e.textContent.includes("Hostile")));

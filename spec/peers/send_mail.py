@@ -1,13 +1,13 @@
 """Sends one message with smtplib, built by the email package.
 
-  send_mail.py PORT '{"from": ..., "to": ..., "subject": ..., "text": ..., "html": ...}'
+  send_mail.py PORT   (stdin: {"from": ..., "to": ..., "subject": ..., "text": ..., "html": ...})
 """
 import json
 import smtplib
 import sys
 from email.message import EmailMessage
 
-port, t = int(sys.argv[1]), json.loads(sys.argv[2])
+port, t = int(sys.argv[1]), json.load(sys.stdin)
 m = EmailMessage()
 m["From"], m["To"], m["Subject"] = t["from"], t["to"], t["subject"]
 m.set_content(t.get("text", "hello"))

@@ -117,7 +117,11 @@ async function show(tab) {
     frame.setAttribute("sandbox", "allow-popups allow-popups-to-escape-sandbox");
     frame.setAttribute("referrerpolicy", "no-referrer");
     frame.src = `/view/${id}.html`;
-    pane.replaceChildren(frame);
+    // remote images stay off (they tell the sender the mail was read)
+    // unless asked for, message by message
+    const remote = el("button", { type: "button", id: "remote", text: "Load remote images" });
+    remote.addEventListener("click", () => { frame.src = `/view/${id}.html?remote=1`; remote.disabled = true; });
+    pane.replaceChildren(el("div", { class: "bar" }, remote), frame);
   } else if (tab === "text") {
     pane.replaceChildren(el("pre", { text: m.Text || "(no text part)" }));
   } else if (tab === "raw") {
