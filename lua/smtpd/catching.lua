@@ -243,7 +243,7 @@ function CatchingServer:process_message(peer, mailfrom, rcpttos, data, kwargs)
     rcpt_options = copy(kwargs and kwargs.rcpt_options),
     tls = kwargs and kwargs.tls, auth_user = kwargs and kwargs.auth_user,
     received = os.time(), received_at = core.web_now(), size = #data,
-    helo = conn and conn.seen_greeting or nil,
+    helo = conn and conn:get("seen_greeting") or nil,
   }, Message)
   if self.persist then
     local ok, why = self:_persist(m)
