@@ -58,16 +58,15 @@ local function header_lines(headers, what)
     if type(k) ~= "string" or k:find("[%c: ]") or k == "" then
       error(what .. ": a header name must be a token: " .. tostring(k), 3)
     end
-    if type(v) == "table" then
-      for _, x in ipairs(v) do out[#out + 1] = k .. ": " .. tostring(x) end
-    else
-      v = tostring(v)
-      if v:find("[\r\n]") then
-        error(what .. ": a header value cannot hold CR or LF (" .. k .. ")", 3)
+    -- a list is the same header repeated (rspamd's Rcpt)
+    for _, x in ipairs(type(v) == "table" and v or {v}) do
+      x = tostring(x)
+      if x:find("[\r\n%z]") then
+        error(what .. ": a header value cannot hold CR, LF or NUL (" .. k .. ")", 3)
       end
       -- "K:" alone tells curl to drop a header of its own; "K;" sends it
       -- empty.
-      out[#out + 1] = v == "" and (k .. ";") or (k .. ": " .. v)
+      out[#out + 1] = x == "" and (k .. ";") or (k .. ": " .. x)
     end
   end
   return out
